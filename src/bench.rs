@@ -1,0 +1,347 @@
+//! The `bench` subcommand: speed numbers measured through the real binary, printed as a
+//! table and written to `BENCHMARKS.md`. Nothing here is a pass/fail test.
+//!
+//! Every server-side number goes through [`crate::client::ChildServer`], i.e. MCP over stdio
+//! to a child process on a fresh DuckDB file, as a user would see it. The local embedder and
+//! the flat-scan reference run in process. Data is generated from a fixed seed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use crate::client::ChildServer;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Index sizes for the search benchmark.
+    pub sizes: Vec<usize>,
+    pub dims: Vec<usize>,
+    /// Searches per measurement.
+    pub searches: usize,
+    /// Runs per throughput figure (the median is reported).
+    pub runs: usize,
+}
+
+/// One row of the report.
+struct Row {
+    what: String,
+    value: String,
+}
+
+fn row(what: impl Into<String>, value: impl Into<String>) -> Row {
+    Row {
+        what: what.into(),
+        value: value.into(),
+    }
+}
+
+/// Deterministic vectors in (-1, 1), never all zero (xorshift; no dependency needed).
+fn vectors(seed: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + 1e-4
+    };
+    (0..n).map(|_| (0..dim).map(|_| next()).collect()).collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+async fn latencies<F, Fut>(n: usize, mut call: F) -> Result<(Duration, Duration)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Value>>,
+{
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        call(i).await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+async fn load(server: &ChildServer, index: &str, data: &[Vec<f32>], batch: usize) -> Result<()> {
+    for (b, chunk) in data.chunks(batch).enumerate() {
+        let rows: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let n = b * batch + i;
+                json!({"id": format!("v{n}"), "vector": v, "metadata": {"group": n % 10, "userId": format!("u{}", n % 100)}})
+            })
+            .collect();
+        let dim = chunk[0].len();
+        server
+            .call(
+                "upsert",
+                json!({"index": index, "create_index": {"dimension": dim}, "vectors": rows}),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
+    for (batch, total) in [(1usize, 2_000usize), (500, 20_000)] {
+        let mut rates = Vec::new();
+        for run in 0..cfg.runs {
+            let server = ChildServer::start(&dir.join(format!("upsert-{batch}-{run}.duckdb")), &[]).await?;
+            let data = vectors(run as u64 + 1, total, 384);
+            let t = Instant::now();
+            load(&server, "bench", &data, batch).await?;
+            rates.push(total as f64 / t.elapsed().as_secs_f64());
+            server.stop().await?;
+        }
+        rows.push(row(
+            format!("upsert, dim 384, batches of {batch} ({total} vectors)"),
+            format!("{:.0} vectors/s", median(rates)),
+        ));
+    }
+    Ok(())
+}
+
+async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
+    for &dim in &cfg.dims {
+        for &size in &cfg.sizes {
+            let server = ChildServer::start(&dir.join(format!("search-{dim}-{size}.duckdb")), &[]).await?;
+            let data = vectors(7, size, dim);
+            let t = Instant::now();
+            load(&server, "bench", &data, 1000.min(3_000_000 / (dim * 10))).await?;
+            let loaded = t.elapsed();
+            let queries = vectors(99, 50, dim);
+            for filtered in [false, true] {
+                let (p50, p99) = latencies(cfg.searches, |i| {
+                    let mut args =
+                        json!({"index": "bench", "vector": queries[i % queries.len()], "top_k": 10});
+                    if filtered {
+                        args["filter"] = json!({"group": {"$eq": 3}});
+                    }
+                    server.call("search", args)
+                })
+                .await?;
+                let label = if filtered {
+                    "with filter (1/10 of rows)"
+                } else {
+                    "no filter"
+                };
+                rows.push(row(
+                    format!("search top-10, {size} x {dim}, {label}: p50 / p99"),
+                    format!("{} / {}", ms(p50), ms(p99)),
+                ));
+            }
+            rows.push(row(format!("load {size} x {dim} through upsert"), ms(loaded)));
+            let flat = flat_scan(&data, &queries[0]);
+            rows.push(row(
+                format!("flat f32 scan reference, {size} x {dim} (one thread, in process)"),
+                ms(flat),
+            ));
+            server.stop().await?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass of dot products over the vectors as one contiguous f32 array: the floor that
+/// memory bandwidth sets for brute-force search.
+fn flat_scan(data: &[Vec<f32>], query: &[f32]) -> Duration {
+    let dim = query.len();
+    let flat: Vec<f32> = data.iter().flatten().copied().collect();
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut top = f32::MIN;
+        for row in flat.chunks_exact(dim) {
+            let s: f32 = row.iter().zip(query).map(|(a, b)| a * b).sum();
+            top = top.max(s);
+        }
+        std::hint::black_box(top);
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+async fn relay_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
+    let db = dir.join("relay.duckdb");
+    let owner = ChildServer::start(&db, &[]).await?;
+    wait_role(&owner, "owner").await?;
+    let relay = ChildServer::start(&db, &[]).await?;
+    wait_role(&relay, "relay").await?;
+    owner.call("upsert", json!({"index": "small", "create_index": {"dimension": 4}, "vectors": [{"id": "a", "vector": [1, 2, 3, 4]}]})).await?;
+    let search = json!({"index": "small", "vector": [1, 2, 3, 4], "top_k": 1});
+    let n = cfg.searches.max(200);
+    let (d50, d99) = latencies(n, |_| owner.call("search", search.clone())).await?;
+    let (r50, r99) = latencies(n, |_| relay.call("search", search.clone())).await?;
+    let (t50, t99) = latencies(n, |_| owner.call("list_indexes", json!({}))).await?;
+    rows.push(row(
+        "MCP round trip, list_indexes, direct: p50 / p99",
+        format!("{} / {}", ms(t50), ms(t99)),
+    ));
+    rows.push(row(
+        "small search, direct: p50 / p99",
+        format!("{} / {}", ms(d50), ms(d99)),
+    ));
+    rows.push(row(
+        "small search, through a relay: p50 / p99",
+        format!("{} / {}", ms(r50), ms(r99)),
+    ));
+    rows.push(row(
+        "added latency of a relayed call (p50)",
+        ms(r50.saturating_sub(d50)),
+    ));
+
+    let killed = Instant::now();
+    owner.kill().await?;
+    loop {
+        if relay.call("list_indexes", json!({})).await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no take-over within 60 s"
+        );
+    }
+    rows.push(row(
+        "owner kill -9 to first successful call through the relay",
+        ms(killed.elapsed()),
+    ));
+    relay.stop().await?;
+    Ok(())
+}
+
+async fn wait_role(server: &ChildServer, role: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .call("stats", json!({}))
+        .await
+        .map(|s| s["role"] == role)
+        .unwrap_or(false)
+        == false
+    {
+        anyhow::ensure!(Instant::now() < deadline, "process never became {role}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn embedder_speed(rows: &mut Vec<Row>) -> Result<()> {
+    use crate::embed::local::LocalEmbedder;
+    use crate::embed::Embedder;
+    let dir = LocalEmbedder::find_model_dir(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = Instant::now();
+    let model = LocalEmbedder::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rows.push(row("local model load (all-MiniLM-L6-v2)", ms(t.elapsed())));
+    let texts: Vec<String> = (0..128)
+        .map(|i| format!("Education: Master. Field: subject {i}. Skills: python, sql. Location Lyon. Goals: laptop ({i}00)"))
+        .collect();
+    for batch in [1usize, 32] {
+        let t = Instant::now();
+        for chunk in texts.chunks(batch) {
+            model.embed(chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        rows.push(row(
+            format!("local embedder, batch {batch}"),
+            format!("{:.0} texts/s", texts.len() as f64 / t.elapsed().as_secs_f64()),
+        ));
+    }
+    Ok(())
+}
+
+/// Run everything; returns the Markdown report (also printed by the caller).
+pub async fn run(cfg: &BenchConfig) -> Result<String> {
+    let dir = tempfile_dir()?;
+    let mut rows = Vec::new();
+    relay_latency(dir.path(), cfg, &mut rows)
+        .await
+        .context("relay latency")?;
+    upsert_throughput(dir.path(), cfg, &mut rows)
+        .await
+        .context("upsert throughput")?;
+    search_latency(dir.path(), cfg, &mut rows)
+        .await
+        .context("search latency")?;
+    if let Err(e) = embedder_speed(&mut rows).await {
+        rows.push(row("local embedder", format!("not measured: {e:#}")));
+    }
+    Ok(report(cfg, &rows))
+}
+
+fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
+    let mut out = String::from("# stride-vectors benchmarks\n\n");
+    out += &format!(
+        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {}`. \
+         Throughputs are the median of {} runs; latencies are percentiles over {} calls.\n\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        memory_mib(),
+        cfg.sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.dims
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.runs,
+        cfg.searches,
+    );
+    out += "| measurement | result |\n|---|---|\n";
+    for r in rows {
+        out += &format!("| {} | {} |\n", r.what, r.value);
+    }
+    out
+}
+
+fn memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<ScratchDir> {
+    let dir = std::env::temp_dir().join(format!("stride-vectors-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(ScratchDir(dir))
+}

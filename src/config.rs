@@ -1,0 +1,270 @@
+//! Every knob of the program: command-line flags, environment variables, defaults, and the
+//! rules that turn them into a validated [`ServeConfig`].
+//!
+//! Nothing else reads the environment: other modules receive plain values from here, which
+//! keeps them testable and makes this file the one place a user looks to learn a setting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::embed::pipeline::PipelineConfig;
+use crate::embed::Provider;
+
+/// File name used when only a directory is known (Stride sets `VECTOR_DB_DIR`).
+pub const DEFAULT_DB_FILE: &str = "stride-vectors.duckdb";
+
+/// The command line. Without a subcommand the program serves MCP on stdio.
+#[derive(Debug, Parser)]
+#[command(name = "stride-vectors", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP on stdin/stdout (the default).
+    Serve,
+    /// Index the sample Stride documents through the real MCP tools and print searches.
+    Demo {
+        /// The sample documents and searches.
+        #[arg(long, default_value = "fixtures/stride-sample.json")]
+        fixtures: PathBuf,
+    },
+    /// Measure speed through the real binary; print a table and write BENCHMARKS.md.
+    Bench {
+        /// Index sizes for search latency, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Vector widths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "384,1024")]
+        dims: Vec<usize>,
+        /// Searches per latency figure.
+        #[arg(long, default_value_t = 200)]
+        searches: usize,
+        /// Runs per throughput figure (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where to write the Markdown report.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+    /// Write the JSON Schema of every tool's input and output into a directory.
+    Schemas {
+        /// Directory that receives `<tool>.input.json` and `<tool>.output.json`.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Compare instead of writing: exit 1 and name the stale files if any differ.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Flags of the server itself.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The DuckDB file. Default: $VECTOR_DB_DIR/stride-vectors.duckdb, else
+    /// ./data/stride-vectors.duckdb. Parent directories are created.
+    #[arg(long, env = "STRIDE_VECTORS_DB", global = true)]
+    pub db: Option<PathBuf>,
+
+    /// Log filter for stderr (tracing's EnvFilter syntax); RUST_LOG also works.
+    #[arg(long, env = "STRIDE_VECTORS_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Most write requests the writer folds into one transaction.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch: u32,
+
+    /// DuckDB worker threads (0: DuckDB's default, one per core).
+    #[arg(long, default_value_t = 0)]
+    pub duckdb_threads: u32,
+
+    /// Embedding provider: `local` (all-MiniLM-L6-v2 in process), `ollama` or `openai`.
+    #[arg(long, value_enum, env = "STRIDE_VECTORS_EMBEDDER", default_value = "local")]
+    pub embedder: Provider,
+
+    /// Model name for ollama/openai (Stride: m2v-bge-m3-1024d). Ignored by `local`.
+    #[arg(long, env = "STRIDE_VECTORS_MODEL")]
+    pub model: Option<String>,
+
+    /// Directory holding model.safetensors, tokenizer.json and config.json for `local`
+    /// (default: the cache that scripts/fetch-model fills).
+    #[arg(long, env = "STRIDE_VECTORS_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Ollama's base URL.
+    #[arg(long, env = "OLLAMA_URL", default_value = "http://127.0.0.1:11434")]
+    pub ollama_url: String,
+
+    /// Base URL of an OpenAI-compatible server (`/v1/embeddings` is appended).
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com")]
+    pub openai_url: String,
+
+    /// Name of the environment variable holding the API key for `openai`.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+
+    /// Output width of a remote model, if known (else learned from the first answer).
+    #[arg(long)]
+    pub dimension: Option<usize>,
+
+    /// Trailing debounce window per (index, id), in milliseconds.
+    #[arg(long, env = "STRIDE_VECTORS_DEBOUNCE_MS", default_value_t = 2000)]
+    pub debounce_ms: u64,
+
+    /// Longest a document waits for its debounce to end, in milliseconds.
+    #[arg(long, env = "STRIDE_VECTORS_MAX_WAIT_MS", default_value_t = 10_000)]
+    pub max_wait_ms: u64,
+
+    /// Texts per embedding call.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch_size: u32,
+
+    /// On shutdown, how long to keep embedding what is pending (the rest stays on disk).
+    #[arg(long, default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Timeout of one HTTP call to a remote embedder, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub embed_timeout_ms: u64,
+}
+
+/// Validated settings of a running server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub db_path: PathBuf,
+    pub max_batch: usize,
+    pub duckdb_threads: u32,
+    pub embedder: EmbedderConfig,
+    pub pipeline: PipelineConfig,
+    pub shutdown_timeout: Duration,
+}
+
+/// Which embedder to build, with its settings.
+#[derive(Debug, Clone)]
+pub enum EmbedderConfig {
+    Local {
+        model_dir: Option<PathBuf>,
+    },
+    Ollama {
+        url: String,
+        model: String,
+        dimension: Option<usize>,
+        timeout: Duration,
+    },
+    OpenAi {
+        url: String,
+        model: String,
+        api_key: Option<String>,
+        dimension: Option<usize>,
+        timeout: Duration,
+    },
+}
+
+impl ServeArgs {
+    /// Resolve the database path and create its parent directory.
+    pub fn resolve(&self) -> Result<ServeConfig> {
+        let db_path = resolve_db_path(
+            self.db.as_deref(),
+            std::env::var_os("VECTOR_DB_DIR").map(PathBuf::from),
+        );
+        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the database directory {}", parent.display()))?;
+        }
+        anyhow::ensure!(
+            self.max_wait_ms >= self.debounce_ms,
+            "--max-wait-ms ({}) must be at least --debounce-ms ({})",
+            self.max_wait_ms,
+            self.debounce_ms
+        );
+        Ok(ServeConfig {
+            db_path,
+            max_batch: self.max_batch as usize,
+            duckdb_threads: self.duckdb_threads,
+            embedder: self.embedder_config()?,
+            pipeline: PipelineConfig {
+                debounce: Duration::from_millis(self.debounce_ms),
+                max_wait: Duration::from_millis(self.max_wait_ms),
+                batch_size: self.batch_size as usize,
+                wait_timeout: Duration::from_secs(60),
+            },
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        })
+    }
+
+    fn embedder_config(&self) -> Result<EmbedderConfig> {
+        let timeout = Duration::from_millis(self.embed_timeout_ms);
+        let remote_model = || {
+            self.model.clone().with_context(|| {
+                format!(
+                    "--embedder {:?} needs --model (or STRIDE_VECTORS_MODEL), e.g. m2v-bge-m3-1024d",
+                    self.embedder
+                )
+            })
+        };
+        Ok(match self.embedder {
+            Provider::Local => EmbedderConfig::Local {
+                model_dir: self.model_dir.clone(),
+            },
+            Provider::Ollama => EmbedderConfig::Ollama {
+                url: self.ollama_url.clone(),
+                model: remote_model()?,
+                dimension: self.dimension,
+                timeout,
+            },
+            Provider::Openai => EmbedderConfig::OpenAi {
+                url: self.openai_url.clone(),
+                model: remote_model()?,
+                api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
+                dimension: self.dimension,
+                timeout,
+            },
+        })
+    }
+}
+
+/// `--db`/`STRIDE_VECTORS_DB` wins, then `$VECTOR_DB_DIR`, then `./data`.
+pub fn resolve_db_path(explicit: Option<&Path>, vector_db_dir: Option<PathBuf>) -> PathBuf {
+    match (explicit, vector_db_dir) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(dir)) if !dir.as_os_str().is_empty() => dir.join(DEFAULT_DB_FILE),
+        _ => Path::new("data").join(DEFAULT_DB_FILE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_path_wins_over_vector_db_dir() {
+        let p = resolve_db_path(Some(Path::new("/x/a.duckdb")), Some(PathBuf::from("/y")));
+        assert_eq!(p, PathBuf::from("/x/a.duckdb"));
+    }
+
+    #[test]
+    fn vector_db_dir_names_the_directory() {
+        let p = resolve_db_path(None, Some(PathBuf::from("/y")));
+        assert_eq!(p, PathBuf::from("/y/stride-vectors.duckdb"));
+    }
+
+    #[test]
+    fn default_is_under_data() {
+        assert_eq!(
+            resolve_db_path(None, None),
+            PathBuf::from("data/stride-vectors.duckdb")
+        );
+        assert_eq!(
+            resolve_db_path(None, Some(PathBuf::new())),
+            PathBuf::from("data/stride-vectors.duckdb")
+        );
+    }
+}

@@ -1,0 +1,679 @@
+//! The embedding pipeline: debounce, dedup, batching, and the durable pending queue.
+//!
+//! Clients hand us documents; we decide when and whether to embed them:
+//!
+//! - **Durable first.** A document is recorded as pending in the database (group-committed
+//!   by the writer) before `embed` answers, and resumed from there after a restart.
+//! - **Debounce** per (index, id): a trailing window keeps only the latest version, capped
+//!   by a maximum wait measured from the first unembedded version, so constant edits land.
+//! - **Dedup.** The writer compares the content hash (model, text) with what is stored: an
+//!   unchanged document only has its metadata written. A version equal to one being embedded
+//!   right now joins it, and equal texts in one batch are embedded once.
+//! - **Batching.** Due documents are embedded `batch_size` at a time and stored in one
+//!   transaction per batch.
+//! - **Failures** keep documents pending, retried with exponential backoff; the last error
+//!   is visible in `stats`.
+//!
+//! The schedule is a `BTreeSet<(due, seq, key)>` woken by a `Notify` (the mini-redis expiry
+//! shape). This module owns the schedule and the counters; it never runs SQL itself (it asks
+//! the [`Store`]), and it never speaks MCP.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{content_hash, EmbedError, ModelState, SharedEmbedder};
+use crate::store::documents::{Acceptance, EmbeddedDocument, NewDocument};
+use crate::store::writer::{WriteOp, WriteOutcome};
+use crate::store::{validate_index_name, IndexInfo, Store, StoreError};
+
+/// Longest pause between retries of a failing document.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub debounce: Duration,
+    pub max_wait: Duration,
+    pub batch_size: usize,
+    /// How long `embed` with `wait: true` waits before answering `queued`.
+    pub wait_timeout: Duration,
+}
+
+/// A document as the `embed` tool receives it.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub id: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// The answer for one document of an `embed` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocStatus {
+    Queued,
+    Coalesced,
+    Unchanged,
+    Indexed,
+}
+
+/// A snapshot of the pipeline for `stats`.
+#[derive(Debug, Clone)]
+pub struct PipelineStats {
+    pub pending: usize,
+    pub oldest_pending_ms: Option<u64>,
+    pub accepted: u64,
+    pub coalesced: u64,
+    pub unchanged: u64,
+    pub embedding_calls: u64,
+    pub texts_embedded: u64,
+    pub committed: u64,
+    pub last_error: Option<String>,
+    pub model: String,
+    pub model_state: ModelState,
+}
+
+/// What `flush` did.
+#[derive(Debug, Clone)]
+pub struct FlushReport {
+    pub committed: u64,
+    pub pending: usize,
+}
+
+/// Handle to the pipeline. Clone it freely.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+type Key = (String, String);
+
+struct Inner {
+    store: Store,
+    embedder: SharedEmbedder,
+    config: PipelineConfig,
+    /// `std` mutex: held for map updates only, never across an await.
+    state: Mutex<State>,
+    /// Wakes the worker when something became due sooner than it planned.
+    wake: Notify,
+    /// Counts committed documents; `flush` and shutdown watch it move.
+    progress: watch::Sender<u64>,
+    accepting: AtomicBool,
+    stop: CancellationToken,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    coalesced: AtomicU64,
+    unchanged: AtomicU64,
+    embedding_calls: AtomicU64,
+    texts_embedded: AtomicU64,
+}
+
+/// A version waiting for its due time.
+struct Entry {
+    seq: u64,
+    text: String,
+    metadata: Map<String, Value>,
+    hash: String,
+    first_seen: Instant,
+    due: Instant,
+    attempts: u32,
+}
+
+/// A version being embedded.
+struct Flight {
+    seq: u64,
+    first_seen: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: HashMap<Key, Entry>,
+    schedule: BTreeSet<(Instant, u64, Key)>,
+    in_flight: HashMap<Key, Flight>,
+    /// Newest accepted version per key and what became of it: lets late updates lose.
+    latest: HashMap<Key, (u64, Acceptance)>,
+    waiters: HashMap<Key, Vec<(u64, oneshot::Sender<()>)>>,
+    last_error: Option<String>,
+}
+
+impl State {
+    fn unschedule(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.waiting.remove(key)?;
+        self.schedule.remove(&(entry.due, entry.seq, key.clone()));
+        Some(entry)
+    }
+
+    fn schedule(&mut self, key: Key, entry: Entry) {
+        self.unschedule(&key);
+        self.schedule.insert((entry.due, entry.seq, key.clone()));
+        self.waiting.insert(key, entry);
+    }
+
+    fn resolve(&mut self, key: &Key, upto: u64) {
+        let Some(list) = self.waiters.get_mut(key) else {
+            return;
+        };
+        for (_, tx) in list.extract_if(.., |(seq, _)| *seq <= upto) {
+            let _ = tx.send(());
+        }
+        if list.is_empty() {
+            self.waiters.remove(key);
+        }
+    }
+
+    fn pending_for(&self, index: Option<&str>) -> usize {
+        let matches = |k: &&Key| index.is_none_or(|i| k.0 == i);
+        self.waiting.keys().filter(matches).count() + self.in_flight.keys().filter(matches).count()
+    }
+}
+
+impl Pipeline {
+    /// Start the pipeline's worker and resume what the database has pending.
+    pub async fn start(
+        store: Store,
+        embedder: SharedEmbedder,
+        config: PipelineConfig,
+    ) -> Result<Pipeline, StoreError> {
+        let pending = store
+            .read(|conn| {
+                crate::store::documents::load_pending(conn)
+                    .map_err(|e| StoreError::internal("loading pending documents", e))
+            })
+            .await?;
+        let inner = Arc::new(Inner {
+            store,
+            embedder,
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            progress: watch::channel(0).0,
+            accepting: AtomicBool::new(true),
+            stop: CancellationToken::new(),
+            counters: Counters::default(),
+        });
+        if !pending.is_empty() {
+            tracing::info!(documents = pending.len(), "resuming pending embeddings");
+        }
+        {
+            let now = Instant::now();
+            let mut state = inner.lock();
+            for doc in pending {
+                let key = (doc.index, doc.id);
+                state.latest.insert(key.clone(), (doc.seq, Acceptance::Queued));
+                let entry = Entry {
+                    seq: doc.seq,
+                    text: doc.text,
+                    metadata: doc.metadata,
+                    hash: doc.hash,
+                    first_seen: now,
+                    due: now,
+                    attempts: 0,
+                };
+                state.schedule(key, entry);
+            }
+        }
+        tokio::spawn(worker(inner.clone()));
+        Ok(Pipeline { inner })
+    }
+
+    pub fn model(&self) -> &str {
+        self.inner.embedder.model()
+    }
+
+    /// Accept documents for `index`. Answers once they are durable (or, with `wait`, once
+    /// they are embedded and committed, up to the configured wait timeout).
+    pub async fn submit(
+        &self,
+        index: &str,
+        docs: Vec<Document>,
+        wait: bool,
+    ) -> Result<Vec<DocStatus>, StoreError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        validate_index_name(index)?;
+        let model = self.inner.embedder.model().to_string();
+        let (unique, position) = last_version_per_id(&docs);
+        let new_docs: Vec<NewDocument> = unique
+            .iter()
+            .map(|&i| NewDocument {
+                id: docs[i].id.clone(),
+                text: docs[i].text.clone(),
+                metadata: docs[i].metadata.clone(),
+                hash: content_hash(&model, &docs[i].text),
+            })
+            .collect();
+        let op = WriteOp::Accept {
+            index: index.to_string(),
+            model,
+            dimension: self.inner.embedder.dimension(),
+            docs: new_docs.clone(),
+        };
+        let accepted = match self.inner.store.write(op).await? {
+            WriteOutcome::Accepted(a) => a,
+            other => {
+                return Err(StoreError::Internal(format!(
+                    "unexpected writer outcome {other:?}"
+                )))
+            }
+        };
+        let mut waits = Vec::new();
+        let mut statuses = Vec::with_capacity(accepted.len());
+        {
+            let mut state = self.inner.lock();
+            for (doc, acc) in new_docs.into_iter().zip(&accepted) {
+                let key = (index.to_string(), doc.id.clone());
+                statuses.push(acc.status);
+                if let Some(rx) = self.inner.record(&mut state, key, doc, acc.seq, acc.status, wait) {
+                    waits.push(rx);
+                }
+            }
+        }
+        self.inner.count(&statuses, docs.len() - unique.len());
+        self.inner.wake.notify_one();
+        let indexed = wait && self.wait_all(waits).await;
+        Ok(position
+            .into_iter()
+            .map(|slot| match slot {
+                None => DocStatus::Coalesced,
+                Some(u) => match statuses[u] {
+                    Acceptance::Unchanged => DocStatus::Unchanged,
+                    _ if indexed => DocStatus::Indexed,
+                    Acceptance::Queued => DocStatus::Queued,
+                    Acceptance::Coalesced => DocStatus::Coalesced,
+                },
+            })
+            .collect())
+    }
+
+    async fn wait_all(&self, waits: Vec<oneshot::Receiver<()>>) -> bool {
+        let all = futures::future::join_all(waits);
+        match tokio::time::timeout(self.inner.config.wait_timeout, all).await {
+            Ok(results) => results.iter().all(|r| r.is_ok()),
+            Err(_) => false,
+        }
+    }
+
+    /// Embed a search query now (never debounced), with the model of `index`.
+    pub async fn embed_query(&self, index: &IndexInfo, text: &str) -> Result<Vec<f32>, String> {
+        let embedder = &self.inner.embedder;
+        if let Some(model) = index.model.as_deref().filter(|m| *m != embedder.model()) {
+            return Err(format!(
+                "query: index \"{}\" holds embeddings of model {model:?}, but this server embeds with {:?}; search it with `vector`",
+                index.name,
+                embedder.model()
+            ));
+        }
+        self.inner
+            .counters
+            .embedding_calls
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.texts_embedded.fetch_add(1, Ordering::Relaxed);
+        let mut vectors = embedder
+            .embed(std::slice::from_ref(&text.to_string()))
+            .await
+            .map_err(|e| format!("query: {e}"))?;
+        let vector = vectors.pop().ok_or("query: the embedder returned nothing")?;
+        if vector.len() != index.dimension {
+            return Err(format!(
+                "query: model {:?} makes {}-dimensional vectors, index \"{}\" has {}",
+                embedder.model(),
+                vector.len(),
+                index.name,
+                index.dimension
+            ));
+        }
+        Ok(vector)
+    }
+
+    /// Make everything pending (for `index`, or all) due now and wait until it is committed
+    /// or `timeout` passes.
+    pub async fn flush(&self, index: Option<&str>, timeout: Duration) -> FlushReport {
+        let before = *self.inner.progress.borrow();
+        self.inner.make_due(index);
+        let mut progress = self.inner.progress.subscribe();
+        let deadline = Instant::now() + timeout;
+        while self.inner.lock().pending_for(index) > 0 {
+            if tokio::time::timeout_at(deadline, progress.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        FlushReport {
+            committed: *self.inner.progress.borrow() - before,
+            pending: self.inner.lock().pending_for(index),
+        }
+    }
+
+    /// Stop accepting, flush within `timeout`, stop the worker. What is left stays pending
+    /// on disk and is resumed by the next start.
+    pub async fn shutdown(&self, timeout: Duration) -> FlushReport {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let report = self.flush(None, timeout).await;
+        self.inner.stop.cancel();
+        if report.pending > 0 {
+            tracing::warn!(
+                pending = report.pending,
+                "shutdown deadline reached; documents stay pending on disk"
+            );
+        }
+        report
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let state = self.inner.lock();
+        let now = Instant::now();
+        let oldest = state
+            .waiting
+            .values()
+            .map(|e| e.first_seen)
+            .chain(state.in_flight.values().map(|f| f.first_seen))
+            .min();
+        let c = &self.inner.counters;
+        PipelineStats {
+            pending: state.pending_for(None),
+            oldest_pending_ms: oldest.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            unchanged: c.unchanged.load(Ordering::Relaxed),
+            embedding_calls: c.embedding_calls.load(Ordering::Relaxed),
+            texts_embedded: c.texts_embedded.load(Ordering::Relaxed),
+            committed: *self.inner.progress.borrow(),
+            last_error: state.last_error.clone(),
+            model: self.inner.embedder.model().to_string(),
+            model_state: self.inner.embedder.state(),
+        }
+    }
+}
+
+/// For each input position: `Some(u)` if it is the last version of its id (index into the
+/// deduplicated list), `None` if a later input of the same call replaced it.
+fn last_version_per_id(docs: &[Document]) -> (Vec<usize>, Vec<Option<usize>>) {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in docs.iter().enumerate() {
+        last.insert(d.id.as_str(), i);
+    }
+    let mut unique = Vec::new();
+    let mut position = Vec::with_capacity(docs.len());
+    for (i, d) in docs.iter().enumerate() {
+        if last[d.id.as_str()] == i {
+            position.push(Some(unique.len()));
+            unique.push(i);
+        } else {
+            position.push(None);
+        }
+    }
+    (unique, position)
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a set of maps updated in small steps that keep it consistent; a
+        // panicking holder cannot leave half an update worth refusing to read.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fold one accepted version into the schedule; returns a waiter when asked to wait.
+    fn record(
+        &self,
+        state: &mut State,
+        key: Key,
+        doc: NewDocument,
+        seq: u64,
+        status: Acceptance,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<()>> {
+        if state.latest.get(&key).is_some_and(|(s, _)| *s > seq) {
+            return None; // A newer version was already recorded; the database agrees.
+        }
+        state.latest.insert(key.clone(), (seq, status));
+        if status == Acceptance::Unchanged {
+            state.unschedule(&key);
+            state.resolve(&key, seq);
+            return None;
+        }
+        let now = Instant::now();
+        let first_seen = state.waiting.get(&key).map_or(now, |e| e.first_seen);
+        let due = if wait {
+            now
+        } else {
+            (now + self.config.debounce).min(first_seen + self.config.max_wait)
+        };
+        let entry = Entry {
+            seq,
+            text: doc.text,
+            metadata: doc.metadata,
+            hash: doc.hash,
+            first_seen,
+            due,
+            attempts: 0,
+        };
+        state.schedule(key.clone(), entry);
+        wait.then(|| {
+            let (tx, rx) = oneshot::channel();
+            state.waiters.entry(key).or_default().push((seq, tx));
+            rx
+        })
+    }
+
+    fn count(&self, statuses: &[Acceptance], superseded_in_call: usize) {
+        let c = &self.counters;
+        c.accepted
+            .fetch_add((statuses.len() + superseded_in_call) as u64, Ordering::Relaxed);
+        let coalesced = statuses.iter().filter(|s| **s == Acceptance::Coalesced).count() + superseded_in_call;
+        c.coalesced.fetch_add(coalesced as u64, Ordering::Relaxed);
+        let unchanged = statuses.iter().filter(|s| **s == Acceptance::Unchanged).count();
+        c.unchanged.fetch_add(unchanged as u64, Ordering::Relaxed);
+    }
+
+    fn make_due(&self, index: Option<&str>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let keys: Vec<Key> = state
+            .waiting
+            .keys()
+            .filter(|k| index.is_none_or(|i| k.0 == i))
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(mut entry) = state.unschedule(&key) {
+                entry.due = entry.due.min(now);
+                state.schedule(key, entry);
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Take up to `batch_size` due versions and mark them in flight.
+    fn take_due(&self) -> (Vec<(Key, Entry)>, Option<Instant>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut batch = Vec::new();
+        while batch.len() < self.config.batch_size {
+            let Some((due, _, key)) = state.schedule.first().cloned() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            if let Some(entry) = state.unschedule(&key) {
+                let flight = Flight {
+                    seq: entry.seq,
+                    first_seen: entry.first_seen,
+                };
+                state.in_flight.insert(key.clone(), flight);
+                batch.push((key, entry));
+            }
+        }
+        let next = state.schedule.first().map(|(due, _, _)| *due);
+        (batch, next)
+    }
+
+    async fn process(&self, batch: Vec<(Key, Entry)>) {
+        let mut texts: Vec<String> = Vec::new();
+        let mut text_slot: HashMap<&str, usize> = HashMap::new();
+        let slots: Vec<usize> = batch
+            .iter()
+            .map(|(_, e)| {
+                *text_slot.entry(e.text.as_str()).or_insert_with(|| {
+                    texts.push(e.text.clone());
+                    texts.len() - 1
+                })
+            })
+            .collect();
+        self.counters.embedding_calls.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .texts_embedded
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        match self.embedder.embed(&texts).await {
+            Ok(vectors) if vectors.len() == texts.len() => {
+                let docs = batch
+                    .into_iter()
+                    .zip(slots)
+                    .map(|((k, e), s)| (k, e, vectors[s].clone()))
+                    .collect();
+                self.commit(docs).await;
+            }
+            Ok(vectors) => {
+                let msg = format!(
+                    "the embedder returned {} vectors for {} texts",
+                    vectors.len(),
+                    texts.len()
+                );
+                self.fail(batch, &EmbedError::Permanent(msg));
+            }
+            Err(e) => self.fail(batch, &e),
+        }
+    }
+
+    /// Store embedded versions, one writer request per index, all in the same group commit.
+    async fn commit(&self, docs: Vec<(Key, Entry, Vec<f32>)>) {
+        let mut groups: HashMap<String, Vec<(Key, Entry, EmbeddedDocument)>> = HashMap::new();
+        {
+            let mut state = self.lock();
+            for (key, entry, vector) in docs {
+                let (seq, metadata) = self.newest_equal_version(&mut state, &key, &entry);
+                if state
+                    .latest
+                    .get(&key)
+                    .is_some_and(|(s, st)| *s > seq && *st == Acceptance::Unchanged)
+                {
+                    // Reverted to the stored text while we embedded: storing this would undo it.
+                    state.in_flight.remove(&key);
+                    continue;
+                }
+                let doc = EmbeddedDocument {
+                    id: key.1.clone(),
+                    seq,
+                    hash: entry.hash.clone(),
+                    vector,
+                    metadata,
+                };
+                groups.entry(key.0.clone()).or_default().push((key, entry, doc));
+            }
+        }
+        let model = self.embedder.model().to_string();
+        let writes = groups.into_iter().map(|(index, items)| {
+            let docs = items.iter().map(|(_, _, d)| d.clone()).collect();
+            let op = WriteOp::StoreEmbedded {
+                index,
+                model: model.clone(),
+                docs,
+            };
+            async move { (self.store.write(op).await, items) }
+        });
+        for (result, items) in futures::future::join_all(writes).await {
+            match result {
+                Ok(_) => self.committed(items),
+                Err(e) => {
+                    let batch = items.into_iter().map(|(k, e, _)| (k, e)).collect();
+                    self.fail(batch, &EmbedError::Permanent(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// A newer version with the same text joins this embedding: take its seq and metadata.
+    fn newest_equal_version(&self, state: &mut State, key: &Key, entry: &Entry) -> (u64, Map<String, Value>) {
+        let joins = state
+            .waiting
+            .get(key)
+            .is_some_and(|w| w.hash == entry.hash && w.seq > entry.seq);
+        if joins {
+            if let Some(newer) = state.unschedule(key) {
+                if let Some(f) = state.in_flight.get_mut(key) {
+                    f.seq = newer.seq;
+                }
+                return (newer.seq, newer.metadata);
+            }
+        }
+        (entry.seq, entry.metadata.clone())
+    }
+
+    fn committed(&self, items: Vec<(Key, Entry, EmbeddedDocument)>) {
+        let n = items.len() as u64;
+        {
+            let mut state = self.lock();
+            for (key, _, doc) in items {
+                if state.in_flight.get(&key).is_some_and(|f| f.seq <= doc.seq) {
+                    state.in_flight.remove(&key);
+                }
+                state.resolve(&key, doc.seq);
+            }
+        }
+        self.progress.send_modify(|c| *c += n);
+    }
+
+    /// Put failed versions back with backoff, unless a newer version already waits.
+    fn fail(&self, batch: Vec<(Key, Entry)>, error: &EmbedError) {
+        tracing::warn!(documents = batch.len(), %error, "embedding failed; documents stay pending");
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.last_error = Some(error.to_string());
+        for (key, mut entry) in batch {
+            state.in_flight.remove(&key);
+            if state.waiting.contains_key(&key) {
+                continue;
+            }
+            entry.attempts += 1;
+            let backoff =
+                Duration::from_millis(500u64.saturating_mul(1 << entry.attempts.min(10))).min(MAX_BACKOFF);
+            entry.due = now + backoff;
+            state.schedule(key, entry);
+        }
+        drop(state);
+        self.progress.send_modify(|_| {});
+    }
+}
+
+/// The background task: embed what is due, sleep until the next due time or a wake-up.
+async fn worker(inner: Arc<Inner>) {
+    loop {
+        let (batch, next) = inner.take_due();
+        if !batch.is_empty() {
+            inner.process(batch).await;
+            continue;
+        }
+        let sleep = match next {
+            Some(at) => tokio::time::sleep_until(at),
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = sleep => {}
+            _ = inner.stop.cancelled() => return,
+        }
+    }
+}

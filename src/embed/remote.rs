@@ -1,0 +1,246 @@
+//! Remote embedding providers over HTTP: Ollama and OpenAI-compatible servers.
+//!
+//! Each call is retried a few times with exponential backoff on timeouts, connection errors,
+//! 429 and 5xx; what still fails is reported as [`EmbedError::Transient`] so the pipeline
+//! keeps the documents pending and tries again later. A 4xx other than 429 is permanent.
+//! Nothing here knows about the database or the pipeline.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{EmbedError, EmbedFuture, Embedder};
+
+/// Attempts per call before giving the batch back to the pipeline.
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| EmbedError::Permanent(format!("building the HTTP client: {e}")))
+}
+
+/// Why one HTTP attempt failed.
+enum Attempt {
+    Retry(String),
+    /// The endpoint does not exist (Ollama older than 0.3 has no `/api/embed`).
+    NotFound,
+    Fatal(String),
+}
+
+async fn post_json<T: for<'de> Deserialize<'de>>(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<T, Attempt> {
+    let mut req = http.post(url).json(body);
+    if let Some(key) = bearer {
+        req = req.bearer_auth(key);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Attempt::Retry(format!("POST {url}: {e}")))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(Attempt::NotFound);
+    }
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        let msg = format!(
+            "POST {url}: HTTP {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+        return Err(if status.as_u16() == 429 || status.is_server_error() {
+            Attempt::Retry(msg)
+        } else {
+            Attempt::Fatal(msg)
+        });
+    }
+    resp.json::<T>()
+        .await
+        .map_err(|e| Attempt::Fatal(format!("POST {url}: unreadable answer: {e}")))
+}
+
+/// Run `call` up to [`ATTEMPTS`] times while it asks to be retried.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, Attempt>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(Attempt::Retry(msg)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %msg, "embedding request failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn finish(result: Result<Vec<Vec<f32>>, Attempt>, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let vectors = match result {
+        Ok(v) => v,
+        Err(Attempt::Retry(m)) => return Err(EmbedError::Transient(m)),
+        Err(Attempt::Fatal(m)) => return Err(EmbedError::Permanent(m)),
+        Err(Attempt::NotFound) => {
+            return Err(EmbedError::Permanent(
+                "embedding endpoint not found (HTTP 404)".into(),
+            ))
+        }
+    };
+    if vectors.len() != expected {
+        return Err(EmbedError::Permanent(format!(
+            "the provider returned {} vectors for {expected} texts",
+            vectors.len()
+        )));
+    }
+    Ok(vectors)
+}
+
+/// Ollama: `POST {url}/api/embed` with a batch; falls back to the legacy one-text
+/// `POST {url}/api/embeddings` when the server is too old to have the first.
+pub struct Ollama {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    dimension: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct OllamaBatch {
+    embeddings: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct OllamaLegacy {
+    embedding: Vec<f32>,
+}
+
+impl Ollama {
+    pub fn new(
+        url: &str,
+        model: &str,
+        dimension: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Self, EmbedError> {
+        Ok(Ollama {
+            http: client(timeout)?,
+            url: url.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+            dimension,
+        })
+    }
+
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let url = format!("{}/api/embed", self.url);
+        let body = json!({"model": self.model, "input": texts});
+        match with_retries(|| post_json::<OllamaBatch>(&self.http, &url, None, &body)).await {
+            Err(Attempt::NotFound) => self.embed_legacy(texts).await,
+            other => finish(other.map(|b| b.embeddings), texts.len()),
+        }
+    }
+
+    async fn embed_legacy(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let url = format!("{}/api/embeddings", self.url);
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            let body = json!({"model": self.model, "prompt": text});
+            let one = with_retries(|| post_json::<OllamaLegacy>(&self.http, &url, None, &body)).await;
+            out.push(finish(one.map(|r| vec![r.embedding]), 1)?.remove(0));
+        }
+        Ok(out)
+    }
+}
+
+impl Embedder for Ollama {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> Option<usize> {
+        self.dimension
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(self.embed_batch(texts))
+    }
+}
+
+/// OpenAI-compatible `POST {base}/v1/embeddings` (OpenAI, Mistral, vLLM, LM Studio, ...).
+pub struct OpenAi {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: Option<String>,
+    model: String,
+    dimension: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiAnswer {
+    data: Vec<OpenAiItem>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiItem {
+    embedding: Vec<f32>,
+    #[serde(default)]
+    index: Option<usize>,
+}
+
+impl OpenAi {
+    pub fn new(
+        base: &str,
+        api_key: Option<String>,
+        model: &str,
+        dimension: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Self, EmbedError> {
+        let base = base.trim_end_matches('/');
+        let endpoint = if base.ends_with("/v1") {
+            format!("{base}/embeddings")
+        } else {
+            format!("{base}/v1/embeddings")
+        };
+        Ok(OpenAi {
+            http: client(timeout)?,
+            endpoint,
+            api_key,
+            model: model.to_string(),
+            dimension,
+        })
+    }
+
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let body = json!({"model": self.model, "input": texts});
+        let answer = with_retries(|| {
+            post_json::<OpenAiAnswer>(&self.http, &self.endpoint, self.api_key.as_deref(), &body)
+        })
+        .await;
+        let ordered = answer.map(|mut a| {
+            // The spec gives each item its index; order by it in case a server reorders.
+            a.data.sort_by_key(|item| item.index.unwrap_or(0));
+            a.data.into_iter().map(|item| item.embedding).collect()
+        });
+        finish(ordered, texts.len())
+    }
+}
+
+impl Embedder for OpenAi {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn dimension(&self) -> Option<usize> {
+        self.dimension
+    }
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        Box::pin(self.embed_batch(texts))
+    }
+}

@@ -1,0 +1,34 @@
+//! stride-vectors: an MCP server that is the one and only writer of a DuckDB vector database.
+//!
+//! Every client (Mastra's `MCPClient`, Claude Desktop, the MCP Inspector, Stride's frontend)
+//! talks MCP over stdio to its own stride-vectors process; exactly one process owns the
+//! database file and writes it through a single writer that group-commits.
+//!
+//! Where things live:
+//!
+//! - [`config`]: every knob (flags, environment, defaults) and its validation.
+//! - [`mcp`]: the protocol face. One file per tool family, argument and result types with
+//!   JSON Schemas. No SQL here: tools call [`store`].
+//! - [`store`]: DuckDB and nothing else. [`store::schema`] (DDL, Mastra layout, bookkeeping),
+//!   [`store::writer`] (the single writer actor), [`store::read`] (search, describe),
+//!   [`store::filter`] (the metadata filter language compiled to parameterized SQL).
+//! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers, and
+//!   [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).
+//! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
+//!   processes, and take-over when the owner dies.
+//! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
+//! - [`bench`]: the `bench` subcommand (numbers for BENCHMARKS.md, never a test).
+//! - [`client`]: a small MCP client of this binary (child process on stdio).
+//! - [`demo`]: the `demo` subcommand, indexing the sample documents through [`client`].
+//! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod embed;
+pub mod mcp;
+pub mod ownership;
+pub mod schemas;
+pub mod shutdown;
+pub mod store;

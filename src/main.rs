@@ -1,0 +1,144 @@
+//! The `stride-vectors` binary: parse the command line, log to stderr, run.
+//!
+//! stdout belongs to JSON-RPC; nothing here or below prints to it except the `schemas`
+//! subcommand, which does not serve MCP.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use rmcp::ServiceExt;
+use stride_vectors::config::ServeConfig;
+use stride_vectors::config::{Cli, Command, ServeArgs};
+use stride_vectors::mcp::StrideServer;
+use stride_vectors::ownership::{Backend, Ownership};
+use stride_vectors::{schemas, shutdown};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.serve.log);
+    let result = match cli.command {
+        Some(Command::Schemas { out, check }) => run_schemas(&out, check),
+        Some(Command::Demo { fixtures }) => run_demo(&fixtures, &cli.serve),
+        Some(Command::Bench {
+            sizes,
+            dims,
+            searches,
+            runs,
+            out,
+        }) => run_bench(
+            stride_vectors::bench::BenchConfig {
+                sizes,
+                dims,
+                searches,
+                runs,
+            },
+            &out,
+        ),
+        Some(Command::Serve) | None => run_server(cli.serve),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn run_schemas(out: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {
+    if !check {
+        let n = schemas::write(out)?;
+        tracing::info!("wrote {n} schema files to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stale = schemas::stale(out)?;
+    if stale.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::error!(
+        "stale schema files in {}: {} (run `stride-vectors schemas --out {}`)",
+        out.display(),
+        stale.join(", "),
+        out.display()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn run_demo(fixtures: &std::path::Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.resolve()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    for line in runtime.block_on(stride_vectors::demo::run(fixtures, &config.db_path))? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench(config: stride_vectors::bench::BenchConfig, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(stride_vectors::bench::run(&config))?;
+    println!("{report}");
+    std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let ownership = Ownership::start(config.clone());
+        tracing::info!(db = %config.db_path.display(), "serving MCP on stdio");
+        let mut by_signal = false;
+        match StrideServer::new(ownership.clone()).serve(rmcp::transport::stdio()).await {
+            Ok(service) => {
+                let cancel = service.cancellation_token();
+                tokio::select! {
+                    r = service.waiting() => { r.context("MCP service")?; tracing::info!("stdin closed"); }
+                    sig = shutdown::signal() => { tracing::info!("{sig}: stopping"); cancel.cancel(); by_signal = true; }
+                }
+            }
+            // A client that leaves before the handshake is not an error of ours.
+            Err(e) => tracing::warn!("MCP handshake did not complete: {e}"),
+        }
+        stop(&ownership, &config, by_signal).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Leave cleanly. An owner whose own client left keeps serving its relays until the last
+/// one disconnects (unless a signal asked it to stop now); then it flushes the pipeline and
+/// closes the database. A relay has nothing to flush.
+async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
+    if let Backend::Local(local) = ownership.current() {
+        if !by_signal && ownership.relays() > 0 {
+            tracing::info!(
+                relays = ownership.relays(),
+                "own client gone; serving relays until they leave"
+            );
+            tokio::select! {
+                _ = ownership.relays_gone() => {}
+                sig = shutdown::signal() => tracing::info!("{sig}: stopping"),
+            }
+        }
+        let report = local.pipeline.shutdown(config.shutdown_timeout).await;
+        tracing::info!(
+            committed = report.committed,
+            pending = report.pending,
+            "pipeline stopped"
+        );
+        local.store.shutdown().await;
+    }
+}

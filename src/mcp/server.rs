@@ -1,0 +1,177 @@
+//! The MCP handler: server identity, instructions for the LLM, and tool dispatch.
+//!
+//! The tools themselves live one family per file (`indexes.rs`, `vectors.rs`, `search.rs`);
+//! this file only joins their routers and says who we are.
+
+use std::time::Duration;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{tool_handler, ErrorData, RoleServer, ServerHandler};
+
+use super::args::ToolError;
+use crate::embed::pipeline::Pipeline;
+use crate::ownership::{Backend, Ownership};
+use crate::store::Store;
+
+/// How long a call waits for the process to decide its role, or for a relay to find the
+/// new owner after the old one died.
+const SETTLE: Duration = Duration::from_secs(20);
+/// Attempts of one relayed call across owner changes.
+const RELAY_ATTEMPTS: usize = 3;
+
+/// What an LLM reads on `initialize` to learn how to use us.
+pub const INSTRUCTIONS: &str = "\
+stride-vectors stores embedding vectors in named indexes and finds the nearest ones.
+- To index text, call embed {index, documents: [{id, text, metadata}]}: the server embeds it
+  (debounced and deduplicated, so call it on every edit). Search text with
+  search {index, query}. Use flush to wait until everything is indexed; stats shows progress.
+- Start with list_indexes (Stride uses student_profiles, advice_history and goals) or
+  describe_index to learn an index's dimension and metric.
+- Write with upsert {index, vectors: [{id, vector, metadata}]}; pass create_index
+  {dimension, metric} to create the index on first use. Rows with an existing id are replaced.
+- Read with search {index, vector or query, top_k, filter}. Filters are MongoDB style on metadata:
+  {\"userId\": {\"$ne\": \"u1\"}}, {\"$and\": [{\"outcome\": \"helpful\"}, {\"score\": {\"$gte\": 3}}]}.
+- update changes one row; its metadata is merged by default (metadata_mode \"replace\" overwrites).
+- delete removes rows by ids or by filter; delete_index drops a whole index.
+- Every write is acknowledged only after it is committed. Errors name the field at fault:
+  fix the argument and call again.";
+
+/// The server: a store handle and the routes to every tool.
+#[derive(Clone)]
+pub struct StrideServer {
+    ownership: Ownership,
+    tool_router: ToolRouter<StrideServer>,
+}
+
+impl StrideServer {
+    pub fn new(ownership: Ownership) -> Self {
+        StrideServer {
+            ownership,
+            tool_router: Self::router(),
+        }
+    }
+
+    pub(crate) fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// The open database, or the reason it is not open in this process.
+    pub(crate) fn store(&self) -> Result<Store, ToolError> {
+        self.local().map(|l| l.store)
+    }
+
+    pub(crate) fn pipeline(&self) -> Result<Pipeline, ToolError> {
+        self.local().map(|l| l.pipeline)
+    }
+
+    fn local(&self) -> Result<crate::ownership::Local, ToolError> {
+        match self.ownership.current() {
+            Backend::Local(local) => Ok(local),
+            Backend::Unavailable(why) => Err(why),
+            Backend::Starting => Err("the server is still starting; retry in a moment".into()),
+            // Tools run locally only when the backend is local; a relay forwards instead.
+            Backend::Relay(_) => Err("this call reached a relay's local handler; retry".into()),
+        }
+    }
+
+    /// Forward a call to the owner, following the ownership to a new owner (or to this
+    /// process) if the owner dies mid-call. Every tool is safe to repeat: writes are
+    /// idempotent upserts, merges and deletes, and reads have no effect.
+    async fn relay_call(
+        &self,
+        mut link: crate::ownership::relay::RelayLink,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        for _ in 0..RELAY_ATTEMPTS {
+            match link.call(request.clone()).await {
+                Ok(response) => return Ok(relayed(&request.name, &link, response)),
+                Err(e) => {
+                    tracing::warn!(tool = %request.name, error = %e, "relayed call failed; following the owner");
+                    match self.ownership.moved_on(&link, SETTLE).await {
+                        Backend::Relay(next) if !next.is_closed() => link = next,
+                        Backend::Relay(_) => continue,
+                        _ => {
+                            return self
+                                .tool_router
+                                .call(ToolCallContext::new(self, request, context))
+                                .await
+                        }
+                    }
+                }
+            }
+        }
+        Ok(CallToolResult::error(vec![ContentBlock::text(
+            "the stride-vectors process that owns the database went away and no new owner answered yet; retry the call",
+        )])
+        .into())
+    }
+
+    /// Every tool, joined from the per-family routers.
+    pub fn router() -> ToolRouter<StrideServer> {
+        Self::index_tools()
+            + Self::vector_tools()
+            + Self::search_tools()
+            + Self::embed_tools()
+            + Self::stats_tools()
+    }
+
+    /// Tool descriptions, as `tools/list` shows them (used to write `schemas/`).
+    pub fn tools() -> Vec<Tool> {
+        Self::router().list_all()
+    }
+}
+
+/// On a relay, `stats` describes this process too: its role, its PID and the owner's.
+fn relayed(
+    tool: &str,
+    link: &crate::ownership::relay::RelayLink,
+    response: CallToolResponse,
+) -> CallToolResponse {
+    let CallToolResponse::Complete(mut result) = response else {
+        return response;
+    };
+    if tool != "stats" || result.is_error == Some(true) {
+        return CallToolResponse::Complete(result);
+    }
+    if let Some(serde_json::Value::Object(stats)) = result.structured_content.as_mut() {
+        if let Some(pid) = stats.get("pid").and_then(|p| p.as_u64()) {
+            link.set_owner_pid(pid as u32);
+        }
+        stats.insert("role".into(), "relay".into());
+        stats.insert("pid".into(), std::process::id().into());
+        let text = serde_json::Value::Object(stats.clone()).to_string();
+        result.content = vec![ContentBlock::text(text)];
+    }
+    CallToolResponse::Complete(result)
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for StrideServer {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        match self.ownership.settled(SETTLE).await {
+            Backend::Relay(link) => self.relay_call(link, request, context).await,
+            _ => {
+                self.tool_router
+                    .call(ToolCallContext::new(self, request, context))
+                    .await
+            }
+        }
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("stride-vectors", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}

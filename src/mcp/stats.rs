@@ -1,0 +1,112 @@
+//! The `stats` tool: what this process is, what it holds, and how the pipeline is doing.
+
+use rmcp::{model::JsonObject, tool, tool_router, Json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::args::{input_schema, parse, tool_error, ToolError};
+use super::StrideServer;
+use crate::store::{read, Metric, StoreError};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsArgs {}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct IndexStats {
+    pub index: String,
+    pub count: u64,
+    pub dimension: usize,
+    pub metric: Metric,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StatsResult {
+    /// `owner`: this process holds the database file; `relay`: it forwards to the owner.
+    pub role: String,
+    /// This process.
+    pub pid: u32,
+    /// The process that owns the database.
+    pub owner_pid: u32,
+    /// Relays connected to the owner.
+    pub relays_connected: usize,
+    pub database: String,
+    pub indexes: Vec<IndexStats>,
+    /// Documents accepted but not yet embedded and committed.
+    pub pending: usize,
+    /// Age of the oldest pending document, in milliseconds.
+    pub oldest_pending_ms: Option<u64>,
+    pub documents_accepted: u64,
+    /// Versions replaced by a newer one before being embedded.
+    pub documents_coalesced: u64,
+    /// Documents whose text was already embedded: no embedding call.
+    pub embeddings_skipped_unchanged: u64,
+    pub embedding_calls: u64,
+    pub texts_embedded: u64,
+    pub documents_committed: u64,
+    pub last_error: Option<String>,
+    pub model: String,
+    /// `loading`, `ready` or `failed`.
+    pub model_state: String,
+    pub model_error: Option<String>,
+}
+
+#[tool_router(router = stats_tools, vis = "pub(crate)")]
+impl StrideServer {
+    /// Report this server's role, database, per-index counts, and the embedding pipeline:
+    /// pending documents and the age of the oldest, coalesced and unchanged counts,
+    /// embedding calls, the last error, and the model's state.
+    #[tool(
+        name = "stats",
+        input_schema = input_schema::<StatsArgs>(),
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    pub async fn stats(&self, args: JsonObject) -> Result<Json<StatsResult>, ToolError> {
+        let _: StatsArgs = parse(args)?;
+        let infos = self.store()?.indexes();
+        let indexes = self
+            .store()?
+            .read(move |conn| {
+                infos
+                    .into_iter()
+                    .map(|i| {
+                        Ok(IndexStats {
+                            count: read::count(conn, &i)?,
+                            index: i.name,
+                            dimension: i.dimension,
+                            metric: i.metric,
+                            model: i.model,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .map_err(|e| tool_error("stats", e))?;
+        let p = self.pipeline()?.stats();
+        let model_error = match &p.model_state {
+            crate::embed::ModelState::Failed(e) => Some(e.clone()),
+            _ => None,
+        };
+        Ok(Json(StatsResult {
+            role: "owner".into(),
+            pid: std::process::id(),
+            owner_pid: std::process::id(),
+            relays_connected: self.ownership().relays(),
+            database: self.store()?.path().display().to_string(),
+            indexes,
+            pending: p.pending,
+            oldest_pending_ms: p.oldest_pending_ms,
+            documents_accepted: p.accepted,
+            documents_coalesced: p.coalesced,
+            embeddings_skipped_unchanged: p.unchanged,
+            embedding_calls: p.embedding_calls,
+            texts_embedded: p.texts_embedded,
+            documents_committed: p.committed,
+            last_error: p.last_error,
+            model: p.model,
+            model_state: p.model_state.label().into(),
+            model_error,
+        }))
+    }
+}

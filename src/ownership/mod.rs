@@ -1,0 +1,227 @@
+//! Who owns the database file: one owner per file, relays for everyone else, take-over.
+//!
+//! Every MCP client starts its own stride-vectors process, and DuckDB lets only one process
+//! open a file. So each process, on start, tries to take the owner lock ([`lock`]):
+//!
+//! - The **owner** opens DuckDB read-write and listens on a local socket ([`socket`]) where
+//!   other processes reach it. If DuckDB's file is held by a program that is not
+//!   stride-vectors, the owner says so in every data call, keeps answering `initialize`
+//!   and `tools/list`, and retries the open with backoff.
+//! - A **relay** connects to that socket and forwards every tool call to the owner, speaking
+//!   MCP ([`relay`]). When the owner goes away its socket closes at once; the relays race for
+//!   the lock, one becomes the owner (DuckDB replays its WAL, the pipeline resumes pending
+//!   documents), the others connect to it.
+//!
+//! This module publishes the current [`Backend`] through a `watch` channel; the MCP handler
+//! reads it and never touches locks or sockets itself.
+
+pub mod lock;
+pub mod relay;
+pub mod socket;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::embed::pipeline::Pipeline;
+use crate::store::Store;
+use lock::OwnerLock;
+use relay::RelayLink;
+use socket::Rendezvous;
+
+/// The database, open in this process.
+#[derive(Clone)]
+pub struct Local {
+    pub store: Store,
+    pub pipeline: Pipeline,
+}
+
+/// Where tool calls go right now.
+#[derive(Clone)]
+pub enum Backend {
+    /// Deciding who owns the file (the first instants of a process).
+    Starting,
+    /// We own the file and it is open here.
+    Local(Local),
+    /// We own the lock but cannot open the file; the text says why.
+    Unavailable(String),
+    /// Another stride-vectors process owns the file; calls are forwarded to it.
+    Relay(RelayLink),
+}
+
+/// Cheap-to-clone view of this process's role, shared by every MCP session it serves.
+#[derive(Clone)]
+pub struct Ownership {
+    backend: watch::Receiver<Backend>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Relays currently connected to us (when we own the file).
+    relays: AtomicUsize,
+    /// Held for the life of the process once we are the owner. `std` mutex: set once.
+    lock: Mutex<Option<OwnerLock>>,
+    rendezvous: Rendezvous,
+}
+
+impl Ownership {
+    /// Start deciding ownership of `config.db_path` in the background.
+    pub fn start(config: ServeConfig) -> Ownership {
+        let (tx, rx) = watch::channel(Backend::Starting);
+        let shared = Arc::new(Shared {
+            relays: AtomicUsize::new(0),
+            lock: Mutex::new(None),
+            rendezvous: Rendezvous::for_database(&config.db_path),
+        });
+        let ownership = Ownership { backend: rx, shared };
+        tokio::spawn(supervise(config, tx, ownership.clone()));
+        ownership
+    }
+
+    pub fn current(&self) -> Backend {
+        self.backend.borrow().clone()
+    }
+
+    /// The backend once it is decided, waiting up to `timeout` for the start to finish.
+    pub async fn settled(&self, timeout: Duration) -> Backend {
+        let mut rx = self.backend.clone();
+        let settled = tokio::time::timeout(timeout, rx.wait_for(|b| !matches!(b, Backend::Starting))).await;
+        let backend = match settled {
+            Ok(Ok(b)) => b.clone(),
+            _ => self.current(),
+        };
+        backend
+    }
+
+    /// Wait until the backend is no longer the relay link `from` (the owner went away and
+    /// a new route was found), up to `timeout`.
+    pub async fn moved_on(&self, from: &RelayLink, timeout: Duration) -> Backend {
+        let mut rx = self.backend.clone();
+        let moved = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|b| match b {
+                Backend::Relay(link) => !link.same(from),
+                Backend::Starting => false,
+                _ => true,
+            }),
+        )
+        .await;
+        let backend = match moved {
+            Ok(Ok(b)) => b.clone(),
+            _ => self.current(),
+        };
+        backend
+    }
+
+    pub fn relays(&self) -> usize {
+        self.shared.relays.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no relay is connected (an owner whose own client left stays up for them).
+    pub async fn relays_gone(&self) {
+        while self.relays() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn rendezvous(&self) -> &Rendezvous {
+        &self.shared.rendezvous
+    }
+}
+
+/// Try to own the file; relay to the owner while someone else does; take over when the
+/// owner goes away. Ends only once we are the owner (the process then owns it until exit).
+async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: Ownership) {
+    let rendezvous = ownership.shared.rendezvous.clone();
+    let mut quiet = false;
+    loop {
+        match OwnerLock::try_acquire(&rendezvous.lock) {
+            Ok(Some(lock)) => {
+                *ownership.shared.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+                tracing::info!(pid = std::process::id(), "this process owns the database");
+                become_owner(&config, &tx, &ownership).await;
+                return;
+            }
+            Ok(None) => match RelayLink::connect(&rendezvous.socket).await {
+                Ok(link) => {
+                    tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
+                    let _ = tx.send(Backend::Relay(link.clone()));
+                    link.closed().await;
+                    tracing::warn!("the owner went away; taking over or reconnecting");
+                    quiet = false;
+                }
+                Err(e) => {
+                    // The owner is starting (socket not bound yet) or just died (lock not
+                    // yet released): try again shortly.
+                    if !quiet {
+                        tracing::debug!(error = %e, "owner not reachable yet");
+                        quiet = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            },
+            Err(e) => {
+                let _ = tx.send(Backend::Unavailable(format!(
+                    "cannot take the owner lock {}: {e}",
+                    rendezvous.lock.display()
+                )));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Listen for relays, then open the database, retrying with backoff while another program
+/// holds DuckDB's lock.
+async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownership: &Ownership) {
+    #[cfg(unix)]
+    match socket::bind(&ownership.shared.rendezvous.socket) {
+        Ok(listener) => {
+            tokio::spawn(relay::accept(listener, ownership.clone()));
+        }
+        Err(e) => tracing::error!(
+            socket = %ownership.shared.rendezvous.socket.display(),
+            error = %e,
+            "cannot listen for relays; other stride-vectors processes on this file will wait"
+        ),
+    }
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match open_local(config).await {
+            Ok(local) => {
+                let _ = tx.send(Backend::Local(local));
+                return;
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot open the database: {message}"
+                );
+                let _ = tx.send(Backend::Unavailable(unavailable_text(&message)));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// What a data call answers while the file cannot be opened.
+fn unavailable_text(error: &str) -> String {
+    if error.contains("Could not set lock") || error.contains("Conflicting lock") {
+        format!("the database file is locked by another program that is not stride-vectors; retrying the open in the background. DuckDB says: {error}")
+    } else {
+        format!("the database cannot be opened; retrying in the background: {error}")
+    }
+}
+
+async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
+    let (path, max_batch, threads) = (config.db_path.clone(), config.max_batch, config.duckdb_threads);
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, max_batch, threads)).await??;
+    let embedder = crate::embed::build(&config.embedder).map_err(|e| anyhow::anyhow!("embedder: {e}"))?;
+    let pipeline = Pipeline::start(store.clone(), embedder, config.pipeline.clone()).await?;
+    Ok(Local { store, pipeline })
+}

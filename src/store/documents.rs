@@ -1,0 +1,204 @@
+//! Bookkeeping of embedded documents: the durable pending queue and the content hashes of
+//! what is stored, in the `stride_vectors` schema.
+//!
+//! `pending` holds every accepted document that is not embedded yet, one row per
+//! (index, id): the latest version wins, and its `seq` tells versions apart, so a commit of
+//! an older version never deletes a newer one. `documents` holds the hash of (model, text)
+//! of each stored row, which is how an unchanged document costs no embedding.
+//!
+//! These functions run on the writer's connection inside its transaction and are called
+//! only by [`super::writer`]; they never decide when to embed (that is `embed::pipeline`).
+
+use duckdb::{params, Connection};
+use serde_json::{Map, Value};
+
+use super::types::{quoted, IndexInfo};
+
+/// A document as a client sent it, with its content hash.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub hash: String,
+}
+
+/// What happened to an accepted document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Recorded as pending; it will be embedded.
+    Queued,
+    /// Replaced a pending version that was not embedded yet.
+    Coalesced,
+    /// Same model and text as what is stored: only its metadata was written.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub id: String,
+    pub status: Acceptance,
+    pub seq: u64,
+}
+
+/// A pending document, as stored (used to resume after a restart).
+#[derive(Debug, Clone)]
+pub struct PendingDocument {
+    pub index: String,
+    pub id: String,
+    pub seq: u64,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub hash: String,
+}
+
+/// A document whose vector is ready to be stored.
+#[derive(Debug, Clone)]
+pub struct EmbeddedDocument {
+    pub id: String,
+    pub seq: u64,
+    pub hash: String,
+    pub vector: Vec<f32>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Record `docs` (deduplicated by the caller, last version wins) for `index`, which may not
+/// exist yet. Returns one answer per document.
+pub fn accept(
+    conn: &Connection,
+    index: &str,
+    table: Option<&IndexInfo>,
+    model: &str,
+    docs: &[NewDocument],
+    next_seq: &mut u64,
+) -> duckdb::Result<Vec<Accepted>> {
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        let seq = *next_seq;
+        *next_seq += 1;
+        let had_pending = delete_pending(conn, index, &doc.id)?;
+        let unchanged = match table {
+            Some(t) => stored_hash(conn, t, &doc.id)?.as_deref() == Some(doc.hash.as_str()),
+            None => false,
+        };
+        let status = if unchanged {
+            let table = quoted(index);
+            conn.execute(
+                &format!("UPDATE {table} SET metadata = ?::JSON WHERE id = ?"),
+                params![Value::Object(doc.metadata.clone()).to_string(), doc.id],
+            )?;
+            Acceptance::Unchanged
+        } else {
+            conn.execute(
+                "INSERT INTO stride_vectors.pending (index_name, id, seq, text, metadata, content_hash, model)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params![index, doc.id, seq as i64, doc.text, Value::Object(doc.metadata.clone()).to_string(), doc.hash, model],
+            )?;
+            if had_pending {
+                Acceptance::Coalesced
+            } else {
+                Acceptance::Queued
+            }
+        };
+        out.push(Accepted {
+            id: doc.id.clone(),
+            status,
+            seq,
+        });
+    }
+    Ok(out)
+}
+
+fn delete_pending(conn: &Connection, index: &str, id: &str) -> duckdb::Result<bool> {
+    let n = conn.execute(
+        "DELETE FROM stride_vectors.pending WHERE index_name = ? AND id = ?",
+        params![index, id],
+    )?;
+    Ok(n > 0)
+}
+
+/// The hash of the row stored under `id`, if the row still exists.
+fn stored_hash(conn: &Connection, table: &IndexInfo, id: &str) -> duckdb::Result<Option<String>> {
+    let sql = format!(
+        "SELECT d.content_hash FROM stride_vectors.documents d
+         WHERE d.index_name = ? AND d.id = ? AND EXISTS (SELECT 1 FROM {} t WHERE t.id = d.id)",
+        quoted(&table.name)
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query_map(params![table.name, id], |r| r.get::<_, String>(0))?;
+    rows.next().transpose()
+}
+
+/// After the vectors of `docs` were written to `index`: remember their hashes and drop
+/// their pending rows, but only up to the version that was embedded.
+pub fn record_embedded(
+    conn: &Connection,
+    index: &str,
+    model: &str,
+    docs: &[EmbeddedDocument],
+) -> duckdb::Result<()> {
+    let mut hash = conn.prepare(
+        "INSERT OR REPLACE INTO stride_vectors.documents (index_name, id, content_hash, model, embedded_at)
+         VALUES (?, ?, ?, ?, current_timestamp)",
+    )?;
+    let mut pending =
+        conn.prepare("DELETE FROM stride_vectors.pending WHERE index_name = ? AND id = ? AND seq <= ?")?;
+    for doc in docs {
+        hash.execute(params![index, doc.id, doc.hash, model])?;
+        pending.execute(params![index, doc.id, doc.seq as i64])?;
+    }
+    Ok(())
+}
+
+/// Rows written with raw vectors no longer match any text: forget their hashes.
+pub fn forget(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<()> {
+    let mut stmt = conn.prepare("DELETE FROM stride_vectors.documents WHERE index_name = ? AND id = ?")?;
+    for id in ids {
+        stmt.execute(params![index, id])?;
+    }
+    Ok(())
+}
+
+/// Everything we know about an index that is being dropped.
+pub fn forget_index(conn: &Connection, index: &str) -> duckdb::Result<()> {
+    conn.execute(
+        "DELETE FROM stride_vectors.documents WHERE index_name = ?",
+        params![index],
+    )?;
+    conn.execute(
+        "DELETE FROM stride_vectors.pending WHERE index_name = ?",
+        params![index],
+    )?;
+    Ok(())
+}
+
+/// Every pending document, oldest version first.
+pub fn load_pending(conn: &Connection) -> duckdb::Result<Vec<PendingDocument>> {
+    let mut stmt = conn.prepare(
+        "SELECT index_name, id, seq, text, metadata, content_hash FROM stride_vectors.pending ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PendingDocument {
+            index: r.get(0)?,
+            id: r.get(1)?,
+            seq: r.get::<_, i64>(2)?.max(0) as u64,
+            text: r.get(3)?,
+            metadata: match serde_json::from_str::<Value>(&r.get::<_, String>(4)?) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            },
+            hash: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The next free version number.
+pub fn next_seq(conn: &Connection) -> duckdb::Result<u64> {
+    conn.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM stride_vectors.pending",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(1) as u64)
+}

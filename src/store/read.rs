@@ -1,0 +1,179 @@
+//! Reads: nearest-neighbour search and row counts, on reader connections cloned from the
+//! writer's (see [`super::Store::read`]).
+//!
+//! Search is kept behind the one function [`search`] so that the engine behind it can change
+//! (an in-memory copy kept in step by the writer) without touching its callers. Scores are
+//! Mastra's: cosine `1 - array_cosine_distance`, euclidean `1 / (1 + array_distance)`,
+//! dot product `array_inner_product`; higher is always closer, ties go to the smaller id.
+//!
+//! Nothing here writes.
+
+use duckdb::{params, params_from_iter, Connection, ToSql};
+use serde_json::{Map, Value};
+
+use super::filter::CompiledFilter;
+use super::types::{quoted, vector_literal, IndexInfo, Metric, StoreError};
+
+/// Most results one search may return.
+pub const MAX_TOP_K: usize = 1000;
+
+/// One search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    pub filter: Option<CompiledFilter>,
+    pub min_score: Option<f64>,
+    pub include_vector: bool,
+}
+
+/// One hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f64,
+    pub metadata: Map<String, Value>,
+    pub vector: Option<Vec<f32>>,
+}
+
+fn score_sql(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "1 - array_cosine_distance(t.vector, q.v)",
+        Metric::Euclidean => "1 / (1 + array_distance(t.vector, q.v))",
+        Metric::Dotproduct => "array_inner_product(t.vector, q.v)",
+    }
+}
+
+/// Exact top-k of `index` for `req`. The caller has checked the vector against the index.
+pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+    let vector_column = if req.include_vector {
+        ", t.vector::VARCHAR AS vector"
+    } else {
+        ""
+    };
+    let filter_sql = req.filter.as_ref().map_or("TRUE", |f| f.sql.as_str());
+    let min_score_sql = if req.min_score.is_some() {
+        "AND score >= ?"
+    } else {
+        ""
+    };
+    // The query vector is bound once as text (the crate cannot bind arrays) and cast.
+    // Rows stored by others may hold a zero vector, whose cosine is NaN: never a hit.
+    let sql = format!(
+        "WITH q AS (SELECT ?::FLOAT[{dim}] AS v)
+         SELECT id, score, metadata{vector_out} FROM (
+             SELECT t.id AS id, {score} AS score, t.metadata::VARCHAR AS metadata{vector_column}
+             FROM {table} t, q
+             WHERE {filter_sql}
+         ) s
+         WHERE NOT isnan(score) {min_score_sql}
+         ORDER BY score DESC, id ASC
+         LIMIT ?",
+        dim = index.dimension,
+        score = score_sql(index.metric),
+        table = quoted(&index.name),
+        vector_out = if req.include_vector { ", vector" } else { "" },
+    );
+    let query_text = vector_literal(&req.vector);
+    let mut params: Vec<&dyn ToSql> = vec![&query_text];
+    if let Some(filter) = &req.filter {
+        params.extend(filter.params.iter().map(|p| p as &dyn ToSql));
+    }
+    if let Some(min) = &req.min_score {
+        params.push(min);
+    }
+    let limit = req.top_k as i64;
+    params.push(&limit);
+
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| StoreError::internal("preparing search", e))?;
+    let rows = stmt
+        .query_map(params_from_iter(params), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, f64>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                if req.include_vector {
+                    row.get::<_, Option<String>>(3)?
+                } else {
+                    None
+                },
+            ))
+        })
+        .map_err(|e| StoreError::internal("searching", e))?;
+    let mut hits = Vec::new();
+    for row in rows {
+        let (id, score, metadata, vector) = row.map_err(|e| StoreError::internal("reading a hit", e))?;
+        hits.push(Hit {
+            metadata: parse_metadata(&id, metadata.as_deref())?,
+            vector: vector.map(|v| parse_vector(&id, &v)).transpose()?,
+            id,
+            score,
+        });
+    }
+    Ok(hits)
+}
+
+/// Stored metadata is a JSON object; a row written by someone else may hold `null` or
+/// another JSON value, which is served as `{}` or `{"value": ...}` rather than dropped.
+fn parse_metadata(id: &str, text: Option<&str>) -> Result<Map<String, Value>, StoreError> {
+    let Some(text) = text else { return Ok(Map::new()) };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(other) => Ok(Map::from_iter([("value".to_string(), other)])),
+        Err(e) => Err(StoreError::internal(
+            &format!("metadata of id {id:?} is not JSON"),
+            e,
+        )),
+    }
+}
+
+fn parse_vector(id: &str, text: &str) -> Result<Vec<f32>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::internal(&format!("vector of id {id:?}"), e))
+}
+
+/// Number of rows in `index`.
+pub fn count(conn: &Connection, index: &IndexInfo) -> Result<u64, StoreError> {
+    conn.query_row(
+        &format!("SELECT count(*) FROM {}", quoted(&index.name)),
+        params![],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+    .map_err(|e| StoreError::internal(&format!("counting index \"{}\"", index.name), e))
+}
+
+/// Fetch rows by id (for tests and `describe`-style lookups). Missing ids are absent.
+pub fn fetch(conn: &Connection, index: &IndexInfo, ids: &[String]) -> Result<Vec<Hit>, StoreError> {
+    let sql = format!(
+        "SELECT id, metadata::VARCHAR, vector::VARCHAR FROM {} WHERE id = ?",
+        quoted(&index.name)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| StoreError::internal("preparing fetch", e))?;
+    let mut hits = Vec::new();
+    for id in ids {
+        let mut rows = stmt
+            .query_map(params![id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| StoreError::internal("fetching", e))?;
+        if let Some(row) = rows.next() {
+            let (id, metadata, vector) = row.map_err(|e| StoreError::internal("fetching", e))?;
+            hits.push(Hit {
+                metadata: parse_metadata(&id, metadata.as_deref())?,
+                vector: Some(parse_vector(&id, &vector)?),
+                score: 0.0,
+                id,
+            });
+        }
+    }
+    Ok(hits)
+}

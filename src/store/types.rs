@@ -1,0 +1,263 @@
+//! The plain values the store speaks in, and the input checks that do not need the database.
+//!
+//! Every check here produces a [`StoreError::Invalid`] whose message names the field or id at
+//! fault, so the MCP layer can hand it to the user unchanged.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest index name we accept; DuckDB allows more, but a name is typed by people.
+pub const MAX_INDEX_NAME: usize = 63;
+/// Widest vector we accept. DuckDB arrays go further; nobody's embeddings do.
+pub const MAX_DIMENSION: usize = 65_536;
+
+/// How a score is computed. The formulas are Mastra's, so both read the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// `1 - cosine distance`, in [-1, 1]; higher is closer.
+    Cosine,
+    /// `1 / (1 + euclidean distance)`, in (0, 1]; higher is closer.
+    Euclidean,
+    /// The inner product; higher is closer.
+    Dotproduct,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Euclidean => "euclidean",
+            Metric::Dotproduct => "dotproduct",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        match s {
+            "cosine" => Some(Metric::Cosine),
+            "euclidean" => Some(Metric::Euclidean),
+            "dotproduct" => Some(Metric::Dotproduct),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The committed shape of an index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexInfo {
+    pub name: String,
+    pub dimension: usize,
+    pub metric: Metric,
+    /// Embedding model that produced its vectors, when we know it.
+    pub model: Option<String>,
+    /// True when the table was made by someone else (Mastra) and adopted on open.
+    pub adopted: bool,
+}
+
+/// One vector to write. Checked with [`VectorRow::validate`] before it reaches the writer.
+#[derive(Debug, Clone)]
+pub struct VectorRow {
+    pub id: String,
+    pub vector: Vec<f32>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Why a store call did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreError {
+    /// The caller's input is wrong; the message names the field or id.
+    Invalid(String),
+    /// Something on our side failed (I/O, DuckDB); the message says what.
+    Internal(String),
+    /// The store is stopping and takes no more work.
+    Closed,
+}
+
+impl StoreError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        StoreError::Invalid(msg.into())
+    }
+
+    pub fn unknown_index(name: &str) -> Self {
+        StoreError::Invalid(format!(
+            "index \"{name}\" does not exist (create it with create_index, or pass create_index to upsert)"
+        ))
+    }
+
+    pub fn internal(context: &str, err: impl fmt::Display) -> Self {
+        StoreError::Internal(format!("{context}: {err}"))
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Invalid(m) => f.write_str(m),
+            StoreError::Internal(m) => write!(f, "internal error: {m}"),
+            StoreError::Closed => f.write_str("the server is shutting down; retry"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Index names become table names, always double-quoted; this pattern keeps them portable
+/// and identical to what Mastra accepts.
+pub fn validate_index_name(name: &str) -> Result<(), StoreError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !first_ok || !rest_ok || name.len() > MAX_INDEX_NAME {
+        return Err(StoreError::invalid(format!(
+            "index: invalid index name {name:?}: use 1 to {MAX_INDEX_NAME} letters, digits or \
+             underscores, not starting with a digit"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_dimension(dimension: usize) -> Result<(), StoreError> {
+    if dimension == 0 || dimension > MAX_DIMENSION {
+        return Err(StoreError::invalid(format!(
+            "dimension: must be between 1 and {MAX_DIMENSION}, got {dimension}"
+        )));
+    }
+    Ok(())
+}
+
+/// A vector must be finite and, since a zero vector has no direction (its cosine is NaN),
+/// not all zeros. `field` names it in the message (for example `vectors[3].vector`).
+pub fn validate_vector(field: &str, vector: &[f32], dimension: Option<usize>) -> Result<(), StoreError> {
+    if vector.is_empty() {
+        return Err(StoreError::invalid(format!("{field}: the vector is empty")));
+    }
+    if let Some(dim) = dimension.filter(|&d| d != vector.len()) {
+        return Err(StoreError::invalid(format!(
+            "{field}: the vector has {} dimensions, the index has {dim}",
+            vector.len()
+        )));
+    }
+    if let Some(pos) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(StoreError::invalid(format!(
+            "{field}[{pos}]: {} is not a finite number",
+            vector[pos]
+        )));
+    }
+    if vector.iter().all(|&x| x == 0.0) {
+        return Err(StoreError::invalid(format!(
+            "{field}: an all-zero vector has no direction and cannot be searched"
+        )));
+    }
+    Ok(())
+}
+
+impl VectorRow {
+    /// Checks that need no index: a non-empty id and a usable vector. `at` is the row's
+    /// position in the caller's list, used in messages.
+    pub fn validate(&self, at: usize) -> Result<(), StoreError> {
+        if self.id.is_empty() {
+            return Err(StoreError::invalid(format!("vectors[{at}].id: the id is empty")));
+        }
+        validate_vector(
+            &format!("vectors[{at}] (id {:?}).vector", self.id),
+            &self.vector,
+            None,
+        )
+    }
+}
+
+/// Deduplicate rows by id, keeping the last one but at the position of the first: one
+/// multi-row `INSERT OR REPLACE` with a repeated key would silently keep the first.
+pub fn dedup_last_wins(rows: Vec<VectorRow>) -> Vec<VectorRow> {
+    let mut position: std::collections::HashMap<String, usize> = Default::default();
+    let mut out: Vec<VectorRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match position.get(&row.id) {
+            Some(&i) => out[i] = row,
+            None => {
+                position.insert(row.id.clone(), out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+/// Render a vector as a DuckDB array literal to bind as text and cast with `?::FLOAT[n]`
+/// (the duckdb crate cannot bind array values). Rust prints the shortest string that parses
+/// back to the same `f32`, so nothing is lost.
+pub fn vector_literal(vector: &[f32]) -> String {
+    let mut s = String::with_capacity(vector.len() * 12 + 2);
+    s.push('[');
+    for (i, x) in vector.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    s
+}
+
+/// Double-quote a validated identifier. Only ever called on names that passed
+/// [`validate_index_name`], so there is nothing to escape; the quotes keep keywords usable.
+pub fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_the_identifier_pattern() {
+        for ok in ["student_profiles", "_x", "A1", "select"] {
+            assert!(validate_index_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1abc", "a-b", "a b", "a\"b", "x;drop", &"a".repeat(64)] {
+            let err = validate_index_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid index name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn vectors_must_be_finite_nonzero_and_the_right_width() {
+        assert!(validate_vector("v", &[0.0, 1.0], Some(2)).is_ok());
+        let e = validate_vector("v", &[0.0, 0.0], None).unwrap_err().to_string();
+        assert!(e.contains("all-zero"), "{e}");
+        let e = validate_vector("v", &[1.0, f32::NAN], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("v[1]") && e.contains("not a finite"), "{e}");
+        let e = validate_vector("v", &[1.0], Some(3)).unwrap_err().to_string();
+        assert!(e.contains("1 dimensions, the index has 3"), "{e}");
+    }
+
+    #[test]
+    fn dedup_keeps_the_last_version_of_each_id() {
+        let row = |id: &str, x: f32| VectorRow {
+            id: id.into(),
+            vector: vec![x],
+            metadata: Map::new(),
+        };
+        let out = dedup_last_wins(vec![row("a", 1.0), row("b", 2.0), row("a", 3.0)]);
+        let got: Vec<(String, f32)> = out.into_iter().map(|r| (r.id, r.vector[0])).collect();
+        assert_eq!(got, vec![("a".into(), 3.0), ("b".into(), 2.0)]);
+    }
+
+    #[test]
+    fn vector_literal_round_trips() {
+        let v = [0.1f32, -3.5e-8, 1.0];
+        let s = vector_literal(&v);
+        let back: Vec<f32> = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,679 @@
+//! The single writer: one thread that owns the only read-write DuckDB connection of the
+//! process and applies every change.
+//!
+//! Requests arrive on a channel. The thread takes what is waiting (up to `max_batch`), runs
+//! it all in one transaction, commits, and only then answers each request (group commit):
+//! a write is acknowledged only once it is durable. Since nobody else writes, there are no
+//! transaction conflicts to retry, which is the class of bugs this project exists to remove.
+//!
+//! A request that is refused by a check (unknown index, wrong width, missing id) has not run
+//! any SQL, so it does not spoil the batch. A request whose SQL fails aborts the transaction;
+//! the batch is then rolled back and replayed one request per transaction, so one bad write
+//! never fails its neighbours and every call stays atomic.
+//!
+//! The [`Catalog`] is changed here and nowhere else, and only after the commit that made the
+//! change durable.
+//!
+//! This module must not be called from async code except through [`WriterHandle::submit`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use duckdb::arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, StringArray};
+use duckdb::arrow::datatypes::{DataType, Field, Schema};
+use duckdb::arrow::record_batch::RecordBatch;
+use duckdb::{params, params_from_iter, Connection};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::documents::{self, Accepted, EmbeddedDocument, NewDocument};
+use super::filter::CompiledFilter;
+use super::schema;
+use super::types::*;
+use super::Catalog;
+
+/// Requests waiting for the writer. Bounded so that a flood of writers waits instead of
+/// growing memory without limit.
+const QUEUE_DEPTH: usize = 4096;
+
+/// One change to the database.
+#[derive(Debug)]
+pub enum WriteOp {
+    CreateIndex {
+        name: String,
+        dimension: usize,
+        metric: Metric,
+    },
+    DeleteIndex {
+        name: String,
+    },
+    /// Insert or replace rows; `create` makes the index first if it does not exist.
+    Upsert {
+        index: String,
+        rows: Vec<VectorRow>,
+        create: Option<(usize, Metric)>,
+    },
+    Update {
+        index: String,
+        id: String,
+        vector: Option<Vec<f32>>,
+        metadata: Option<Map<String, Value>>,
+        mode: MetadataMode,
+    },
+    Delete {
+        index: String,
+        target: DeleteTarget,
+    },
+    /// Record documents to embed as pending (or, when unchanged, just their metadata).
+    /// With a known `dimension` a missing index is created for `model`.
+    Accept {
+        index: String,
+        model: String,
+        dimension: Option<usize>,
+        docs: Vec<NewDocument>,
+    },
+    /// Store freshly embedded documents and retire their pending versions.
+    StoreEmbedded {
+        index: String,
+        model: String,
+        docs: Vec<EmbeddedDocument>,
+    },
+}
+
+/// How `update` treats the stored metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataMode {
+    /// JSON merge patch (RFC 7396): given keys replace, `null` removes, others stay.
+    Merge,
+    /// The given object becomes the whole metadata.
+    Replace,
+}
+
+#[derive(Debug)]
+pub enum DeleteTarget {
+    Ids(Vec<String>),
+    Filter(CompiledFilter),
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    IndexCreated {
+        created: bool,
+    },
+    IndexDeleted {
+        existed: bool,
+    },
+    /// Distinct ids written, in the order of their first appearance.
+    Upserted {
+        ids: Vec<String>,
+        created_index: bool,
+    },
+    Updated,
+    Deleted {
+        count: usize,
+    },
+    Accepted(Vec<Accepted>),
+    Embedded {
+        count: usize,
+    },
+}
+
+type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
+
+enum Request {
+    Write(WriteOp, Reply),
+    /// Finish what was sent before, close the connection, then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The async side of the writer. Cloning it is cheap.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl WriterHandle {
+    /// Queue `op` and wait for its commit.
+    pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Write(op, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Let queued writes commit, then close the database. Later writes get `Closed`.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Request::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Start the writer thread on `conn`, the process's only read-write connection.
+pub fn spawn(
+    conn: Connection,
+    catalog: Arc<RwLock<Catalog>>,
+    max_batch: usize,
+) -> anyhow::Result<WriterHandle> {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let next_seq = documents::next_seq(&conn)?;
+    let writer = Writer {
+        conn,
+        catalog,
+        max_batch: max_batch.max(1),
+        staging: HashSet::new(),
+        next_seq,
+    };
+    std::thread::Builder::new()
+        .name("stride-writer".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(WriterHandle { tx })
+}
+
+struct Writer {
+    conn: Connection,
+    catalog: Arc<RwLock<Catalog>>,
+    max_batch: usize,
+    /// Dimensions whose temporary staging table exists on this connection.
+    staging: HashSet<usize>,
+    /// Version number of the next accepted document (see `documents`).
+    next_seq: u64,
+}
+
+/// Why one operation did not apply.
+enum OpError {
+    /// A check refused it before any SQL ran: the transaction is still good.
+    Rejected(StoreError),
+    /// SQL failed: the transaction is aborted.
+    Failed(String),
+}
+
+impl From<duckdb::Error> for OpError {
+    fn from(e: duckdb::Error) -> Self {
+        OpError::Failed(e.to_string())
+    }
+}
+
+type OpResult = Result<WriteOutcome, OpError>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::new();
+            let mut shutdown = None;
+            match first {
+                Request::Write(op, reply) => batch.push((op, reply)),
+                Request::Shutdown(done) => shutdown = Some(done),
+            }
+            while shutdown.is_none() && batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(Request::Write(op, reply)) => batch.push((op, reply)),
+                    Ok(Request::Shutdown(done)) => shutdown = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
+            if let Some(done) = shutdown {
+                rx.close();
+                // Answer what raced in after the shutdown request instead of dropping it.
+                while let Ok(Request::Write(_, reply)) = rx.try_recv() {
+                    let _ = reply.send(Err(StoreError::Closed));
+                }
+                self.close();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.close();
+    }
+
+    fn close(self) {
+        // CHECKPOINT folds the WAL into the file so that other programs (Mastra) open it
+        // without a replay; failing it loses nothing, the WAL is replayed on next open.
+        if let Err(e) = self.conn.execute_batch("CHECKPOINT") {
+            tracing::warn!(error = %e, "checkpoint at close failed; the WAL will be replayed on next open");
+        }
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the database failed");
+        }
+        tracing::info!("writer stopped; database closed");
+    }
+
+    /// Run the whole batch in one transaction; fall back to one transaction per request
+    /// when any SQL fails.
+    fn commit_batch(&mut self, batch: Vec<(WriteOp, Reply)>) {
+        let (ops, replies): (Vec<WriteOp>, Vec<Reply>) = batch.into_iter().unzip();
+        let size = ops.len();
+        match self.run_transaction(&ops) {
+            Ok(results) => {
+                tracing::debug!(size, "group commit");
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) if size == 1 => {
+                let _ = replies
+                    .into_iter()
+                    .next()
+                    .map(|r| r.send(Err(StoreError::Internal(e))));
+            }
+            Err(e) => {
+                tracing::warn!(size, error = %e, "group commit failed; replaying one request per transaction");
+                for (op, reply) in ops.into_iter().zip(replies) {
+                    let result = match self.run_transaction(std::slice::from_ref(&op)) {
+                        Ok(mut r) => r.pop().unwrap_or(Err(StoreError::Internal("no result".into()))),
+                        Err(e) => Err(StoreError::Internal(e)),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Apply `ops` in one transaction. `Ok` holds each op's answer (refusals included) after
+    /// a successful commit; `Err` means nothing was committed.
+    fn run_transaction(&mut self, ops: &[WriteOp]) -> Result<Vec<Result<WriteOutcome, StoreError>>, String> {
+        let mut working = self.catalog_snapshot();
+        self.conn
+            .execute_batch("BEGIN TRANSACTION")
+            .map_err(|e| e.to_string())?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match self.apply(op, &mut working) {
+                Ok(outcome) => results.push(Ok(outcome)),
+                Err(OpError::Rejected(e)) => results.push(Err(e)),
+                Err(OpError::Failed(e)) => {
+                    self.rollback();
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.rollback();
+            return Err(format!("commit failed: {e}"));
+        }
+        self.publish(working);
+        Ok(results)
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::debug!(error = %e, "rollback after a failed statement");
+        }
+        // Temporary tables created in the rolled-back transaction are gone too.
+        self.staging.clear();
+    }
+
+    fn catalog_snapshot(&self) -> Catalog {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn publish(&self, working: Catalog) {
+        let mut shared = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        if *shared != working {
+            *shared = working;
+        }
+    }
+
+    fn apply(&mut self, op: &WriteOp, working: &mut Catalog) -> OpResult {
+        match op {
+            WriteOp::CreateIndex {
+                name,
+                dimension,
+                metric,
+            } => self.create_index(name, *dimension, *metric, working),
+            WriteOp::DeleteIndex { name } => self.delete_index(name, working),
+            WriteOp::Upsert { index, rows, create } => self.upsert(index, rows, *create, working),
+            WriteOp::Update {
+                index,
+                id,
+                vector,
+                metadata,
+                mode,
+            } => self.update(index, id, vector.as_deref(), metadata.as_ref(), *mode, working),
+            WriteOp::Delete { index, target } => self.delete(index, target, working),
+            WriteOp::Accept {
+                index,
+                model,
+                dimension,
+                docs,
+            } => self.accept(index, model, *dimension, docs, working),
+            WriteOp::StoreEmbedded { index, model, docs } => self.store_embedded(index, model, docs, working),
+        }
+    }
+
+    fn create_index(
+        &mut self,
+        name: &str,
+        dimension: usize,
+        metric: Metric,
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(name).map_err(OpError::Rejected)?;
+        validate_dimension(dimension).map_err(OpError::Rejected)?;
+        if let Some(existing) = working.get(name) {
+            if existing.dimension == dimension && existing.metric == metric {
+                return Ok(WriteOutcome::IndexCreated { created: false });
+            }
+            return Err(OpError::Rejected(StoreError::invalid(format!(
+                "index \"{name}\" already exists with dimension {} and metric {}; asked for dimension {dimension} and metric {metric}",
+                existing.dimension, existing.metric
+            ))));
+        }
+        self.conn
+            .execute_batch(&schema::create_index_table_sql(name, dimension))?;
+        schema::register(&self.conn, name, dimension, metric, false)?;
+        working.insert(
+            name.to_string(),
+            IndexInfo {
+                name: name.to_string(),
+                dimension,
+                metric,
+                model: None,
+                adopted: false,
+            },
+        );
+        Ok(WriteOutcome::IndexCreated { created: true })
+    }
+
+    fn delete_index(&mut self, name: &str, working: &mut Catalog) -> OpResult {
+        validate_index_name(name).map_err(OpError::Rejected)?;
+        let existed = working.remove(name).is_some();
+        if existed {
+            self.conn
+                .execute_batch(&format!("DROP TABLE IF EXISTS {}", quoted(name)))?;
+            self.conn
+                .execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+        }
+        // Pending documents of a dropped index would recreate it: they go too.
+        documents::forget_index(&self.conn, name)?;
+        Ok(WriteOutcome::IndexDeleted { existed })
+    }
+
+    fn upsert(
+        &mut self,
+        index: &str,
+        rows: &[VectorRow],
+        create: Option<(usize, Metric)>,
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        let dimension = target_dimension(index, create, working).map_err(OpError::Rejected)?;
+        // Every row is checked before any SQL, so a refusal leaves the transaction clean.
+        for (at, row) in rows.iter().enumerate() {
+            row.validate(at).map_err(OpError::Rejected)?;
+            validate_vector(
+                &format!("vectors[{at}] (id {:?}).vector", row.id),
+                &row.vector,
+                Some(dimension),
+            )
+            .map_err(OpError::Rejected)?;
+        }
+        let mut created_index = false;
+        if let (false, Some((dim, metric))) = (working.contains_key(index), create) {
+            self.create_index(index, dim, metric, working)?;
+            created_index = true;
+        }
+        let rows = dedup_last_wins(rows.to_vec());
+        self.write_rows(index, dimension, &rows)?;
+        let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
+        // Raw vectors no longer match any text we embedded for these ids.
+        documents::forget(&self.conn, index, &ids)?;
+        Ok(WriteOutcome::Upserted { ids, created_index })
+    }
+
+    /// INSERT OR REPLACE deduplicated `rows` into `index` through the staging table.
+    fn write_rows(&mut self, index: &str, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.stage(dimension, rows)?;
+        let stage = staging_table(dimension);
+        self.conn.execute_batch(&format!(
+            "INSERT OR REPLACE INTO {} SELECT id, vector, metadata::JSON FROM temp.main.{stage}; DELETE FROM temp.main.{stage};",
+            quoted(index)
+        ))?;
+        Ok(())
+    }
+
+    fn accept(
+        &mut self,
+        index: &str,
+        model: &str,
+        dimension: Option<usize>,
+        docs: &[NewDocument],
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        if let Some(info) = working.get(index) {
+            check_embeddable(info, model, dimension).map_err(OpError::Rejected)?;
+        } else if let Some(dim) = dimension {
+            self.create_index(index, dim, Metric::Cosine, working)?;
+            self.record_model(index, model, working)?;
+        }
+        let accepted = documents::accept(
+            &self.conn,
+            index,
+            working.get(index),
+            model,
+            docs,
+            &mut self.next_seq,
+        )?;
+        Ok(WriteOutcome::Accepted(accepted))
+    }
+
+    fn store_embedded(
+        &mut self,
+        index: &str,
+        model: &str,
+        docs: &[EmbeddedDocument],
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        let Some(first) = docs.first() else {
+            return Ok(WriteOutcome::Embedded { count: 0 });
+        };
+        let dimension = first.vector.len();
+        if let Some(info) = working.get(index) {
+            check_embeddable(info, model, Some(dimension)).map_err(OpError::Rejected)?;
+        }
+        for doc in docs {
+            validate_vector(
+                &format!("embedding of id {:?}", doc.id),
+                &doc.vector,
+                Some(dimension),
+            )
+            .map_err(OpError::Rejected)?;
+        }
+        if !working.contains_key(index) {
+            self.create_index(index, dimension, Metric::Cosine, working)?;
+        }
+        if working.get(index).is_some_and(|i| i.model.is_none()) {
+            self.record_model(index, model, working)?;
+        }
+        let rows: Vec<VectorRow> = docs
+            .iter()
+            .map(|d| VectorRow {
+                id: d.id.clone(),
+                vector: d.vector.clone(),
+                metadata: d.metadata.clone(),
+            })
+            .collect();
+        self.write_rows(index, dimension, &dedup_last_wins(rows))?;
+        documents::record_embedded(&self.conn, index, model, docs)?;
+        Ok(WriteOutcome::Embedded { count: docs.len() })
+    }
+
+    fn record_model(&mut self, index: &str, model: &str, working: &mut Catalog) -> Result<(), OpError> {
+        schema::set_model(&self.conn, index, model)?;
+        if let Some(info) = working.get_mut(index) {
+            info.model = Some(model.to_string());
+        }
+        Ok(())
+    }
+
+    /// Load rows into the temporary staging table of their width through the Arrow
+    /// appender: the duckdb crate cannot bind array values, and text would be slow.
+    fn stage(&mut self, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
+        let stage = staging_table(dimension);
+        if !self.staging.contains(&dimension) {
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} (id VARCHAR, vector FLOAT[{dimension}], metadata VARCHAR)"
+            ))?;
+            self.staging.insert(dimension);
+        }
+        let batch = record_batch(dimension, rows)?;
+        let mut appender = self.conn.appender_to_catalog_and_db(&stage, "temp", "main")?;
+        appender.append_record_batch(batch)?;
+        // The appender reports constraint and conversion errors only when flushed.
+        appender.flush()?;
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        index: &str,
+        id: &str,
+        vector: Option<&[f32]>,
+        metadata: Option<&Map<String, Value>>,
+        mode: MetadataMode,
+        working: &Catalog,
+    ) -> OpResult {
+        let info = existing(index, working).map_err(OpError::Rejected)?;
+        if id.is_empty() {
+            return Err(OpError::Rejected(StoreError::invalid("id: the id is empty")));
+        }
+        if vector.is_none() && metadata.is_none() {
+            return Err(OpError::Rejected(StoreError::invalid(
+                "update needs a vector, metadata, or both",
+            )));
+        }
+        if let Some(v) = vector {
+            validate_vector("vector", v, Some(info.dimension)).map_err(OpError::Rejected)?;
+        }
+        let mut sets = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        if let Some(v) = vector {
+            sets.push(format!("vector = ?::FLOAT[{}]", info.dimension));
+            values.push(vector_literal(v));
+        }
+        if let Some(m) = metadata {
+            sets.push(match mode {
+                MetadataMode::Merge => {
+                    "metadata = json_merge_patch(coalesce(metadata, '{}'::JSON), ?::JSON)".to_string()
+                }
+                MetadataMode::Replace => "metadata = ?::JSON".to_string(),
+            });
+            values.push(Value::Object(m.clone()).to_string());
+        }
+        values.push(id.to_string());
+        let sql = format!("UPDATE {} SET {} WHERE id = ?", quoted(index), sets.join(", "));
+        let changed = self.conn.execute(&sql, params_from_iter(values.iter()))?;
+        if changed == 0 {
+            // Nothing was changed, so the transaction is still clean.
+            return Err(OpError::Rejected(StoreError::invalid(format!(
+                "id: no vector with id {id:?} in index \"{index}\""
+            ))));
+        }
+        if vector.is_some() {
+            documents::forget(&self.conn, index, &[id.to_string()])?;
+        }
+        Ok(WriteOutcome::Updated)
+    }
+
+    fn delete(&mut self, index: &str, target: &DeleteTarget, working: &Catalog) -> OpResult {
+        existing(index, working).map_err(OpError::Rejected)?;
+        let table = quoted(index);
+        let count = match target {
+            DeleteTarget::Ids(ids) => {
+                let mut stmt = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
+                let mut count = 0;
+                for id in ids.iter().collect::<HashSet<_>>() {
+                    count += stmt.execute(params![id])?;
+                }
+                count
+            }
+            DeleteTarget::Filter(filter) => self.conn.execute(
+                &format!("DELETE FROM {table} WHERE {}", filter.sql),
+                params_from_iter(filter.params.iter()),
+            )?,
+        };
+        Ok(WriteOutcome::Deleted { count })
+    }
+}
+
+fn existing<'a>(index: &str, working: &'a Catalog) -> Result<&'a IndexInfo, StoreError> {
+    validate_index_name(index)?;
+    working.get(index).ok_or_else(|| StoreError::unknown_index(index))
+}
+
+/// The width rows must have: the index's, or the one `create_index` asks for (which must
+/// then agree with an existing index).
+fn target_dimension(
+    index: &str,
+    create: Option<(usize, Metric)>,
+    working: &Catalog,
+) -> Result<usize, StoreError> {
+    match (working.get(index), create) {
+        (Some(info), Some((dim, metric))) if (info.dimension, info.metric) != (dim, metric) => {
+            Err(StoreError::invalid(format!(
+                "create_index: index \"{index}\" already exists with dimension {} and metric {}, not dimension {dim} and metric {metric}",
+                info.dimension, info.metric
+            )))
+        }
+        (Some(info), _) => Ok(info.dimension),
+        (None, Some((dim, _))) => {
+            validate_dimension(dim).map_err(|e| StoreError::invalid(format!("create_index.{e}")))?;
+            Ok(dim)
+        }
+        (None, None) => Err(StoreError::unknown_index(index)),
+    }
+}
+
+/// Embedding into an index is allowed when its recorded model (if any) and its dimension
+/// (when the embedder knows its own) agree.
+fn check_embeddable(info: &IndexInfo, model: &str, dimension: Option<usize>) -> Result<(), StoreError> {
+    if let Some(recorded) = info.model.as_deref().filter(|m| *m != model) {
+        return Err(StoreError::invalid(format!(
+            "index: \"{}\" holds embeddings of model {recorded:?}, not {model:?}; use another index or the matching --model",
+            info.name
+        )));
+    }
+    if let Some(dim) = dimension.filter(|&d| d != info.dimension) {
+        return Err(StoreError::invalid(format!(
+            "index: \"{}\" has dimension {}, but model {model:?} makes {dim}-dimensional vectors",
+            info.name, info.dimension
+        )));
+    }
+    Ok(())
+}
+
+fn staging_table(dimension: usize) -> String {
+    format!("stride_stage_{dimension}")
+}
+
+fn record_batch(dimension: usize, rows: &[VectorRow]) -> Result<RecordBatch, OpError> {
+    let arrow_err =
+        |e: duckdb::arrow::error::ArrowError| OpError::Failed(format!("building the Arrow batch: {e}"));
+    let width = i32::try_from(dimension).map_err(|_| OpError::Failed("dimension too large".into()))?;
+    let ids = StringArray::from_iter_values(rows.iter().map(|r| r.id.as_str()));
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.vector.iter().copied()).collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let vectors = FixedSizeListArray::try_new(item.clone(), width, Arc::new(Float32Array::from(flat)), None)
+        .map_err(arrow_err)?;
+    let metadata =
+        StringArray::from_iter_values(rows.iter().map(|r| Value::Object(r.metadata.clone()).to_string()));
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("vector", DataType::FixedSizeList(item, width), false),
+        Field::new("metadata", DataType::Utf8, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(vectors), Arc::new(metadata)];
+    RecordBatch::try_new(Arc::new(schema), columns).map_err(arrow_err)
+}

@@ -1,0 +1,203 @@
+//! Test harness: the real release binary, driven over stdio by rmcp's client, on a real
+//! DuckDB file in a temporary directory.
+
+#![allow(dead_code)]
+
+pub mod ollama;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stride-vectors");
+
+/// A running server and the client connected to it.
+pub struct Server {
+    pub client: RunningService<RoleClient, ()>,
+    pub child: Child,
+}
+
+/// The command that starts the server on `db`; logs go to the test's stderr at `warn`.
+pub fn command(db: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--db")
+        .arg(db)
+        .env(
+            "STRIDE_VECTORS_LOG",
+            std::env::var("STRIDE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+pub async fn start(db: &Path) -> Server {
+    start_with(command(db)).await
+}
+
+pub async fn start_with(mut cmd: Command) -> Server {
+    let mut child = cmd.spawn().expect("spawn stride-vectors");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let client = ().serve((stdout, stdin)).await.expect("MCP handshake");
+    Server { client, child }
+}
+
+impl Server {
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let Value::Object(args) = args else {
+            panic!("arguments must be an object")
+        };
+        self.client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"))
+    }
+
+    /// Call a tool that must succeed; returns its structured content.
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        let result = self.call(tool, args.clone()).await;
+        assert_ne!(
+            result.is_error,
+            Some(true),
+            "{tool} {args} failed: {}",
+            text(&result)
+        );
+        let structured = result.structured_content.clone().expect("structured content");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text(&result)).expect("text copy is JSON"),
+            structured,
+            "the text content mirrors the structured content"
+        );
+        structured
+    }
+
+    /// Call a tool that must fail with a tool error; returns its message.
+    pub async fn err(&self, tool: &str, args: Value) -> String {
+        let result = self.call(tool, args.clone()).await;
+        assert_eq!(
+            result.is_error,
+            Some(true),
+            "{tool} {args} should fail, got {:?}",
+            result.structured_content
+        );
+        text(&result)
+    }
+
+    /// Close stdin (the client goes away) and wait for a clean exit.
+    pub async fn stop(mut self) {
+        drop(self.client);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("server exits after stdin closes")
+            .expect("wait");
+        assert!(status.success(), "server exit status {status}");
+    }
+
+    /// SIGKILL: no chance to flush or checkpoint.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("kill -9");
+        self.child.wait().await.expect("wait");
+    }
+}
+
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub struct TempDb {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn temp_db() -> TempDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stride-vectors.duckdb");
+    TempDb { dir, path }
+}
+
+/// Deterministic pseudo-random unit-free vectors (no zero vector: values in (-1, 1) \ {0}).
+pub fn random_vectors(seed: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0) + 1e-3).collect())
+        .collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Rows of an index read straight from the file, after the server has exited.
+pub fn rows_in_file(db: &Path, index: &str) -> std::collections::BTreeMap<String, (Vec<f32>, Value)> {
+    let conn = duckdb::Connection::open(db).expect("open the file the server wrote");
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT id, vector::VARCHAR, metadata::VARCHAR FROM \"{index}\""
+        ))
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .expect("query");
+    rows.map(|r| {
+        let (id, v, m) = r.expect("row");
+        (
+            id,
+            (
+                serde_json::from_str(&v).expect("vector"),
+                serde_json::from_str(&m).expect("metadata"),
+            ),
+        )
+    })
+    .collect()
+}
+
+/// The server on `db` embedding through the mock Ollama at `url`.
+pub fn command_with_ollama(db: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = command(db);
+    cmd.args([
+        "--embedder",
+        "ollama",
+        "--model",
+        "mock-embed",
+        "--ollama-url",
+        url,
+    ])
+    .args(extra);
+    cmd
+}
+
+/// Poll `stats` until `done` holds or `secs` pass; returns the last stats.
+pub async fn wait_for_stats(s: &Server, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let stats = s.ok("stats", serde_json::json!({})).await;
+        if done(&stats) || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

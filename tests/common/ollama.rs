@@ -1,0 +1,154 @@
+//! A stand-in for Ollama, the one service the tests cannot run here. It speaks Ollama's real
+//! wire format (`POST /api/embed` with `{model, input: [..]}` answering `{model, embeddings}`,
+//! and the legacy `POST /api/embeddings` with `{model, prompt}` answering `{embedding}`),
+//! returns deterministic vectors, and records every text it was asked to embed.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const DIM: usize = 8;
+
+#[derive(Clone, Default)]
+pub struct MockOllama {
+    /// One entry per HTTP call: the texts it carried.
+    pub calls: Arc<Mutex<Vec<Vec<String>>>>,
+    /// When each call arrived.
+    pub times: Arc<Mutex<Vec<std::time::Instant>>>,
+    /// When set, every call answers HTTP 503.
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Answer 404 on /api/embed, like an Ollama older than 0.3.
+    pub legacy_only: bool,
+    pub url: String,
+}
+
+/// The vector the mock gives `text`: derived from its bytes, never all zero.
+pub fn vector_of(text: &str) -> Vec<f32> {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(text.as_bytes());
+    (0..DIM).map(|i| (h[i] as f32 - 127.5) / 128.0).collect()
+}
+
+impl MockOllama {
+    pub async fn start(legacy_only: bool) -> MockOllama {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mock = MockOllama {
+            legacy_only,
+            url,
+            ..Default::default()
+        };
+        let m = mock.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let _ = m.serve(stream).await;
+                });
+            }
+        });
+        mock
+    }
+
+    pub fn texts(&self) -> Vec<String> {
+        self.calls.lock().unwrap().iter().flatten().cloned().collect()
+    }
+
+    fn record(&self, texts: Vec<String>) {
+        self.times.lock().unwrap().push(std::time::Instant::now());
+        self.calls.lock().unwrap().push(texts);
+    }
+
+    pub fn first_call(&self) -> Option<std::time::Instant> {
+        self.times.lock().unwrap().first().copied()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        loop {
+            let Some((path, body)) = read_request(&mut stream).await? else {
+                return Ok(());
+            };
+            let (status, answer) = self.answer(&path, &body);
+            let text = answer.to_string();
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            stream.write_all(response.as_bytes()).await?;
+        }
+    }
+
+    fn answer(&self, path: &str, body: &Value) -> (&'static str, Value) {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return ("503 Service Unavailable", json!({"error": "model is loading"}));
+        }
+        match path {
+            "/api/embed" if !self.legacy_only => {
+                let texts: Vec<String> = match &body["input"] {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                    _ => return ("400 Bad Request", json!({"error": "input required"})),
+                };
+                let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| vector_of(t)).collect();
+                self.record(texts);
+                (
+                    "200 OK",
+                    json!({"model": body["model"], "embeddings": embeddings}),
+                )
+            }
+            "/api/embeddings" => {
+                let text = body["prompt"].as_str().unwrap_or_default().to_string();
+                let embedding = vector_of(&text);
+                self.record(vec![text]);
+                ("200 OK", json!({"embedding": embedding}))
+            }
+            _ => ("404 Not Found", json!({"error": "not found"})),
+        }
+    }
+}
+
+/// Read one HTTP/1.1 request; `None` when the client closed the connection.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<(String, Value)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
+    Ok(Some((path, body)))
+}

@@ -1,0 +1,320 @@
+//! The embedding pipeline through the real `embed` tool: debounce, dedup, max wait,
+//! durability across kill -9, flush on shutdown, and remote failures. Embeddings come from
+//! a stand-in Ollama that speaks Ollama's wire format and counts what it is asked.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ollama::{vector_of, MockOllama, DIM};
+use common::*;
+use serde_json::{json, Value};
+
+fn statuses(r: &Value) -> Vec<String> {
+    r["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let s = start_with(command_with_ollama(
+        &db.path,
+        &mock.url,
+        &["--debounce-ms", "400"],
+    ))
+    .await;
+    for i in 0..50 {
+        let r = s
+            .ok("embed", json!({"index": "student_profiles", "documents": [{"id": "p1", "text": format!("profile v{i}"), "metadata": {"v": i}}]}))
+            .await;
+        let expected = if i == 0 { "queued" } else { "coalesced" };
+        assert_eq!(statuses(&r), [expected], "call {i}");
+    }
+    let f = s.ok("flush", json!({})).await;
+    assert_eq!(f, json!({"committed": 1, "pending": 0}));
+    assert_eq!(
+        mock.texts(),
+        ["profile v49"],
+        "exactly one embedding, of the last text"
+    );
+
+    let row = s
+        .ok("fetch", json!({"index": "student_profiles", "ids": ["p1"]}))
+        .await;
+    assert_eq!(row["vectors"][0]["vector"], json!(vector_of("profile v49")));
+    assert_eq!(row["vectors"][0]["metadata"], json!({"v": 49}));
+
+    for i in 0..100 {
+        let r = s
+            .ok("embed", json!({"index": "student_profiles", "documents": [{"id": "p1", "text": "profile v49", "metadata": {"v": 49, "seen": i}}]}))
+            .await;
+        assert_eq!(statuses(&r), ["unchanged"]);
+    }
+    s.ok("flush", json!({})).await;
+    assert_eq!(mock.call_count(), 1, "unchanged texts cost no embedding");
+    let row = s
+        .ok("fetch", json!({"index": "student_profiles", "ids": ["p1"]}))
+        .await;
+    assert_eq!(
+        row["vectors"][0]["metadata"],
+        json!({"v": 49, "seen": 99}),
+        "metadata of unchanged documents is written"
+    );
+
+    let stats = s.ok("stats", json!({})).await;
+    assert_eq!(stats["documents_coalesced"], json!(49));
+    assert_eq!(stats["embeddings_skipped_unchanged"], json!(100));
+    assert_eq!(stats["embedding_calls"], json!(1));
+    assert_eq!(stats["pending"], json!(0));
+    assert_eq!(stats["model"], json!("mock-embed"));
+    assert_eq!(stats["role"], json!("owner"));
+    let idx = &stats["indexes"][0];
+    assert_eq!(
+        (
+            idx["index"].clone(),
+            idx["dimension"].clone(),
+            idx["model"].clone()
+        ),
+        (json!("student_profiles"), json!(DIM), json!("mock-embed"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_document_edited_every_half_second_lands_within_the_max_wait() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    // The defaults: 2 s debounce, 10 s maximum wait.
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &[])).await;
+    let started = Instant::now();
+    for i in 0..30 {
+        s.ok(
+            "embed",
+            json!({"index": "goals", "documents": [{"id": "g1", "text": format!("goal draft {i}")}]}),
+        )
+        .await;
+        tokio::time::sleep_until((started + Duration::from_millis(500 * (i + 1))).into()).await;
+    }
+    let landed = mock
+        .first_call()
+        .expect("indexed at least once during 15 s of edits")
+        - started;
+    assert!(
+        landed < Duration::from_millis(10_500),
+        "first embedding after {landed:?}"
+    );
+    s.stop().await;
+    let rows = rows_in_file(&db.path, "goals");
+    assert_eq!(
+        rows["g1"].0,
+        vector_of("goal draft 29"),
+        "the last edit is flushed at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn wait_true_answers_indexed_and_query_search_finds_it() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &[])).await;
+    let docs: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("tip-{i}"), "text": format!("advice number {i}"), "metadata": {"outcome": if i % 2 == 0 {"helpful"} else {"neutral"}}}))
+        .collect();
+    let r = s
+        .ok(
+            "embed",
+            json!({"index": "advice_history", "documents": docs, "wait": true}),
+        )
+        .await;
+    assert_eq!(statuses(&r), ["indexed"; 5]);
+    assert_eq!(mock.call_count(), 1, "one batch");
+    let hits = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "query": "advice number 3", "top_k": 2}),
+        )
+        .await;
+    assert_eq!(hits["results"][0]["id"], json!("tip-3"));
+    assert!((hits["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    let hits = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "query": "advice number 3", "filter": {"outcome": "helpful"}}),
+        )
+        .await;
+    assert!(hits["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["metadata"]["outcome"] == "helpful"));
+    assert_eq!(
+        mock.texts().last().map(String::as_str),
+        Some("advice number 3"),
+        "queries are embedded at once"
+    );
+
+    for (args, expected) in [
+        (
+            json!({"index": "advice_history", "vector": vec![1.0; DIM], "query": "x"}),
+            "not both",
+        ),
+        (
+            json!({"index": "advice_history"}),
+            "give `vector` (numbers) or `query` (text)",
+        ),
+        (
+            json!({"index": "advice_history", "query": " "}),
+            "query: the text is empty",
+        ),
+    ] {
+        let err = s.err("search", args.clone()).await;
+        assert!(err.contains(expected), "{args}: {err}");
+    }
+    for (args, expected) in [
+        (
+            json!({"index": "advice_history", "documents": [{"id": "", "text": "x"}]}),
+            "documents[0].id: the id is empty",
+        ),
+        (
+            json!({"index": "advice_history", "documents": [{"id": "a", "text": ""}]}),
+            "documents[0] (id \"a\").text: the text is empty",
+        ),
+        (
+            json!({"index": "advice_history", "documents": [{"id": "a", "text": "x", "metadata": 3}]}),
+            "documents[0] (id \"a\").metadata: metadata must be a JSON object",
+        ),
+        (
+            json!({"index": "bad-name", "documents": []}),
+            "invalid index name",
+        ),
+    ] {
+        let err = s.err("embed", args.clone()).await;
+        assert!(err.contains(expected), "{args}: {err}");
+    }
+    s.ok("create_index", json!({"index": "narrow", "dimension": 3}))
+        .await;
+    let err = s
+        .err(
+            "embed",
+            json!({"index": "narrow", "documents": [{"id": "a", "text": "x"}], "wait": true}),
+        )
+        .await;
+    assert!(err.contains("dimension"), "{err}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn accepted_documents_survive_kill_9_and_are_resumed() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let s = start_with(command_with_ollama(
+        &db.path,
+        &mock.url,
+        &["--debounce-ms", "60000", "--max-wait-ms", "60000"],
+    ))
+    .await;
+    let docs: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("g{i}"), "text": format!("goal {i}")}))
+        .collect();
+    let r = s.ok("embed", json!({"index": "goals", "documents": docs})).await;
+    assert_eq!(statuses(&r), ["queued"; 20]);
+    assert_eq!(s.ok("stats", json!({})).await["pending"], json!(20));
+    s.kill9().await;
+    assert_eq!(mock.call_count(), 0, "nothing was embedded before the crash");
+
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &[])).await;
+    let stats = wait_for_stats(&s, 30, |st| st["pending"] == json!(0)).await;
+    assert_eq!(stats["pending"], json!(0), "{stats}");
+    let f = s
+        .ok(
+            "fetch",
+            json!({"index": "goals", "ids": (0..20).map(|i| format!("g{i}")).collect::<Vec<_>>()}),
+        )
+        .await;
+    assert_eq!(f["missing"], json!([]));
+    assert_eq!(f["vectors"][7]["vector"], json!(vector_of("goal 7")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn stdin_eof_and_sigterm_flush_what_is_pending() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let long = ["--debounce-ms", "60000", "--max-wait-ms", "60000"];
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &long)).await;
+    s.ok(
+        "embed",
+        json!({"index": "goals", "documents": [{"id": "eof", "text": "flushed at eof"}]}),
+    )
+    .await;
+    s.stop().await;
+    assert_eq!(
+        rows_in_file(&db.path, "goals")["eof"].0,
+        vector_of("flushed at eof")
+    );
+
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &long)).await;
+    s.ok(
+        "embed",
+        json!({"index": "goals", "documents": [{"id": "term", "text": "flushed at sigterm"}]}),
+    )
+    .await;
+    let pid = s.child.id().expect("pid") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let Server { client, mut child } = s;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
+    drop(client);
+    assert_eq!(
+        rows_in_file(&db.path, "goals")["term"].0,
+        vector_of("flushed at sigterm")
+    );
+}
+
+#[tokio::test]
+async fn a_failing_provider_keeps_documents_pending_with_the_error_visible() {
+    let mock = MockOllama::start(false).await;
+    mock.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let db = temp_db();
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &["--debounce-ms", "10"])).await;
+    s.ok(
+        "embed",
+        json!({"index": "goals", "documents": [{"id": "g1", "text": "retry me"}]}),
+    )
+    .await;
+    let stats = wait_for_stats(&s, 20, |st| st["last_error"].is_string()).await;
+    assert!(stats["last_error"].as_str().unwrap().contains("503"), "{stats}");
+    assert_eq!(stats["pending"], json!(1));
+    mock.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let stats = wait_for_stats(&s, 30, |st| st["pending"] == json!(0)).await;
+    assert_eq!(
+        stats["pending"],
+        json!(0),
+        "retried after the provider recovered: {stats}"
+    );
+    s.stop().await;
+    assert_eq!(rows_in_file(&db.path, "goals")["g1"].0, vector_of("retry me"));
+}
+
+#[tokio::test]
+async fn legacy_ollama_without_api_embed_still_works() {
+    let mock = MockOllama::start(true).await;
+    let db = temp_db();
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &[])).await;
+    let r = s
+        .ok("embed", json!({"index": "goals", "documents": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}], "wait": true}))
+        .await;
+    assert_eq!(statuses(&r), ["indexed", "indexed"]);
+    assert_eq!(mock.texts(), ["one", "two"]);
+    s.stop().await;
+}

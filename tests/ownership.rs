@@ -1,0 +1,325 @@
+//! Many stride-vectors processes on one file: one owner, relays for the rest, take-over
+//! when the owner dies, stale leftovers, a foreign DuckDB holder, and the socket's guard.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ollama::MockOllama;
+use common::*;
+use serde_json::{json, Value};
+
+/// One acknowledged upsert.
+#[derive(Clone)]
+struct Ack {
+    id: String,
+    value: f32,
+    invoked: Instant,
+    acked: Instant,
+}
+
+async fn start_group(db: &std::path::Path, mock: &MockOllama, n: usize) -> Vec<Arc<Server>> {
+    let mut servers = Vec::new();
+    for i in 0..n {
+        let s = start_with(command_with_ollama(db, &mock.url, &["--debounce-ms", "100"])).await;
+        let stats = wait_for_stats(&s, 30, |st| {
+            st["role"] == json!(if i == 0 { "owner" } else { "relay" })
+        })
+        .await;
+        assert_eq!(
+            stats["role"],
+            json!(if i == 0 { "owner" } else { "relay" }),
+            "process {i}: {stats}"
+        );
+        servers.push(Arc::new(s));
+    }
+    servers
+}
+
+/// Client `task` makes `calls` mixed calls; returns its acknowledged upserts. Stops early
+/// (without failing) once `stop_on_error` is set and a call fails: that client's own
+/// server was killed.
+async fn mixed_load(
+    s: Arc<Server>,
+    task: usize,
+    calls: usize,
+    done: Arc<AtomicUsize>,
+    own_server_killed: bool,
+) -> Vec<Ack> {
+    let mut acks = Vec::new();
+    for i in 0..calls {
+        let kind = i % 5;
+        let invoked = Instant::now();
+        let (tool, args, ack) = match kind {
+            0 | 1 => {
+                let id = if kind == 0 {
+                    format!("shared-{}", i % 7)
+                } else {
+                    format!("c{task}-{i}")
+                };
+                let value = (task * 10_000 + i + 1) as f32;
+                let args = json!({"index": "goals", "create_index": {"dimension": 4}, "vectors": [{"id": id, "vector": [value, 1, 2, 3]}]});
+                ("upsert", args, Some((id, value)))
+            }
+            2 => (
+                "embed",
+                json!({"index": "advice_history", "documents": [{"id": format!("a{}", i % 11), "text": format!("tip {task} {i}")}]}),
+                None,
+            ),
+            3 => (
+                "search",
+                json!({"index": "goals", "vector": [1, 1, 2, 3], "top_k": 3}),
+                None,
+            ),
+            _ => ("stats", json!({}), None),
+        };
+        let result = match tokio::time::timeout(
+            Duration::from_secs(60),
+            s.client.call_tool(
+                rmcp::model::CallToolRequestParams::new(tool)
+                    .with_arguments(args.as_object().unwrap().clone()),
+            ),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if own_server_killed => {
+                let _ = e;
+                return acks;
+            }
+            Ok(Err(e)) => panic!("client {task} call {i} {tool}: protocol error {e}"),
+            Err(_) => panic!("client {task} call {i} {tool}: no answer in 60 s"),
+        };
+        let search_before_index = tool == "search" && text(&result).contains("does not exist");
+        if result.is_error == Some(true) && !search_before_index {
+            panic!("client {task} call {i} {tool} {args}: {}", text(&result));
+        }
+        if let Some((id, value)) = ack {
+            acks.push(Ack {
+                id,
+                value,
+                invoked,
+                acked: Instant::now(),
+            });
+        }
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+    acks
+}
+
+/// The stored value of every id is one that was acknowledged, and no write to that id
+/// began after it was acknowledged.
+fn assert_last_acknowledged_wins(db: &std::path::Path, acks: &[Ack]) {
+    let rows = rows_in_file(db, "goals");
+    let ids: std::collections::BTreeSet<&str> = acks.iter().map(|a| a.id.as_str()).collect();
+    for id in ids {
+        let stored = rows
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged id {id} is missing"))
+            .0[0];
+        let writes: Vec<&Ack> = acks.iter().filter(|a| a.id == id).collect();
+        let winner = writes
+            .iter()
+            .find(|a| a.value == stored)
+            .unwrap_or_else(|| panic!("{id}: stored {stored} was never acknowledged"));
+        for w in &writes {
+            assert!(
+                w.value == winner.value || w.invoked <= winner.acked,
+                "{id}: {} began after {} was acknowledged",
+                w.value,
+                winner.value
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn four_processes_share_one_file_with_zero_errors() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let servers = start_group(&db.path, &mock, 4).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(t, s)| tokio::spawn(mixed_load(s.clone(), t, 500, done.clone(), false)))
+        .collect();
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.expect("client task"));
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 2000);
+    let owner_stats = servers[0].ok("stats", json!({})).await;
+    assert_eq!(owner_stats["relays_connected"], json!(3));
+    let relay_stats = servers[1].ok("stats", json!({})).await;
+    assert_eq!(relay_stats["owner_pid"], owner_stats["pid"]);
+    assert_ne!(relay_stats["pid"], owner_stats["pid"]);
+    servers[0].ok("flush", json!({})).await;
+    // Relays first, then the owner, which waits for its relays anyway.
+    for s in servers.into_iter().rev() {
+        Arc::into_inner(s).expect("no other handle").stop().await;
+    }
+    assert_last_acknowledged_wins(&db.path, &acks);
+}
+
+#[tokio::test]
+async fn killing_the_owner_mid_load_loses_nothing_and_a_relay_takes_over() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let mut servers = start_group(&db.path, &mock, 4).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (t, s) in servers.iter().enumerate() {
+        tasks.push(tokio::spawn(mixed_load(s.clone(), t, 400, done.clone(), t == 0)));
+    }
+    while done.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let owner = servers.remove(0);
+    let pid = owner.child.id().expect("owner pid") as i32;
+    // SAFETY: SIGKILL to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let killed_at = Instant::now();
+    let first_ok = servers[1].ok("list_indexes", json!({})).await;
+    let recovery = killed_at.elapsed();
+    assert!(first_ok["indexes"].is_array());
+    eprintln!("owner killed: first successful relayed call after {recovery:?}");
+
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.expect("client task"));
+    }
+    let roles: Vec<Value> = {
+        let mut r = Vec::new();
+        for s in &servers {
+            r.push(s.ok("stats", json!({})).await["role"].clone());
+        }
+        r
+    };
+    assert_eq!(
+        roles.iter().filter(|r| **r == json!("owner")).count(),
+        1,
+        "exactly one new owner: {roles:?}"
+    );
+    servers[0].ok("flush", json!({})).await;
+    drop(owner);
+    for s in servers.into_iter().rev() {
+        Arc::into_inner(s).expect("no other handle").stop().await;
+    }
+    assert_last_acknowledged_wins(&db.path, &acks);
+}
+
+#[tokio::test]
+async fn stale_socket_and_lock_files_do_not_block_a_new_owner() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok("create_index", json!({"index": "goals", "dimension": 2}))
+        .await;
+    let sock = db.path.with_file_name("stride-vectors.duckdb.sock");
+    let lock = db.path.with_file_name("stride-vectors.duckdb.owner.lock");
+    assert!(sock.exists() && lock.exists());
+    s.kill9().await;
+    assert!(sock.exists(), "kill -9 leaves the socket file behind");
+
+    let started = Instant::now();
+    let s = start(&db.path).await;
+    let stats = s.ok("stats", json!({})).await;
+    assert_eq!(stats["role"], json!("owner"));
+    eprintln!("owner after a crash in {:?}", started.elapsed());
+    assert_eq!(
+        s.ok("describe_index", json!({"index": "goals"})).await["dimension"],
+        json!(2)
+    );
+    s.stop().await;
+
+    // Leftovers that never were a socket or a lock at all.
+    std::fs::write(&sock, b"junk").unwrap();
+    let s = start(&db.path).await;
+    assert_eq!(s.ok("stats", json!({})).await["role"], json!("owner"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_duckdb_holder_is_named_and_waited_out() {
+    let db = temp_db();
+    let foreign =
+        duckdb::Connection::open(&db.path).expect("the test holds the file, as the DuckDB CLI would");
+    let s = start(&db.path).await;
+    let tools = s
+        .client
+        .list_all_tools()
+        .await
+        .expect("tools/list answers while the file is locked");
+    assert!(tools.len() >= 10);
+    let err = s.err("list_indexes", json!({})).await;
+    assert!(
+        err.contains("locked by another program that is not stride-vectors"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("PID {}", std::process::id())),
+        "names the holder's PID: {err}"
+    );
+    drop(foreign);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.call("list_indexes", json!({})).await;
+        if r.is_error != Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became the owner: {}", text(&r));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_socket_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok("stats", json!({})).await;
+    let sock = db.path.with_file_name("stride-vectors.duckdb.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode");
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a second user here; the 0600 mode above is the guard checked");
+        s.stop().await;
+        return;
+    }
+    // Open the mode wide so that only the peer-uid check stands between another user and
+    // the owner, then knock as user `nobody` (65534).
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"0"}}}\n')
+s.settimeout(5)
+data = s.recv(4096)
+print("ANSWER" if data else "CLOSED")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CLOSED"),
+        "another user's connection must be refused: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.ok("stats", json!({})).await["relays_connected"], json!(0));
+    s.stop().await;
+}
+
+use std::os::unix::process::CommandExt;

@@ -1,0 +1,525 @@
+//! Every tool's happy path and its refusals, against the real binary on a real file.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn ids_of(result: &Value) -> Vec<String> {
+    result["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|h| h["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn tools_list_shows_every_tool_with_an_object_output_schema_and_annotations() {
+    let db = temp_db();
+    let server = start(&db.path).await;
+    let info = server.client.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().expect("server info").name,
+        "stride-vectors"
+    );
+    assert!(info.instructions.as_deref().unwrap_or("").contains("upsert"));
+
+    let tools = server.client.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "create_index",
+            "delete",
+            "delete_index",
+            "describe_index",
+            "fetch",
+            "list_indexes",
+            "search",
+            "update",
+            "upsert"
+        ]
+    );
+    for tool in &tools {
+        let out = tool
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no output schema", tool.name));
+        assert_eq!(
+            out.get("type"),
+            Some(&json!("object")),
+            "{} output schema root",
+            tool.name
+        );
+        assert_eq!(
+            tool.input_schema.get("type"),
+            Some(&json!("object")),
+            "{} input schema root",
+            tool.name
+        );
+        assert!(
+            tool.description.as_deref().is_some_and(|d| d.len() > 40),
+            "{} description",
+            tool.name
+        );
+        let ann = tool
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} annotations", tool.name));
+        let read_only = ["list_indexes", "describe_index", "search", "fetch"].contains(&tool.name.as_ref());
+        assert_eq!(ann.read_only_hint, Some(read_only), "{} readOnlyHint", tool.name);
+    }
+    let upsert = tools.iter().find(|t| t.name == "upsert").expect("upsert");
+    assert!(upsert.description.as_deref().unwrap_or("").contains("16 MiB"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn index_lifecycle_create_list_describe_delete() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let created = s
+        .ok(
+            "create_index",
+            json!({"index": "goals", "dimension": 3, "metric": "euclidean"}),
+        )
+        .await;
+    assert_eq!(
+        created,
+        json!({"index": "goals", "dimension": 3, "metric": "euclidean", "created": true})
+    );
+    let again = s
+        .ok(
+            "create_index",
+            json!({"index": "goals", "dimension": 3, "metric": "euclidean"}),
+        )
+        .await;
+    assert_eq!(again["created"], json!(false));
+    let err = s
+        .err("create_index", json!({"index": "goals", "dimension": 4}))
+        .await;
+    assert!(
+        err.contains("already exists with dimension 3 and metric euclidean"),
+        "{err}"
+    );
+
+    s.ok("create_index", json!({"index": "advice_history", "dimension": 2}))
+        .await;
+    s.ok(
+        "upsert",
+        json!({"index": "goals", "vectors": [{"id": "a", "vector": [1, 2, 3]}]}),
+    )
+    .await;
+    let list = s.ok("list_indexes", json!({})).await;
+    assert_eq!(
+        list,
+        json!({"indexes": [
+            {"index": "advice_history", "dimension": 2, "metric": "cosine", "count": 0},
+            {"index": "goals", "dimension": 3, "metric": "euclidean", "count": 1}
+        ]})
+    );
+    let desc = s.ok("describe_index", json!({"index": "goals"})).await;
+    assert_eq!(desc["count"], json!(1));
+    assert_eq!(desc["dimension"], json!(3));
+    assert_eq!(desc["adopted"], json!(false));
+
+    assert_eq!(
+        s.ok("delete_index", json!({"index": "goals"})).await["deleted"],
+        json!(true)
+    );
+    assert_eq!(
+        s.ok("delete_index", json!({"index": "goals"})).await["deleted"],
+        json!(false)
+    );
+    let err = s.err("describe_index", json!({"index": "goals"})).await;
+    assert!(err.contains("index \"goals\" does not exist"), "{err}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_index_names_and_shapes_are_refused_by_name() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    for bad in ["1x", "a-b", "x\"; DROP TABLE y; --", ""] {
+        let err = s.err("create_index", json!({"index": bad, "dimension": 3})).await;
+        assert!(err.contains("invalid index name"), "{bad}: {err}");
+    }
+    let err = s.err("create_index", json!({"index": "x", "dimension": 0})).await;
+    assert!(err.contains("dimension: must be between 1"), "{err}");
+    let err = s
+        .err(
+            "create_index",
+            json!({"index": "x", "dimension": 3, "metric": "manhattan"}),
+        )
+        .await;
+    assert!(err.starts_with("metric:"), "{err}");
+    let err = s.err("create_index", json!({"index": "x"})).await;
+    assert!(err.contains("missing field `dimension`"), "{err}");
+    let err = s
+        .err("search", json!({"index": "x", "vector": [1], "topK": 3}))
+        .await;
+    assert!(err.contains("unknown field `topK`"), "{err}");
+    // The server is still there and sane.
+    assert_eq!(s.ok("list_indexes", json!({})).await, json!({"indexes": []}));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn upsert_refuses_bad_rows_naming_the_row_and_writes_nothing() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok("create_index", json!({"index": "p", "dimension": 3})).await;
+    let cases = [
+        (
+            json!({"index": "nope", "vectors": [{"id": "a", "vector": [1, 2, 3]}]}),
+            "index \"nope\" does not exist",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "a", "vector": [1, 2, 3]}, {"id": "b", "vector": [1, 2]}]}),
+            "vectors[1] (id \"b\").vector: the vector has 2 dimensions, the index has 3",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "a", "vector": [1, 1e39, 3]}]}),
+            "vectors[0] (id \"a\").vector[1]: inf is not a finite number",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "a", "vector": [1, null, 3]}]}),
+            "vectors[0].vector[1]: invalid type: null",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "z", "vector": [0, 0, 0]}]}),
+            "vectors[0] (id \"z\").vector: an all-zero vector",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "", "vector": [1, 2, 3]}]}),
+            "vectors[0].id: the id is empty",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "m", "vector": [1, 2, 3], "metadata": [1]}]}),
+            "vectors[0] (id \"m\").metadata: metadata must be a JSON object, got an array",
+        ),
+        (
+            json!({"index": "p", "vectors": [{"id": "a", "vector": [1, 2, 3]}], "create_index": {"dimension": 4}}),
+            "create_index: index \"p\" already exists with dimension 3",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = s.err("upsert", args.clone()).await;
+        assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
+    }
+    assert_eq!(
+        s.ok("describe_index", json!({"index": "p"})).await["count"],
+        json!(0),
+        "nothing was written"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn upsert_creates_on_first_use_and_the_last_duplicate_wins() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let r = s
+        .ok(
+            "upsert",
+            json!({"index": "goals", "create_index": {"dimension": 2, "metric": "dotproduct"}, "vectors": [
+                {"id": "a", "vector": [1, 0], "metadata": {"v": 1}},
+                {"id": "b", "vector": [0, 1]},
+                {"id": "a", "vector": [0.5, 0.5], "metadata": {"v": 2}}
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({"index": "goals", "upserted": 2, "ids": ["a", "b"], "created_index": true})
+    );
+    let f = s
+        .ok("fetch", json!({"index": "goals", "ids": ["a", "b", "c"]}))
+        .await;
+    assert_eq!(
+        f,
+        json!({"vectors": [
+            {"id": "a", "vector": [0.5, 0.5], "metadata": {"v": 2}},
+            {"id": "b", "vector": [0.0, 1.0], "metadata": {}}
+        ], "missing": ["c"]})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn search_scores_match_mastra_for_each_metric() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let rows = [
+        ("a", [1.0f32, 0.0]),
+        ("b", [0.6, 0.8]),
+        ("c", [-1.0, 0.5]),
+        ("d", [2.0, 0.0]),
+    ];
+    let q = [1.0f32, 0.2];
+    for metric in ["cosine", "euclidean", "dotproduct"] {
+        let vectors: Vec<Value> = rows
+            .iter()
+            .map(|(id, v)| json!({"id": id, "vector": v}))
+            .collect();
+        s.ok(
+            "upsert",
+            json!({"index": metric, "create_index": {"dimension": 2, "metric": metric}, "vectors": vectors}),
+        )
+        .await;
+        let r = s
+            .ok("search", json!({"index": metric, "vector": q, "top_k": 4}))
+            .await;
+        let mut expected: Vec<(String, f64)> = rows
+            .iter()
+            .map(|(id, v)| {
+                let score = match metric {
+                    "cosine" => cosine(v, &q),
+                    "euclidean" => {
+                        let d: f64 = v
+                            .iter()
+                            .zip(q)
+                            .map(|(a, b)| ((*a - b) as f64).powi(2))
+                            .sum::<f64>()
+                            .sqrt();
+                        1.0 / (1.0 + d)
+                    }
+                    _ => v.iter().zip(q).map(|(a, b)| (*a * b) as f64).sum(),
+                };
+                (id.to_string(), score)
+            })
+            .collect();
+        expected.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        let got = r["results"].as_array().unwrap();
+        assert_eq!(got.len(), 4);
+        for (hit, (id, score)) in got.iter().zip(&expected) {
+            assert_eq!(hit["id"], json!(id), "{metric}: {r}");
+            assert!(
+                (hit["score"].as_f64().unwrap() - score).abs() < 1e-5,
+                "{metric} {id}: {hit} vs {score}"
+            );
+            assert!(hit.get("vector").is_none());
+        }
+    }
+    // Cosine ties (a and d point the same way) go to the smaller id.
+    let r = s
+        .ok("search", json!({"index": "cosine", "vector": [1, 0], "top_k": 2}))
+        .await;
+    assert_eq!(ids_of(&r), ["a", "d"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn search_options_and_refusals() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok(
+        "upsert",
+        json!({"index": "advice_history", "create_index": {"dimension": 2}, "vectors": [
+            {"id": "t1", "vector": [1, 0], "metadata": {"outcome": "helpful", "profileId": "u1", "goalType": "save"}},
+            {"id": "t2", "vector": [0.9, 0.1], "metadata": {"outcome": "unhelpful", "profileId": "u2"}},
+            {"id": "t3", "vector": [0, 1], "metadata": {"outcome": "helpful", "profileId": "u2", "goalType": "save"}}
+        ]}),
+    )
+    .await;
+    let helpful = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "vector": [1, 0], "filter": {"outcome": {"$eq": "helpful"}}}),
+        )
+        .await;
+    assert_eq!(ids_of(&helpful), ["t1", "t3"]);
+    let others = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "vector": [1, 0], "filter": {"$and": [{"profileId": {"$ne": "u1"}}, {"goalType": "save"}]}}),
+        )
+        .await;
+    assert_eq!(ids_of(&others), ["t3"]);
+    let close = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "vector": [1, 0], "min_score": 0.5}),
+        )
+        .await;
+    assert_eq!(ids_of(&close), ["t1", "t2"]);
+    let with_vec = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "vector": [1, 0], "top_k": 1, "include_vector": true}),
+        )
+        .await;
+    assert_eq!(with_vec["results"][0]["vector"], json!([1.0, 0.0]));
+    assert_eq!(with_vec["results"][0]["metadata"]["goalType"], json!("save"));
+
+    for (args, expected) in [
+        (
+            json!({"index": "advice_history", "vector": [1, 0], "top_k": 0}),
+            "top_k: must be between 1 and 1000, got 0",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [1, 0], "top_k": 1001}),
+            "top_k: must be between 1 and 1000, got 1001",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [1, 0, 0]}),
+            "vector: the vector has 3 dimensions, the index has 2",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [0, 0]}),
+            "vector: an all-zero vector",
+        ),
+        (
+            json!({"index": "missing", "vector": [1, 0]}),
+            "index \"missing\" does not exist",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [1, 0], "filter": {"outcome": {"$like": "h%"}}}),
+            "$like",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [1, 0], "filter": "outcome = 'helpful'"}),
+            "filter: must be a JSON object, got a string",
+        ),
+        (
+            json!({"index": "advice_history", "vector": [1, 0], "filter": {"a;b": 1}}),
+            "a;b",
+        ),
+    ] {
+        let err = s.err("search", args.clone()).await;
+        assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn update_merges_metadata_by_default_and_can_replace() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok(
+        "upsert",
+        json!({"index": "advice_history", "create_index": {"dimension": 2}, "vectors": [
+            {"id": "tip-1", "vector": [1, 0], "metadata": {"text": "Cook at home", "profileId": "u1"}}
+        ]}),
+    )
+    .await;
+    let r = s
+        .ok(
+            "update",
+            json!({"index": "advice_history", "id": "tip-1", "metadata": {"outcome": "helpful"}}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({"index": "advice_history", "id": "tip-1", "updated": true})
+    );
+    let f = s
+        .ok("fetch", json!({"index": "advice_history", "ids": ["tip-1"]}))
+        .await;
+    assert_eq!(
+        f["vectors"][0]["metadata"],
+        json!({"text": "Cook at home", "profileId": "u1", "outcome": "helpful"})
+    );
+
+    s.ok("update", json!({"index": "advice_history", "id": "tip-1", "vector": [0, 2], "metadata": {"outcome": "neutral"}, "metadata_mode": "replace"}))
+        .await;
+    let f = s
+        .ok("fetch", json!({"index": "advice_history", "ids": ["tip-1"]}))
+        .await;
+    assert_eq!(
+        f["vectors"][0],
+        json!({"id": "tip-1", "vector": [0.0, 2.0], "metadata": {"outcome": "neutral"}})
+    );
+
+    for (args, expected) in [
+        (
+            json!({"index": "advice_history", "id": "nope", "metadata": {"a": 1}}),
+            "no vector with id \"nope\"",
+        ),
+        (
+            json!({"index": "advice_history", "id": "tip-1"}),
+            "update needs `vector`, `metadata`, or both",
+        ),
+        (
+            json!({"index": "advice_history", "id": "tip-1", "vector": [1]}),
+            "vector: the vector has 1 dimensions, the index has 2",
+        ),
+        (
+            json!({"index": "advice_history", "id": "tip-1", "metadata": "helpful"}),
+            "metadata: metadata must be a JSON object",
+        ),
+        (
+            json!({"index": "advice_history", "id": "tip-1", "metadata": {}, "metadata_mode": "patch"}),
+            "metadata_mode:",
+        ),
+        (
+            json!({"index": "advice_history", "id": "", "metadata": {}}),
+            "id: the id is empty",
+        ),
+    ] {
+        let err = s.err("update", args.clone()).await;
+        assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delete_by_ids_or_filter_but_not_both_or_neither() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let vectors: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("g{i}"), "vector": [1, i], "metadata": {"userId": format!("u{}", i % 3), "goalAmount": i * 100}}))
+        .collect();
+    s.ok(
+        "upsert",
+        json!({"index": "goals", "create_index": {"dimension": 2}, "vectors": vectors}),
+    )
+    .await;
+    let r = s
+        .ok(
+            "delete",
+            json!({"index": "goals", "ids": ["g0", "g1", "g1", "missing"]}),
+        )
+        .await;
+    assert_eq!(r, json!({"index": "goals", "deleted": 2}));
+    let r = s
+        .ok(
+            "delete",
+            json!({"index": "goals", "filter": {"goalAmount": {"$gte": 700}}}),
+        )
+        .await;
+    assert_eq!(r["deleted"], json!(3));
+    let r = s
+        .ok("delete", json!({"index": "goals", "filter": {"userId": "u2"}}))
+        .await;
+    assert_eq!(
+        r["deleted"],
+        json!(2),
+        "g2 and g5 (g8 went with the amount filter)"
+    );
+    assert_eq!(
+        s.ok("describe_index", json!({"index": "goals"})).await["count"],
+        json!(3)
+    );
+    for (args, expected) in [
+        (json!({"index": "goals"}), "give `ids` or `filter`"),
+        (
+            json!({"index": "goals", "ids": ["g2"], "filter": {"userId": "u1"}}),
+            "not both",
+        ),
+        (
+            json!({"index": "goals", "ids": ["g2", ""]}),
+            "ids[1]: the id is empty",
+        ),
+        (
+            json!({"index": "nope", "ids": ["g2"]}),
+            "index \"nope\" does not exist",
+        ),
+    ] {
+        let err = s.err("delete", args.clone()).await;
+        assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
+    }
+    s.stop().await;
+}
