@@ -98,7 +98,7 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let ownership = Ownership::start(config.clone());
         tracing::info!(db = %config.db_path.display(), "serving MCP on stdio");
         let mut by_signal = false;
@@ -115,7 +115,11 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         stop(&ownership, &config, by_signal).await;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // stdin is read on a blocking thread that only returns when the client closes it; after
+    // a signal it may never do so, and dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// Leave cleanly. An owner whose own client left keeps serving its relays until the last

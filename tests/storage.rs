@@ -133,7 +133,18 @@ fn stdout_carries_json_rpc_only() {
     assert!(child.wait().unwrap().success());
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.iter().all(|l| l["jsonrpc"] == "2.0"));
-    assert_eq!(lines[2]["result"]["isError"], json!(true));
+    let by_id = |id: u64| {
+        lines
+            .iter()
+            .find(|l| l["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no answer to {id}"))
+    };
+    assert_eq!(by_id(2)["result"]["isError"], json!(false));
+    assert_eq!(
+        by_id(3)["result"]["isError"],
+        json!(true),
+        "a tool error, not a JSON-RPC error"
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(

@@ -35,9 +35,12 @@ async fn tools_list_shows_every_tool_with_an_object_output_schema_and_annotation
             "delete",
             "delete_index",
             "describe_index",
+            "embed",
             "fetch",
+            "flush",
             "list_indexes",
             "search",
+            "stats",
             "update",
             "upsert"
         ]
@@ -68,7 +71,8 @@ async fn tools_list_shows_every_tool_with_an_object_output_schema_and_annotation
             .annotations
             .as_ref()
             .unwrap_or_else(|| panic!("{} annotations", tool.name));
-        let read_only = ["list_indexes", "describe_index", "search", "fetch"].contains(&tool.name.as_ref());
+        let read_only =
+            ["list_indexes", "describe_index", "search", "fetch", "stats"].contains(&tool.name.as_ref());
         assert_eq!(ann.read_only_hint, Some(read_only), "{} readOnlyHint", tool.name);
     }
     let upsert = tools.iter().find(|t| t.name == "upsert").expect("upsert");

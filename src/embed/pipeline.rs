@@ -62,6 +62,13 @@ pub enum DocStatus {
     Indexed,
 }
 
+/// A document's status, and with `wait`, why it is not indexed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocOutcome {
+    pub status: DocStatus,
+    pub error: Option<String>,
+}
+
 /// A snapshot of the pipeline for `stats`.
 #[derive(Debug, Clone)]
 pub struct PipelineStats {
@@ -105,6 +112,9 @@ struct Inner {
     progress: watch::Sender<u64>,
     accepting: AtomicBool,
     stop: CancellationToken,
+    /// Width of the embedder's vectors once seen (0: not yet), for remote models that do
+    /// not say it up front: it lets `embed` refuse a mismatched index before queueing.
+    learned_dimension: AtomicU64,
     counters: Counters,
 }
 
@@ -141,7 +151,7 @@ struct State {
     in_flight: HashMap<Key, Flight>,
     /// Newest accepted version per key and what became of it: lets late updates lose.
     latest: HashMap<Key, (u64, Acceptance)>,
-    waiters: HashMap<Key, Vec<(u64, oneshot::Sender<()>)>>,
+    waiters: HashMap<Key, Vec<(u64, oneshot::Sender<Result<(), String>>)>>,
     last_error: Option<String>,
 }
 
@@ -158,12 +168,13 @@ impl State {
         self.waiting.insert(key, entry);
     }
 
-    fn resolve(&mut self, key: &Key, upto: u64) {
+    /// Answer the waiters of `key` up to version `upto`: indexed, or why not.
+    fn resolve(&mut self, key: &Key, upto: u64, outcome: Result<(), String>) {
         let Some(list) = self.waiters.get_mut(key) else {
             return;
         };
         for (_, tx) in list.extract_if(.., |(seq, _)| *seq <= upto) {
-            let _ = tx.send(());
+            let _ = tx.send(outcome.clone());
         }
         if list.is_empty() {
             self.waiters.remove(key);
@@ -198,6 +209,7 @@ impl Pipeline {
             progress: watch::channel(0).0,
             accepting: AtomicBool::new(true),
             stop: CancellationToken::new(),
+            learned_dimension: AtomicU64::new(0),
             counters: Counters::default(),
         });
         if !pending.is_empty() {
@@ -236,7 +248,7 @@ impl Pipeline {
         index: &str,
         docs: Vec<Document>,
         wait: bool,
-    ) -> Result<Vec<DocStatus>, StoreError> {
+    ) -> Result<Vec<DocOutcome>, StoreError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
@@ -255,7 +267,7 @@ impl Pipeline {
         let op = WriteOp::Accept {
             index: index.to_string(),
             model,
-            dimension: self.inner.embedder.dimension(),
+            dimension: self.inner.dimension(),
             docs: new_docs.clone(),
         };
         let accepted = match self.inner.store.write(op).await? {
@@ -270,37 +282,65 @@ impl Pipeline {
         let mut statuses = Vec::with_capacity(accepted.len());
         {
             let mut state = self.inner.lock();
-            for (doc, acc) in new_docs.into_iter().zip(&accepted) {
+            for (u, (doc, acc)) in new_docs.into_iter().zip(&accepted).enumerate() {
                 let key = (index.to_string(), doc.id.clone());
                 statuses.push(acc.status);
                 if let Some(rx) = self.inner.record(&mut state, key, doc, acc.seq, acc.status, wait) {
-                    waits.push(rx);
+                    waits.push((u, rx));
                 }
             }
         }
         self.inner.count(&statuses, docs.len() - unique.len());
         self.inner.wake.notify_one();
-        let indexed = wait && self.wait_all(waits).await;
+        let waited = self.wait_all(waits).await;
         Ok(position
             .into_iter()
             .map(|slot| match slot {
-                None => DocStatus::Coalesced,
-                Some(u) => match statuses[u] {
-                    Acceptance::Unchanged => DocStatus::Unchanged,
-                    _ if indexed => DocStatus::Indexed,
-                    Acceptance::Queued => DocStatus::Queued,
-                    Acceptance::Coalesced => DocStatus::Coalesced,
+                None => DocOutcome {
+                    status: DocStatus::Coalesced,
+                    error: None,
                 },
+                Some(u) => {
+                    let status = match statuses[u] {
+                        Acceptance::Unchanged => DocStatus::Unchanged,
+                        Acceptance::Queued => DocStatus::Queued,
+                        Acceptance::Coalesced => DocStatus::Coalesced,
+                    };
+                    match waited.get(&u) {
+                        Some(Ok(())) => DocOutcome {
+                            status: DocStatus::Indexed,
+                            error: None,
+                        },
+                        Some(Err(e)) => DocOutcome {
+                            status,
+                            error: Some(e.clone()),
+                        },
+                        None => DocOutcome { status, error: None },
+                    }
+                }
             })
             .collect())
     }
 
-    async fn wait_all(&self, waits: Vec<oneshot::Receiver<()>>) -> bool {
-        let all = futures::future::join_all(waits);
-        match tokio::time::timeout(self.inner.config.wait_timeout, all).await {
-            Ok(results) => results.iter().all(|r| r.is_ok()),
-            Err(_) => false,
+    /// Wait for each waiter (up to the wait timeout); the answer per unique document.
+    async fn wait_all(
+        &self,
+        waits: Vec<(usize, oneshot::Receiver<Result<(), String>>)>,
+    ) -> HashMap<usize, Result<(), String>> {
+        let deadline = Instant::now() + self.inner.config.wait_timeout;
+        let mut out = HashMap::new();
+        for (u, rx) in waits {
+            let outcome = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err("the server stopped before it was indexed; it stays pending".to_string()),
+                Err(_) => Err(format!(
+                    "not indexed within {} s; it stays pending",
+                    self.inner.config.wait_timeout.as_secs()
+                )),
+            };
+            out.insert(u, outcome);
         }
+        out
     }
 
     /// Embed a search query now (never debounced), with the model of `index`.
@@ -322,6 +362,7 @@ impl Pipeline {
             .embed(std::slice::from_ref(&text.to_string()))
             .await
             .map_err(|e| format!("query: {e}"))?;
+        self.inner.learn_dimension(&vectors);
         let vector = vectors.pop().ok_or("query: the embedder returned nothing")?;
         if vector.len() != index.dimension {
             return Err(format!(
@@ -418,6 +459,21 @@ fn last_version_per_id(docs: &[Document]) -> (Vec<usize>, Vec<Option<usize>>) {
 }
 
 impl Inner {
+    fn dimension(&self) -> Option<usize> {
+        self.embedder
+            .dimension()
+            .or(match self.learned_dimension.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(n as usize),
+            })
+    }
+
+    fn learn_dimension(&self, vectors: &[Vec<f32>]) {
+        if let Some(v) = vectors.first() {
+            self.learned_dimension.store(v.len() as u64, Ordering::Relaxed);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is a set of maps updated in small steps that keep it consistent; a
         // panicking holder cannot leave half an update worth refusing to read.
@@ -433,14 +489,14 @@ impl Inner {
         seq: u64,
         status: Acceptance,
         wait: bool,
-    ) -> Option<oneshot::Receiver<()>> {
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
         if state.latest.get(&key).is_some_and(|(s, _)| *s > seq) {
             return None; // A newer version was already recorded; the database agrees.
         }
         state.latest.insert(key.clone(), (seq, status));
         if status == Acceptance::Unchanged {
             state.unschedule(&key);
-            state.resolve(&key, seq);
+            state.resolve(&key, seq, Ok(()));
             return None;
         }
         let now = Instant::now();
@@ -539,6 +595,7 @@ impl Inner {
             .fetch_add(texts.len() as u64, Ordering::Relaxed);
         match self.embedder.embed(&texts).await {
             Ok(vectors) if vectors.len() == texts.len() => {
+                self.learn_dimension(&vectors);
                 let docs = batch
                     .into_iter()
                     .zip(slots)
@@ -630,7 +687,7 @@ impl Inner {
                 if state.in_flight.get(&key).is_some_and(|f| f.seq <= doc.seq) {
                     state.in_flight.remove(&key);
                 }
-                state.resolve(&key, doc.seq);
+                state.resolve(&key, doc.seq, Ok(()));
             }
         }
         self.progress.send_modify(|c| *c += n);
@@ -644,6 +701,7 @@ impl Inner {
         state.last_error = Some(error.to_string());
         for (key, mut entry) in batch {
             state.in_flight.remove(&key);
+            state.resolve(&key, entry.seq, Err(error.to_string()));
             if state.waiting.contains_key(&key) {
                 continue;
             }

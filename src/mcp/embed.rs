@@ -60,6 +60,10 @@ pub enum EmbedStatus {
 pub struct DocumentStatus {
     pub id: String,
     pub status: EmbedStatus,
+    /// With `wait: true`, why the document is not indexed yet (it stays pending and is
+    /// retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -137,7 +141,8 @@ impl StrideServer {
             .zip(statuses)
             .map(|(id, s)| DocumentStatus {
                 id,
-                status: match s {
+                error: s.error,
+                status: match s.status {
                     DocStatus::Queued => EmbedStatus::Queued,
                     DocStatus::Coalesced => EmbedStatus::Coalesced,
                     DocStatus::Unchanged => EmbedStatus::Unchanged,
