@@ -144,5 +144,7 @@ async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
             "pipeline stopped"
         );
         local.store.shutdown().await;
+        // We still hold the owner lock, so the socket file is ours to remove.
+        let _ = std::fs::remove_file(&ownership.rendezvous().socket);
     }
 }
