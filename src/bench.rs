@@ -232,12 +232,10 @@ async fn relay_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Re
 
 async fn wait_role(server: &ChildServer, role: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while server
+    while !server
         .call("stats", json!({}))
         .await
-        .map(|s| s["role"] == role)
-        .unwrap_or(false)
-        == false
+        .is_ok_and(|s| s["role"] == role)
     {
         anyhow::ensure!(Instant::now() < deadline, "process never became {role}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -99,6 +99,8 @@ pub struct Pipeline {
 }
 
 type Key = (String, String);
+/// Told whether its version was indexed, or why not.
+type Waiter = oneshot::Sender<Result<(), String>>;
 
 struct Inner {
     store: Store,
@@ -151,7 +153,7 @@ struct State {
     in_flight: HashMap<Key, Flight>,
     /// Newest accepted version per key and what became of it: lets late updates lose.
     latest: HashMap<Key, (u64, Acceptance)>,
-    waiters: HashMap<Key, Vec<(u64, oneshot::Sender<Result<(), String>>)>>,
+    waiters: HashMap<Key, Vec<(u64, Waiter)>>,
     last_error: Option<String>,
 }
 

@@ -88,19 +88,16 @@ impl Ownership {
     /// The backend once it is decided, waiting up to `timeout` for the start to finish.
     pub async fn settled(&self, timeout: Duration) -> Backend {
         let mut rx = self.backend.clone();
-        let settled = tokio::time::timeout(timeout, rx.wait_for(|b| !matches!(b, Backend::Starting))).await;
-        let backend = match settled {
-            Ok(Ok(b)) => b.clone(),
-            _ => self.current(),
-        };
-        backend
+        // Whether it settled or timed out, the answer is the backend as it is now.
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|b| !matches!(b, Backend::Starting))).await;
+        self.current()
     }
 
     /// Wait until the backend is no longer the relay link `from` (the owner went away and
     /// a new route was found), up to `timeout`.
     pub async fn moved_on(&self, from: &RelayLink, timeout: Duration) -> Backend {
         let mut rx = self.backend.clone();
-        let moved = tokio::time::timeout(
+        let _ = tokio::time::timeout(
             timeout,
             rx.wait_for(|b| match b {
                 Backend::Relay(link) => !link.same(from),
@@ -109,11 +106,7 @@ impl Ownership {
             }),
         )
         .await;
-        let backend = match moved {
-            Ok(Ok(b)) => b.clone(),
-            _ => self.current(),
-        };
-        backend
+        self.current()
     }
 
     pub fn relays(&self) -> usize {
