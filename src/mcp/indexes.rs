@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
+use crate::store::memory::MemoryReport;
 use crate::store::writer::{WriteOp, WriteOutcome};
-use crate::store::{read, IndexInfo, Metric, StoreError};
+use crate::store::{read, Engine, IndexInfo, Metric, StoreError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +70,12 @@ pub struct DescribeIndexResult {
     pub model: Option<String>,
     /// True when the table was created by another program (Mastra) and adopted.
     pub adopted: bool,
+    /// Engine serving its searches: `memory` or `duckdb`.
+    pub engine: Engine,
+    /// Bytes its in-memory copy takes (0 when served by DuckDB).
+    pub memory_bytes: usize,
+    /// `ready`, `loading`, `over_budget` (served by DuckDB), or `off` (`--search-engine duckdb`).
+    pub memory_state: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -157,7 +164,8 @@ impl StrideServer {
             .read(move |conn| read::count(conn, &for_count))
             .await
             .map_err(|e| tool_error("describe_index", e))?;
-        Ok(Json(describe(info, count)))
+        let memory = self.store()?.memory_report(&info.name);
+        Ok(Json(describe(info, count, memory)))
     }
 
     /// Delete an index and every vector in it. Irreversible. Deleting an index that does
@@ -186,7 +194,7 @@ impl StrideServer {
     }
 }
 
-fn describe(info: IndexInfo, count: u64) -> DescribeIndexResult {
+fn describe(info: IndexInfo, count: u64, memory: MemoryReport) -> DescribeIndexResult {
     DescribeIndexResult {
         index: info.name,
         dimension: info.dimension,
@@ -194,6 +202,9 @@ fn describe(info: IndexInfo, count: u64) -> DescribeIndexResult {
         count,
         model: info.model,
         adopted: info.adopted,
+        engine: memory.engine,
+        memory_bytes: memory.bytes,
+        memory_state: memory.state.to_string(),
     }
 }
 

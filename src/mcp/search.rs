@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::args::{filter_object, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
-use crate::store::read::{self, SearchRequest, MAX_TOP_K};
-use crate::store::{filter, validate_vector};
+use crate::store::read::{SearchRequest, MAX_TOP_K};
+use crate::store::{filter, validate_vector, Engine};
 
 const DEFAULT_TOP_K: i64 = 10;
 
@@ -38,6 +38,10 @@ pub struct SearchArgs {
     /// Return each result's vector too (default false).
     #[serde(default)]
     pub include_vector: Option<bool>,
+    /// Force an engine for this call (`duckdb` is the reference scan); default: the
+    /// server's `--search-engine`.
+    #[serde(default)]
+    pub engine: Option<Engine>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -55,6 +59,8 @@ pub struct SearchHit {
 pub struct SearchResult {
     /// Best first; equal scores are ordered by id.
     pub results: Vec<SearchHit>,
+    /// The engine that answered: `memory` or `duckdb`.
+    pub engine: Engine,
 }
 
 #[tool_router(router = search_tools, vis = "pub(crate)")]
@@ -100,9 +106,9 @@ impl StrideServer {
             min_score: args.min_score,
             include_vector: args.include_vector.unwrap_or(false),
         };
-        let hits = self
+        let (hits, engine) = self
             .store()?
-            .read(move |conn| read::search(conn, &info, &req))
+            .search(info, req, args.engine)
             .await
             .map_err(|e| tool_error("search", e))?;
         let results = hits
@@ -114,6 +120,6 @@ impl StrideServer {
                 vector: h.vector,
             })
             .collect();
-        Ok(Json(SearchResult { results }))
+        Ok(Json(SearchResult { results, engine }))
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
-use crate::store::{read, Metric, StoreError};
+use crate::store::{read, Engine, Metric, StoreError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,11 @@ pub struct IndexStats {
     pub dimension: usize,
     pub metric: Metric,
     pub model: Option<String>,
+    /// Engine serving its searches: `memory` or `duckdb` (over budget, loading, or chosen).
+    pub engine: Engine,
+    pub memory_bytes: usize,
+    /// `ready`, `loading`, `over_budget`, or `off`.
+    pub memory_state: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -45,6 +50,8 @@ pub struct StatsResult {
     pub embedding_calls: u64,
     pub texts_embedded: u64,
     pub documents_committed: u64,
+    /// Bytes of all in-memory index copies.
+    pub memory_bytes: usize,
     pub last_error: Option<String>,
     pub model: String,
     /// `loading`, `ready` or `failed`.
@@ -65,24 +72,30 @@ impl StrideServer {
     pub async fn stats(&self, args: JsonObject) -> Result<Json<StatsResult>, ToolError> {
         let _: StatsArgs = parse(args)?;
         let infos = self.store()?.indexes();
+        let store = self.store()?;
         let indexes = self
             .store()?
             .read(move |conn| {
                 infos
                     .into_iter()
                     .map(|i| {
+                        let memory = store.memory_report(&i.name);
                         Ok(IndexStats {
                             count: read::count(conn, &i)?,
                             index: i.name,
                             dimension: i.dimension,
                             metric: i.metric,
                             model: i.model,
+                            engine: memory.engine,
+                            memory_bytes: memory.bytes,
+                            memory_state: memory.state.to_string(),
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()
             })
             .await
             .map_err(|e| tool_error("stats", e))?;
+        let memory_bytes = indexes.iter().map(|i| i.memory_bytes).sum();
         let p = self.pipeline()?.stats();
         let model_error = match &p.model_state {
             crate::embed::ModelState::Failed(e) => Some(e.clone()),
@@ -103,6 +116,7 @@ impl StrideServer {
             embedding_calls: p.embedding_calls,
             texts_embedded: p.texts_embedded,
             documents_committed: p.committed,
+            memory_bytes,
             last_error: p.last_error,
             model: p.model,
             model_state: p.model_state.label().into(),

@@ -212,8 +212,8 @@ fn unavailable_text(error: &str) -> String {
 }
 
 async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
-    let (path, max_batch, threads) = (config.db_path.clone(), config.max_batch, config.duckdb_threads);
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, max_batch, threads)).await??;
+    let (path, options) = (config.db_path.clone(), config.store.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, &options)).await??;
     let embedder = crate::embed::build(&config.embedder).map_err(|e| anyhow::anyhow!("embedder: {e}"))?;
     let pipeline = Pipeline::start(store.clone(), embedder, config.pipeline.clone()).await?;
     Ok(Local { store, pipeline })

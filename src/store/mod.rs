@@ -10,6 +10,7 @@
 
 pub mod documents;
 pub mod filter;
+pub mod memory;
 pub mod read;
 pub mod schema;
 pub mod types;
@@ -22,7 +23,22 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use duckdb::{Config, Connection};
 
+pub use memory::Engine;
+use memory::{Memory, Slot};
 pub use types::*;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most write requests folded into one transaction.
+    pub max_batch: usize,
+    /// DuckDB worker threads (0: DuckDB's default).
+    pub threads: u32,
+    /// Default search engine.
+    pub engine: Engine,
+    /// Budget of the in-memory copies, in bytes.
+    pub memory_limit: usize,
+}
 
 /// Index name to shape, as committed. Written by the writer thread only.
 pub type Catalog = BTreeMap<String, IndexInfo>;
@@ -43,18 +59,37 @@ struct Shared {
     /// Source of new reader connections (`try_clone` needs a connection; the writer's lives
     /// on its thread). Never used to run a query.
     template: Mutex<Connection>,
+    /// In-memory copies of the indexes, kept in step by the writer.
+    memory: Arc<Memory>,
 }
 
 impl Store {
     /// Open (or create) the database, adopt any Mastra tables, and start the writer.
     ///
     /// Fails when the file is held by another process or is not a DuckDB database.
-    pub fn open(path: &Path, max_batch: usize, threads: u32) -> anyhow::Result<Store> {
-        let conn = open_connection(path, threads)?;
+    pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<Store> {
+        let conn = open_connection(path, options.threads)?;
         let catalog = schema::prepare(&conn).with_context(|| format!("preparing {}", path.display()))?;
         let template = conn.try_clone().context("cloning the DuckDB connection")?;
+        let loader = conn.try_clone().context("cloning the DuckDB connection")?;
+        let memory = Arc::new(Memory::new(
+            options.engine == Engine::Memory,
+            options.memory_limit,
+        ));
+        if memory.enabled {
+            let mut state = memory.write();
+            for name in catalog.keys() {
+                state.slots.insert(name.clone(), Slot::Loading);
+            }
+        }
         let catalog = Arc::new(RwLock::new(catalog));
-        let writer = writer::spawn(conn, catalog.clone(), max_batch)?;
+        let writer = writer::spawn(conn, catalog.clone(), memory.clone(), options.max_batch)?;
+        if memory.enabled {
+            let (memory, catalog) = (memory.clone(), catalog.clone());
+            std::thread::Builder::new()
+                .name("stride-loader".into())
+                .spawn(move || load_all(&loader, &catalog, &memory))?;
+        }
         Ok(Store {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
@@ -62,8 +97,41 @@ impl Store {
                 catalog,
                 readers: Mutex::new(Vec::new()),
                 template: Mutex::new(template),
+                memory,
             }),
         })
+    }
+
+    /// Exact top-k, from the in-memory copy when it is on and loaded, else from DuckDB
+    /// (or from DuckDB when `engine` asks for it). Returns the engine that answered.
+    pub async fn search(
+        &self,
+        index: IndexInfo,
+        req: read::SearchRequest,
+        engine: Option<Engine>,
+    ) -> Result<(Vec<read::Hit>, Engine), StoreError> {
+        let memory = self.shared.memory.clone();
+        let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
+        self.read(move |conn| {
+            if want_memory {
+                let state = memory.read();
+                if let Some(Slot::Ready(copy)) = state.slots.get(&index.name) {
+                    return Ok((read::search_memory(conn, &index, copy, &req)?, Engine::Memory));
+                }
+            }
+            Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
+        })
+        .await
+    }
+
+    /// How `index` is served: engine, in-memory bytes, state of its copy.
+    pub fn memory_report(&self, index: &str) -> memory::MemoryReport {
+        self.shared
+            .memory
+            .report()
+            .get(index)
+            .copied()
+            .unwrap_or(memory::MemoryReport::OFF)
     }
 
     pub fn path(&self) -> &Path {
@@ -133,6 +201,48 @@ impl Shared {
 
     fn return_reader(&self, conn: Connection) {
         lock(&self.readers).push(conn);
+    }
+}
+
+/// Load every index into memory, one at a time, each under the memory write lock so that no
+/// commit lands between reading the file and publishing the copy (writes wait meanwhile).
+fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory) {
+    let names: Vec<String> = catalog
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    for name in names {
+        let started = std::time::Instant::now();
+        let mut state = memory.write();
+        if !matches!(state.slots.get(&name), Some(Slot::Loading)) {
+            continue; // Dropped or recreated since the start: the writer keeps it.
+        }
+        let Some(info) = catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+        else {
+            state.slots.remove(&name);
+            continue;
+        };
+        let slot = match read::load_index(conn, &info) {
+            Ok(copy) if state.used_bytes() + copy.bytes() <= memory.limit_bytes => {
+                tracing::info!(index = %name, rows = copy.len(), mb = copy.bytes() >> 20, ms = started.elapsed().as_millis() as u64, "index loaded into memory");
+                Slot::Ready(copy)
+            }
+            Ok(copy) => {
+                tracing::warn!(index = %name, mb = copy.bytes() >> 20, limit_mb = memory.limit_bytes >> 20, "index does not fit the memory budget; searching it with DuckDB");
+                Slot::OverBudget
+            }
+            Err(e) => {
+                tracing::error!(index = %name, error = %e, "cannot load index into memory; searching it with DuckDB");
+                Slot::OverBudget
+            }
+        };
+        state.slots.insert(name, slot);
     }
 }
 

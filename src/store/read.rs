@@ -177,3 +177,144 @@ pub fn fetch(conn: &Connection, index: &IndexInfo, ids: &[String]) -> Result<Vec
     }
     Ok(hits)
 }
+
+/// Read a whole index into memory through Arrow (one contiguous copy per batch, no text).
+pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory::MemoryIndex, StoreError> {
+    use duckdb::arrow::array::{Array, FixedSizeListArray, Float32Array, StringArray};
+    use duckdb::arrow::compute::cast;
+    use duckdb::arrow::datatypes::DataType;
+
+    let fail = |e: &dyn std::fmt::Display| {
+        StoreError::internal(&format!("loading index \"{}\" into memory", index.name), e)
+    };
+    let mut idx = super::memory::MemoryIndex::new(index.dimension, index.metric);
+    let mut stmt = conn
+        .prepare(&format!("SELECT id, vector FROM {}", quoted(&index.name)))
+        .map_err(|e| fail(&e))?;
+    for batch in stmt.query_arrow([]).map_err(|e| fail(&e))? {
+        let ids = cast(batch.column(0), &DataType::Utf8).map_err(|e| fail(&e))?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| fail(&"id column is not text"))?;
+        let vectors = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .ok_or_else(|| fail(&"vector column is not a fixed-size list"))?;
+        let values = vectors
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| fail(&"vector values are not FLOAT"))?;
+        let values = values.values();
+        let offset = vectors.offset() * index.dimension;
+        for row in 0..batch.num_rows() {
+            // A NULL vector (possible in a table someone else wrote) has no place in a scan.
+            if vectors.is_null(row) || ids.is_null(row) {
+                continue;
+            }
+            let start = offset + row * index.dimension;
+            idx.upsert(ids.value(row), &values[start..start + index.dimension]);
+        }
+    }
+    Ok(idx)
+}
+
+/// Positions in `memory` of the rows of `index` that match `filter`.
+pub fn filter_positions(
+    conn: &Connection,
+    index: &IndexInfo,
+    filter: &CompiledFilter,
+    memory: &super::memory::MemoryIndex,
+) -> Result<Vec<usize>, StoreError> {
+    let sql = format!("SELECT id FROM {} WHERE {}", quoted(&index.name), filter.sql);
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| StoreError::internal("preparing the filter", e))?;
+    let rows = stmt
+        .query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))
+        .map_err(|e| StoreError::internal("filtering", e))?;
+    let mut positions = Vec::new();
+    for id in rows {
+        let id = id.map_err(|e| StoreError::internal("filtering", e))?;
+        if let Some(p) = memory.position(&id) {
+            positions.push(p);
+        }
+    }
+    positions.sort_unstable();
+    Ok(positions)
+}
+
+/// Metadata (and stored vectors) of the given ids, in one query.
+pub fn details(
+    conn: &Connection,
+    index: &IndexInfo,
+    ids: &[String],
+    include_vector: bool,
+) -> Result<std::collections::HashMap<String, (Map<String, Value>, Option<Vec<f32>>)>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    // One placeholder per id: the ids are bound, only the count shapes the text.
+    let placeholders = vec!["?"; ids.len()].join(", ");
+    let vector = if include_vector { ", vector::VARCHAR" } else { "" };
+    let sql = format!(
+        "SELECT id, metadata::VARCHAR{vector} FROM {} WHERE id IN ({placeholders})",
+        quoted(&index.name)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| StoreError::internal("preparing details", e))?;
+    let rows = stmt
+        .query_map(params_from_iter(ids.iter()), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                if include_vector {
+                    r.get::<_, Option<String>>(2)?
+                } else {
+                    None
+                },
+            ))
+        })
+        .map_err(|e| StoreError::internal("reading details", e))?;
+    for row in rows {
+        let (id, metadata, vector) = row.map_err(|e| StoreError::internal("reading details", e))?;
+        let metadata = parse_metadata(&id, metadata.as_deref())?;
+        let vector = vector.map(|v| parse_vector(&id, &v)).transpose()?;
+        out.insert(id, (metadata, vector));
+    }
+    Ok(out)
+}
+
+/// Exact top-k from the in-memory copy. The caller holds the memory read lock, so the
+/// filter query, the scan and the details all see the same commit.
+pub fn search_memory(
+    conn: &Connection,
+    index: &IndexInfo,
+    memory: &super::memory::MemoryIndex,
+    req: &SearchRequest,
+) -> Result<Vec<Hit>, StoreError> {
+    let allowed = match &req.filter {
+        Some(f) => Some(filter_positions(conn, index, f, memory)?),
+        None => None,
+    };
+    let scored = memory.search(&req.vector, req.top_k, allowed.as_deref(), req.min_score);
+    let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
+    let mut details = details(conn, index, &ids, req.include_vector)?;
+    let mut hits = Vec::with_capacity(scored.len());
+    for (s, id) in scored.iter().zip(ids) {
+        let (metadata, vector) = details
+            .remove(&id)
+            .ok_or_else(|| StoreError::Internal(format!("id {id:?} is in memory but not in the file")))?;
+        hits.push(Hit {
+            id,
+            score: s.score as f64,
+            metadata,
+            vector,
+        });
+    }
+    Ok(hits)
+}

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::documents::{self, Accepted, EmbeddedDocument, NewDocument};
 use super::filter::CompiledFilter;
+use super::memory::{Change, Memory};
 use super::schema;
 use super::types::*;
 use super::Catalog;
@@ -157,6 +158,7 @@ impl WriterHandle {
 pub fn spawn(
     conn: Connection,
     catalog: Arc<RwLock<Catalog>>,
+    memory: Arc<Memory>,
     max_batch: usize,
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -164,6 +166,8 @@ pub fn spawn(
     let writer = Writer {
         conn,
         catalog,
+        memory,
+        changes: Vec::new(),
         max_batch: max_batch.max(1),
         staging: HashSet::new(),
         next_seq,
@@ -177,6 +181,10 @@ pub fn spawn(
 struct Writer {
     conn: Connection,
     catalog: Arc<RwLock<Catalog>>,
+    /// The in-memory copy, changed under its write lock together with each COMMIT.
+    memory: Arc<Memory>,
+    /// What the open transaction changed, for the in-memory copy once it commits.
+    changes: Vec<Change>,
     max_batch: usize,
     /// Dimensions whose temporary staging table exists on this connection.
     staging: HashSet<usize>,
@@ -294,10 +302,17 @@ impl Writer {
                 }
             }
         }
+        // Searches hold the read lock for their whole length: taking the write lock before
+        // COMMIT means no search sees the file and the in-memory copy disagree.
+        let memory = self.memory.clone();
+        let mut copy = memory.write();
         if let Err(e) = self.conn.execute_batch("COMMIT") {
+            drop(copy);
             self.rollback();
             return Err(format!("commit failed: {e}"));
         }
+        memory.apply(&mut copy, std::mem::take(&mut self.changes));
+        drop(copy);
         self.publish(working);
         Ok(results)
     }
@@ -308,6 +323,7 @@ impl Writer {
         }
         // Temporary tables created in the rolled-back transaction are gone too.
         self.staging.clear();
+        self.changes.clear();
     }
 
     fn catalog_snapshot(&self) -> Catalog {
@@ -369,6 +385,11 @@ impl Writer {
         self.conn
             .execute_batch(&schema::create_index_table_sql(name, dimension))?;
         schema::register(&self.conn, name, dimension, metric, false)?;
+        self.changes.push(Change::Create {
+            index: name.to_string(),
+            dimension,
+            metric,
+        });
         working.insert(
             name.to_string(),
             IndexInfo {
@@ -393,6 +414,9 @@ impl Writer {
         }
         // Pending documents of a dropped index would recreate it: they go too.
         documents::forget_index(&self.conn, name)?;
+        self.changes.push(Change::Drop {
+            index: name.to_string(),
+        });
         Ok(WriteOutcome::IndexDeleted { existed })
     }
 
@@ -423,8 +447,6 @@ impl Writer {
         let rows = dedup_last_wins(rows.to_vec());
         self.write_rows(index, dimension, &rows)?;
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
-        // Raw vectors no longer match any text we embedded for these ids.
-        documents::forget(&self.conn, index, &ids)?;
         Ok(WriteOutcome::Upserted { ids, created_index })
     }
 
@@ -435,10 +457,23 @@ impl Writer {
         }
         self.stage(dimension, rows)?;
         let stage = staging_table(dimension);
+        // The rows get new vectors: whatever text we had embedded for these ids no longer
+        // describes them (an embedding commit records its hashes again right after).
+        self.conn.execute(
+            &format!(
+                "DELETE FROM stride_vectors.documents WHERE index_name = ? AND id IN (SELECT id FROM temp.main.{stage})"
+            ),
+            params![index],
+        )?;
         self.conn.execute_batch(&format!(
             "INSERT OR REPLACE INTO {} SELECT id, vector, metadata::JSON FROM temp.main.{stage}; DELETE FROM temp.main.{stage};",
             quoted(index)
         ))?;
+        let rows = rows.iter().map(|r| (r.id.clone(), r.vector.clone())).collect();
+        self.changes.push(Change::Upsert {
+            index: index.to_string(),
+            rows,
+        });
         Ok(())
     }
 
@@ -581,8 +616,12 @@ impl Writer {
                 "id: no vector with id {id:?} in index \"{index}\""
             ))));
         }
-        if vector.is_some() {
+        if let Some(v) = vector {
             documents::forget(&self.conn, index, &[id.to_string()])?;
+            self.changes.push(Change::Upsert {
+                index: index.to_string(),
+                rows: vec![(id.to_string(), v.to_vec())],
+            });
         }
         Ok(WriteOutcome::Updated)
     }
@@ -590,20 +629,31 @@ impl Writer {
     fn delete(&mut self, index: &str, target: &DeleteTarget, working: &Catalog) -> OpResult {
         existing(index, working).map_err(OpError::Rejected)?;
         let table = quoted(index);
-        let count = match target {
+        let deleted: Vec<String> = match target {
             DeleteTarget::Ids(ids) => {
                 let mut stmt = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
-                let mut count = 0;
+                let mut deleted = Vec::new();
                 for id in ids.iter().collect::<HashSet<_>>() {
-                    count += stmt.execute(params![id])?;
+                    if stmt.execute(params![id])? > 0 {
+                        deleted.push(id.clone());
+                    }
                 }
-                count
+                deleted
             }
-            DeleteTarget::Filter(filter) => self.conn.execute(
-                &format!("DELETE FROM {table} WHERE {}", filter.sql),
-                params_from_iter(filter.params.iter()),
-            )?,
+            DeleteTarget::Filter(filter) => {
+                let mut stmt = self
+                    .conn
+                    .prepare(&format!("DELETE FROM {table} WHERE {} RETURNING id", filter.sql))?;
+                let rows =
+                    stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<_, _>>()?
+            }
         };
+        let count = deleted.len();
+        self.changes.push(Change::Delete {
+            index: index.to_string(),
+            ids: deleted,
+        });
         Ok(WriteOutcome::Deleted { count })
     }
 }

@@ -1,0 +1,265 @@
+//! The in-memory search engine against DuckDB's scan, the reference: same ids in the same
+//! order and the same scores, at every size, width and metric, with and without filters;
+//! and consistency with the file under concurrent writes and across a restart.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+
+const METRICS: [&str; 3] = ["cosine", "euclidean", "dotproduct"];
+
+fn command_with_memory(db: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = command(db);
+    cmd.args(["--memory-limit-mb", "4096"]);
+    cmd
+}
+
+/// Fill the (already created) tables straight in DuckDB, as fast as SQL can: random vectors
+/// in (-1, 1) and Stride-like metadata.
+fn fill(db: &std::path::Path, tables: &[(String, usize, usize)]) {
+    let conn = duckdb::Connection::open(db).unwrap();
+    conn.execute_batch("SELECT setseed(0.42)").unwrap();
+    for (name, size, dim) in tables {
+        conn.execute_batch(&format!(
+            "INSERT INTO \"{name}\" SELECT 'v' || lpad(i::VARCHAR, 6, '0'),
+                 list_transform(range({dim}), x -> (random() * 2 - 1)::FLOAT)::FLOAT[{dim}],
+                 json_object('group', i % 10, 'userId', 'u' || (i % 100), 'tags', ['t' || (i % 3)])
+             FROM range({size}) t(i)"
+        ))
+        .unwrap();
+    }
+}
+
+fn hits(r: &Value) -> Vec<(String, f64)> {
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_same(memory: &Value, duckdb: &Value, what: &str) {
+    assert_eq!(
+        memory["engine"],
+        json!("memory"),
+        "{what}: memory engine answered"
+    );
+    assert_eq!(duckdb["engine"], json!("duckdb"), "{what}");
+    let (m, d) = (hits(memory), hits(duckdb));
+    let ids = |v: &[(String, f64)]| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&m), ids(&d), "{what}: same ids in the same order");
+    for ((id, a), (_, b)) in m.iter().zip(&d) {
+        // Both engines sum in f32, in different orders: a dot product near 20 carries about
+        // 1e-5 of rounding in either, so large scores compare relatively.
+        let tolerance = 1e-5 * b.abs().max(1.0);
+        assert!(
+            (a - b).abs() < tolerance,
+            "{what}: score of {id}: memory {a} vs duckdb {b}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_engine_returns_exactly_what_duckdb_returns() {
+    let db = temp_db();
+    let mut tables = Vec::new();
+    let s = start(&db.path).await;
+    for size in [1_000usize, 10_000, 100_000] {
+        for dim in [384usize, 1024] {
+            for metric in METRICS {
+                let name = format!("{metric}_{size}_{dim}");
+                s.ok(
+                    "create_index",
+                    json!({"index": name, "dimension": dim, "metric": metric}),
+                )
+                .await;
+                tables.push((name, size, dim));
+            }
+        }
+    }
+    s.stop().await;
+    fill(&db.path, &tables);
+
+    let s = start_with(command_with_memory(&db.path)).await;
+    let stats = wait_for_stats(&s, 300, |st| {
+        st["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["engine"] == json!("memory"))
+    })
+    .await;
+    assert!(
+        stats["memory_bytes"].as_u64().unwrap() > 100_000 * 1024 * 4,
+        "{stats}"
+    );
+    let filters = [
+        None,
+        Some(json!({"group": 3})),
+        Some(json!({"$and": [{"userId": {"$ne": "u7"}}, {"tags": {"$in": ["t1", "t2"]}}]})),
+    ];
+    for (name, _, dim) in &tables {
+        for (qi, query) in random_vectors(5, 2, *dim).iter().enumerate() {
+            for filter in &filters {
+                let mut args = json!({"index": name, "vector": query, "top_k": 10});
+                if let Some(f) = filter {
+                    args["filter"] = f.clone();
+                }
+                let memory = s.ok("search", args.clone()).await;
+                args["engine"] = json!("duckdb");
+                let duckdb = s.ok("search", args).await;
+                assert_same(&memory, &duckdb, &format!("{name} query {qi} filter {filter:?}"));
+            }
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn searches_agree_with_committed_state_under_concurrent_writes_and_after_restart() {
+    let db = temp_db();
+    let s = Arc::new(start(&db.path).await);
+    s.ok("create_index", json!({"index": "goals", "dimension": 4}))
+        .await;
+    let mut tasks = Vec::new();
+    for w in 0..4u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..150u32 {
+                let id = format!("g{}", (i * 7 + w) % 40);
+                let v = (w * 1000 + i + 1) as f32;
+                match i % 6 {
+                    0..=2 => {
+                        s.ok("upsert", json!({"index": "goals", "vectors": [{"id": id, "vector": [v, 1, 2, 3], "metadata": {"w": w}}]}))
+                            .await;
+                    }
+                    3 => {
+                        let r = s.call("update", json!({"index": "goals", "id": id, "vector": [v, 3, 2, 1]})).await;
+                        assert!(r.is_error != Some(true) || text(&r).contains("no vector with id"), "{}", text(&r));
+                    }
+                    4 => {
+                        s.ok("delete", json!({"index": "goals", "ids": [id]})).await;
+                    }
+                    _ => {
+                        s.ok("delete", json!({"index": "goals", "filter": {"w": w, "$not": {"w": {"$ne": w}}}}))
+                            .await;
+                    }
+                }
+            }
+        }));
+    }
+    for r in 0..4u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..150u32 {
+                let q = [1.0 + r as f32, (i % 5) as f32, 1.0, 0.5];
+                let res = s
+                    .ok(
+                        "search",
+                        json!({"index": "goals", "vector": q, "top_k": 40, "include_vector": true}),
+                    )
+                    .await;
+                for h in res["results"].as_array().unwrap() {
+                    let v: Vec<f32> = serde_json::from_value(h["vector"].clone()).unwrap();
+                    let expected = cosine(&q, &v);
+                    let got = h["score"].as_f64().unwrap();
+                    assert!(
+                        (got - expected).abs() < 1e-5,
+                        "score {got} does not belong to the stored vector {v:?} ({expected})"
+                    );
+                    let base = v[0] as u32 - 1;
+                    assert!(
+                        v[0] >= 1.0 && base % 1000 < 150 && base / 1000 < 4,
+                        "a vector nobody wrote: {v:?}"
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let query = json!({"index": "goals", "vector": [2, 1, 1, 1], "top_k": 1000});
+    let mut by_duckdb = query.clone();
+    by_duckdb["engine"] = json!("duckdb");
+    assert_same(
+        &s.ok("search", query.clone()).await,
+        &s.ok("search", by_duckdb.clone()).await,
+        "after the load",
+    );
+    Arc::into_inner(s).unwrap().stop().await;
+
+    let s = start(&db.path).await;
+    wait_for_stats(&s, 60, |st| st["indexes"][0]["engine"] == json!("memory")).await;
+    assert_same(
+        &s.ok("search", query).await,
+        &s.ok("search", by_duckdb).await,
+        "after a restart",
+    );
+    let count = s.ok("describe_index", json!({"index": "goals"})).await["count"]
+        .as_u64()
+        .unwrap();
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "goals", "vector": [2, 1, 1, 1], "top_k": 1000}),
+        )
+        .await;
+    assert_eq!(
+        r["results"].as_array().unwrap().len() as u64,
+        count,
+        "the loaded copy holds every row of the file"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_index_over_the_memory_budget_is_served_by_duckdb() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok("create_index", json!({"index": "big", "dimension": 1024}))
+        .await;
+    s.stop().await;
+    fill(&db.path, &[("big".to_string(), 3000, 1024)]);
+    let mut cmd = command(&db.path);
+    cmd.args(["--memory-limit-mb", "1"]);
+    let s = start_with(cmd).await;
+    let stats = wait_for_stats(&s, 60, |st| {
+        st["indexes"][0]["memory_state"] == json!("over_budget")
+    })
+    .await;
+    assert_eq!(
+        stats["indexes"][0]["memory_state"],
+        json!("over_budget"),
+        "{stats}"
+    );
+    assert_eq!(stats["indexes"][0]["engine"], json!("duckdb"));
+    assert_eq!(stats["indexes"][0]["memory_bytes"], json!(0));
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "big", "vector": vec![0.5; 1024], "top_k": 3}),
+        )
+        .await;
+    assert_eq!(r["engine"], json!("duckdb"));
+    assert_eq!(r["results"].as_array().unwrap().len(), 3);
+    let d = s.ok("describe_index", json!({"index": "big"})).await;
+    assert_eq!(
+        (
+            d["engine"].clone(),
+            d["memory_bytes"].clone(),
+            d["memory_state"].clone()
+        ),
+        (json!("duckdb"), json!(0), json!("over_budget"))
+    );
+    s.stop().await;
+}
