@@ -246,13 +246,16 @@ pub fn filter_positions(
     Ok(positions)
 }
 
+/// A row's metadata and, when asked, its stored vector.
+pub type Details = (Map<String, Value>, Option<Vec<f32>>);
+
 /// Metadata (and stored vectors) of the given ids, in one query.
 pub fn details(
     conn: &Connection,
     index: &IndexInfo,
     ids: &[String],
     include_vector: bool,
-) -> Result<std::collections::HashMap<String, (Map<String, Value>, Option<Vec<f32>>)>, StoreError> {
+) -> Result<std::collections::HashMap<String, Details>, StoreError> {
     let mut out = std::collections::HashMap::new();
     if ids.is_empty() {
         return Ok(out);
