@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub searches: usize,
     /// Runs per throughput figure (the median is reported).
     pub runs: usize,
+    /// Also run Mastra's DuckDBVector (`bench/mastra`, Node) on the same data.
+    pub mastra: bool,
 }
 
 /// One row of the report.
@@ -125,33 +127,63 @@ async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -
 async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
     for &dim in &cfg.dims {
         for &size in &cfg.sizes {
-            let server = ChildServer::start(&dir.join(format!("search-{dim}-{size}.duckdb")), &[]).await?;
+            let db = dir.join(format!("search-{dim}-{size}.duckdb"));
+            let server = ChildServer::start(&db, &[]).await?;
             let data = vectors(7, size, dim);
             let t = Instant::now();
             load(&server, "bench", &data, 1000.min(3_000_000 / (dim * 10))).await?;
-            let loaded = t.elapsed();
+            rows.push(row(
+                format!("load {size} x {dim} through MCP upsert"),
+                format!("{:.0} vectors/s", size as f64 / t.elapsed().as_secs_f64()),
+            ));
+            server.stop().await?;
+
+            // A fresh start measures the background load of the in-memory copy.
+            let started = Instant::now();
+            let server = ChildServer::start(&db, &[]).await?;
+            let described = loop {
+                let d = server.call("describe_index", json!({"index": "bench"})).await?;
+                if d["memory_state"] != "loading" {
+                    break d;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            rows.push(row(
+                format!(
+                    "restart to in-memory copy ready, {size} x {dim} ({})",
+                    described["memory_state"]
+                ),
+                ms(started.elapsed()),
+            ));
+            rows.push(row(
+                format!("memory of the in-memory copy, {size} x {dim}"),
+                format!(
+                    "{:.1} MiB",
+                    described["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+                ),
+            ));
             let queries = vectors(99, 50, dim);
-            for filtered in [false, true] {
-                let (p50, p99) = latencies(cfg.searches, |i| {
-                    let mut args =
-                        json!({"index": "bench", "vector": queries[i % queries.len()], "top_k": 10});
-                    if filtered {
-                        args["filter"] = json!({"group": {"$eq": 3}});
-                    }
-                    server.call("search", args)
-                })
-                .await?;
-                let label = if filtered {
-                    "with filter (1/10 of rows)"
-                } else {
-                    "no filter"
-                };
-                rows.push(row(
-                    format!("search top-10, {size} x {dim}, {label}: p50 / p99"),
-                    format!("{} / {}", ms(p50), ms(p99)),
-                ));
+            for engine in ["memory", "duckdb"] {
+                for filtered in [false, true] {
+                    let (p50, p99) = latencies(cfg.searches, |i| {
+                        let mut args = json!({"index": "bench", "vector": queries[i % queries.len()], "top_k": 10, "engine": engine});
+                        if filtered {
+                            args["filter"] = json!({"group": {"$eq": 3}});
+                        }
+                        server.call("search", args)
+                    })
+                    .await?;
+                    let label = if filtered {
+                        "filter (1/10 of rows)"
+                    } else {
+                        "no filter"
+                    };
+                    rows.push(row(
+                        format!("search top-10, {size} x {dim}, {engine} engine, {label}: p50 / p99"),
+                        format!("{} / {}", ms(p50), ms(p99)),
+                    ));
+                }
             }
-            rows.push(row(format!("load {size} x {dim} through upsert"), ms(loaded)));
             let flat = flat_scan(&data, &queries[0]);
             rows.push(row(
                 format!("flat f32 scan reference, {size} x {dim} (one thread, in process)"),
@@ -159,6 +191,83 @@ async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> R
             ));
             server.stop().await?;
         }
+    }
+    Ok(())
+}
+
+/// The seed scenario of Stride's bug: 4 parallel upserts of one id, 20 rounds, in one
+/// process and across two processes (owner and relay). Counts errors.
+async fn same_id_writers(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let db = dir.join("same-id.duckdb");
+    let owner = ChildServer::start(&db, &[]).await?;
+    wait_role(&owner, "owner").await?;
+    let relay = ChildServer::start(&db, &[]).await?;
+    wait_role(&relay, "relay").await?;
+    owner
+        .call("create_index", json!({"index": "p", "dimension": 4}))
+        .await?;
+    let (mut one, mut two, mut attempts) = (0usize, 0usize, 0usize);
+    for round in 0..20 {
+        let args = |w: usize| json!({"index": "p", "vectors": [{"id": "same", "vector": [round as f32 + 1.0, w as f32, 1, 1]}]});
+        let single = futures::future::join_all((0..4).map(|w| owner.call("upsert", args(w)))).await;
+        one += single.iter().filter(|r| r.is_err()).count();
+        let across = futures::future::join_all((0..4).map(|w| {
+            let server = if w % 2 == 0 { &owner } else { &relay };
+            server.call("upsert", args(w))
+        }))
+        .await;
+        two += across.iter().filter(|r| r.is_err()).count();
+        attempts += 4;
+    }
+    rows.push(row(
+        "4 parallel upserts of one id x 20 rounds, one process: errors",
+        format!("{one} / {attempts}"),
+    ));
+    rows.push(row(
+        "same, two processes (owner + relay): errors",
+        format!("{two} / {attempts}"),
+    ));
+    relay.stop().await?;
+    owner.stop().await?;
+    Ok(())
+}
+
+/// Mastra's DuckDBVector measured by `bench/mastra/bench.mjs` on the same generated data.
+fn mastra(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
+    let project = Path::new("bench/mastra");
+    anyhow::ensure!(
+        project.join("bench.mjs").exists(),
+        "run from the repository root (bench/mastra/bench.mjs)"
+    );
+    if !project.join("node_modules").exists() {
+        let status = std::process::Command::new("npm")
+            .arg("ci")
+            .current_dir(project)
+            .status()?;
+        anyhow::ensure!(status.success(), "npm ci in bench/mastra failed");
+    }
+    let join = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let out = std::process::Command::new("node")
+        .arg("bench.mjs")
+        .args(["--sizes", &join(&cfg.sizes), "--dims", &join(&cfg.dims)])
+        .args([
+            "--searches",
+            &cfg.searches.to_string(),
+            "--runs",
+            &cfg.runs.to_string(),
+        ])
+        .arg("--dir")
+        .arg(dir.join("mastra"))
+        .current_dir(project)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "bench.mjs exited with {}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout).context("bench.mjs output")?;
+    for r in report["rows"].as_array().into_iter().flatten() {
+        rows.push(row(
+            r["what"].as_str().unwrap_or("?"),
+            r["value"].as_str().unwrap_or("?"),
+        ));
     }
     Ok(())
 }
@@ -281,6 +390,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
         .context("search latency")?;
     if let Err(e) = embedder_speed(&mut rows).await {
         rows.push(row("local embedder", format!("not measured: {e:#}")));
+    }
+    if cfg.mastra {
+        std::fs::create_dir_all(dir.path().join("mastra"))?;
+        if let Err(e) = mastra(dir.path(), cfg, &mut rows) {
+            rows.push(row("Mastra DuckDBVector", format!("not measured: {e:#}")));
+        }
     }
     Ok(report(cfg, &rows))
 }

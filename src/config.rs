@@ -55,6 +55,9 @@ pub enum Command {
         /// Where to write the Markdown report.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Skip Mastra's DuckDBVector (bench/mastra, needs Node).
+        #[arg(long)]
+        no_mastra: bool,
     },
     /// Write the JSON Schema of every tool's input and output into a directory.
     Schemas {

@@ -27,12 +27,14 @@ fn main() -> ExitCode {
             searches,
             runs,
             out,
+            no_mastra,
         }) => run_bench(
             stride_vectors::bench::BenchConfig {
                 sizes,
                 dims,
                 searches,
                 runs,
+                mastra: !no_mastra,
             },
             &out,
         ),
