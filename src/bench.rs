@@ -385,6 +385,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
     upsert_throughput(dir.path(), cfg, &mut rows)
         .await
         .context("upsert throughput")?;
+    same_id_writers(dir.path(), &mut rows)
+        .await
+        .context("same-id writers")?;
     search_latency(dir.path(), cfg, &mut rows)
         .await
         .context("search latency")?;
