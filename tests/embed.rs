@@ -318,3 +318,41 @@ async fn legacy_ollama_without_api_embed_still_works() {
     assert_eq!(mock.texts(), ["one", "two"]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn openai_compatible_servers_are_called_with_the_key_and_answers_reordered_by_index() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let mut cmd = command(&db.path);
+    cmd.args([
+        "--embedder",
+        "openai",
+        "--model",
+        "text-embedding-3-small",
+        "--openai-url",
+        &mock.url,
+    ])
+    .args(["--api-key-env", "STRIDE_TEST_KEY"])
+    .env("STRIDE_TEST_KEY", "sk-test-123");
+    let s = start_with(cmd).await;
+    let docs =
+        json!([{"id": "a", "text": "first"}, {"id": "b", "text": "second"}, {"id": "c", "text": "third"}]);
+    let r = s
+        .ok(
+            "embed",
+            json!({"index": "goals", "documents": docs, "wait": true}),
+        )
+        .await;
+    assert_eq!(statuses(&r), ["indexed"; 3]);
+    assert_eq!(
+        mock.last_auth.lock().unwrap().as_deref(),
+        Some("Bearer sk-test-123")
+    );
+    let f = s
+        .ok("fetch", json!({"index": "goals", "ids": ["a", "b", "c"]}))
+        .await;
+    for (i, text) in ["first", "second", "third"].iter().enumerate() {
+        assert_eq!(f["vectors"][i]["vector"], json!(vector_of(text)), "{text}");
+    }
+    s.stop().await;
+}

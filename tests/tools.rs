@@ -117,8 +117,10 @@ async fn index_lifecycle_create_list_describe_delete() {
     )
     .await;
     let list = s.ok("list_indexes", json!({})).await;
+    assert_eq!(list["indexes"][0]["engine"], json!("memory"));
+    assert_eq!(list["indexes"][0]["memory_state"], json!("ready"));
     assert_eq!(
-        list,
+        index_shapes(&list),
         json!({"indexes": [
             {"index": "advice_history", "dimension": 2, "metric": "cosine", "count": 0},
             {"index": "goals", "dimension": 3, "metric": "euclidean", "count": 1}

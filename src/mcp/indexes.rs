@@ -52,6 +52,14 @@ pub struct IndexSummary {
     pub metric: Metric,
     /// Number of vectors stored.
     pub count: u64,
+    /// Embedding model recorded for this index, if any.
+    pub model: Option<String>,
+    /// Engine serving its searches: `memory` or `duckdb` (over budget, loading, or chosen).
+    pub engine: Engine,
+    /// Bytes of its in-memory copy (0 when served by DuckDB).
+    pub memory_bytes: usize,
+    /// `ready`, `loading`, `over_budget`, or `off`.
+    pub memory_state: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -123,26 +131,7 @@ impl StrideServer {
     )]
     pub async fn list_indexes(&self, args: JsonObject) -> Result<Json<ListIndexesResult>, ToolError> {
         let _: ListIndexesArgs = parse(args)?;
-        let infos = self.store()?.indexes();
-        let counted = self
-            .store()?
-            .read(move |conn| {
-                infos
-                    .into_iter()
-                    .map(|info| Ok((read::count(conn, &info)?, info)))
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await
-            .map_err(|e| tool_error("list_indexes", e))?;
-        let indexes = counted
-            .into_iter()
-            .map(|(count, info)| IndexSummary {
-                index: info.name,
-                dimension: info.dimension,
-                metric: info.metric,
-                count,
-            })
-            .collect();
+        let indexes = self.index_summaries("list_indexes").await?;
         Ok(Json(ListIndexesResult { indexes }))
     }
 
@@ -191,6 +180,36 @@ impl StrideServer {
             Ok(other) => Err(unexpected("delete_index", other)),
             Err(e) => Err(tool_error("delete_index", e)),
         }
+    }
+}
+
+impl StrideServer {
+    /// Every index with its count and how it is served (for `list_indexes` and `stats`).
+    pub(crate) async fn index_summaries(&self, tool: &'static str) -> Result<Vec<IndexSummary>, ToolError> {
+        let store = self.store()?;
+        let infos = store.indexes();
+        let reports: Vec<MemoryReport> = infos.iter().map(|i| store.memory_report(&i.name)).collect();
+        store
+            .read(move |conn| {
+                infos
+                    .into_iter()
+                    .zip(reports)
+                    .map(|(info, memory)| {
+                        Ok(IndexSummary {
+                            count: read::count(conn, &info)?,
+                            index: info.name,
+                            dimension: info.dimension,
+                            metric: info.metric,
+                            model: info.model,
+                            engine: memory.engine,
+                            memory_bytes: memory.bytes,
+                            memory_state: memory.state.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await
+            .map_err(|e| tool_error(tool, e))
     }
 }
 

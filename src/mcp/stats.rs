@@ -4,27 +4,13 @@ use rmcp::{model::JsonObject, tool, tool_router, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::args::{input_schema, parse, tool_error, ToolError};
+use super::args::{input_schema, parse, ToolError};
+use super::indexes::IndexSummary;
 use super::StrideServer;
-use crate::store::{read, Engine, Metric, StoreError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatsArgs {}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct IndexStats {
-    pub index: String,
-    pub count: u64,
-    pub dimension: usize,
-    pub metric: Metric,
-    pub model: Option<String>,
-    /// Engine serving its searches: `memory` or `duckdb` (over budget, loading, or chosen).
-    pub engine: Engine,
-    pub memory_bytes: usize,
-    /// `ready`, `loading`, `over_budget`, or `off`.
-    pub memory_state: String,
-}
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StatsResult {
@@ -37,7 +23,7 @@ pub struct StatsResult {
     /// Relays connected to the owner.
     pub relays_connected: usize,
     pub database: String,
-    pub indexes: Vec<IndexStats>,
+    pub indexes: Vec<IndexSummary>,
     /// Documents accepted but not yet embedded and committed.
     pub pending: usize,
     /// Age of the oldest pending document, in milliseconds.
@@ -71,30 +57,7 @@ impl StrideServer {
     )]
     pub async fn stats(&self, args: JsonObject) -> Result<Json<StatsResult>, ToolError> {
         let _: StatsArgs = parse(args)?;
-        let infos = self.store()?.indexes();
-        let store = self.store()?;
-        let indexes = self
-            .store()?
-            .read(move |conn| {
-                infos
-                    .into_iter()
-                    .map(|i| {
-                        let memory = store.memory_report(&i.name);
-                        Ok(IndexStats {
-                            count: read::count(conn, &i)?,
-                            index: i.name,
-                            dimension: i.dimension,
-                            metric: i.metric,
-                            model: i.model,
-                            engine: memory.engine,
-                            memory_bytes: memory.bytes,
-                            memory_state: memory.state.to_string(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await
-            .map_err(|e| tool_error("stats", e))?;
+        let indexes = self.index_summaries("stats").await?;
         let memory_bytes = indexes.iter().map(|i| i.memory_bytes).sum();
         let p = self.pipeline()?.stats();
         let model_error = match &p.model_state {

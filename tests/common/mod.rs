@@ -201,3 +201,16 @@ pub async fn wait_for_stats(s: &Server, secs: u64, done: impl Fn(&Value) -> bool
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `list_indexes` reduced to the fields a test can predict (not memory sizes).
+pub fn index_shapes(list: &Value) -> Value {
+    let shapes: Vec<Value> = list["indexes"]
+        .as_array()
+        .expect("indexes")
+        .iter()
+        .map(|i| {
+            serde_json::json!({"index": i["index"], "dimension": i["dimension"], "metric": i["metric"], "count": i["count"]})
+        })
+        .collect();
+    serde_json::json!({ "indexes": shapes })
+}

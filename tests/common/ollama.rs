@@ -1,7 +1,9 @@
-//! A stand-in for Ollama, the one service the tests cannot run here. It speaks Ollama's real
-//! wire format (`POST /api/embed` with `{model, input: [..]}` answering `{model, embeddings}`,
-//! and the legacy `POST /api/embeddings` with `{model, prompt}` answering `{embedding}`),
-//! returns deterministic vectors, and records every text it was asked to embed.
+//! A stand-in for the remote embedding services the tests cannot reach: it speaks Ollama's
+//! real wire format (`POST /api/embed` with `{model, input: [..]}` answering
+//! `{model, embeddings}`, and the legacy `POST /api/embeddings` with `{model, prompt}`
+//! answering `{embedding}`) and OpenAI's (`POST /v1/embeddings` with `{model, input}`
+//! answering `{object: "list", data: [{object, index, embedding}], model, usage}`, with a
+//! bearer key). It returns deterministic vectors and records every text it was asked to embed.
 
 #![allow(dead_code)]
 
@@ -23,6 +25,8 @@ pub struct MockOllama {
     pub failing: Arc<std::sync::atomic::AtomicBool>,
     /// Answer 404 on /api/embed, like an Ollama older than 0.3.
     pub legacy_only: bool,
+    /// The `Authorization` header of the last call.
+    pub last_auth: Arc<Mutex<Option<String>>>,
     pub url: String,
 }
 
@@ -73,9 +77,10 @@ impl MockOllama {
 
     async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
         loop {
-            let Some((path, body)) = read_request(&mut stream).await? else {
+            let Some((path, auth, body)) = read_request(&mut stream).await? else {
                 return Ok(());
             };
+            *self.last_auth.lock().unwrap() = auth;
             let (status, answer) = self.answer(&path, &body);
             let text = answer.to_string();
             let response = format!(
@@ -107,6 +112,28 @@ impl MockOllama {
                     json!({"model": body["model"], "embeddings": embeddings}),
                 )
             }
+            "/v1/embeddings" => {
+                let texts: Vec<String> = match &body["input"] {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                    _ => return ("400 Bad Request", json!({"error": {"message": "input required"}})),
+                };
+                // Answer in reverse order: clients must use `index`, not the position.
+                let data: Vec<Value> = texts
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector_of(t)}))
+                    .collect();
+                self.record(texts);
+                (
+                    "200 OK",
+                    json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+                )
+            }
             "/api/embeddings" => {
                 let text = body["prompt"].as_str().unwrap_or_default().to_string();
                 let embedding = vector_of(&text);
@@ -119,7 +146,7 @@ impl MockOllama {
 }
 
 /// Read one HTTP/1.1 request; `None` when the client closed the connection.
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<(String, Value)>> {
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<(String, Option<String>, Value)>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let header_end = loop {
@@ -149,6 +176,11 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<(String,
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    let auth = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_string())
+    });
     let body = serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
-    Ok(Some((path, body)))
+    Ok(Some((path, auth, body)))
 }
