@@ -426,8 +426,8 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
 fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
     let mut out = String::from("# stride-vectors benchmarks\n\n");
     out += &format!(
-        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {}`. \
-         Throughputs are the median of {} runs; latencies are percentiles over {} calls.\n\n",
+        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {} --searches {} --runs {}{}` \
+         from the repository root. Throughputs are the median of {} runs; latencies are percentiles over {} calls.\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         memory_mib(),
         cfg.sizes
