@@ -440,6 +440,9 @@ fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(","),
+        cfg.searches,
+        cfg.runs,
+        if cfg.mastra { "" } else { " --no-mastra" },
         cfg.runs,
         cfg.searches,
     );
