@@ -97,13 +97,8 @@ impl MockOllama {
         }
         match path {
             "/api/embed" if !self.legacy_only => {
-                let texts: Vec<String> = match &body["input"] {
-                    Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect(),
-                    _ => return ("400 Bad Request", json!({"error": "input required"})),
+                let Some(texts) = input_texts(body) else {
+                    return ("400 Bad Request", json!({"error": "input required"}));
                 };
                 let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| vector_of(t)).collect();
                 self.record(texts);
@@ -113,13 +108,8 @@ impl MockOllama {
                 )
             }
             "/v1/embeddings" => {
-                let texts: Vec<String> = match &body["input"] {
-                    Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect(),
-                    _ => return ("400 Bad Request", json!({"error": {"message": "input required"}})),
+                let Some(texts) = input_texts(body) else {
+                    return ("400 Bad Request", json!({"error": {"message": "input required"}}));
                 };
                 // Answer in reverse order: clients must use `index`, not the position.
                 let data: Vec<Value> = texts
@@ -142,6 +132,19 @@ impl MockOllama {
             }
             _ => ("404 Not Found", json!({"error": "not found"})),
         }
+    }
+}
+
+/// `input` as both APIs accept it: one string or a list of strings.
+fn input_texts(body: &Value) -> Option<Vec<String>> {
+    match &body["input"] {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => Some(
+            a.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
