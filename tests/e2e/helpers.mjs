@@ -1,0 +1,320 @@
+// Shared helpers for the end-to-end tests: where the release binary is, fresh temporary
+// directories, starting a stride-vectors process driven by the official MCP TypeScript SDK
+// `Client`, calling a tool (structuredContent back, or a thrown ToolError carrying the
+// server's error text), and stopping a server the way an MCP client does (close stdin, wait
+// for the process to exit by itself).
+//
+// The binary is `$STRIDE_VECTORS_BIN` if set, else
+// `${CARGO_TARGET_DIR:-$HOME/.cache/stride-vectors/target}/release/stride-vectors`
+// (where scripts/test and .ci/run build it). These tests never build it.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
+
+export const TARGET_DIR =
+  process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), ".cache", "stride-vectors", "target");
+export const BIN = process.env.STRIDE_VECTORS_BIN ?? path.join(TARGET_DIR, "release", "stride-vectors");
+
+/** The tools every stride-vectors server lists. */
+export const TOOL_NAMES = [
+  "create_index",
+  "delete",
+  "delete_index",
+  "describe_index",
+  "embed",
+  "fetch",
+  "flush",
+  "list_indexes",
+  "search",
+  "stats",
+  "update",
+  "upsert",
+];
+
+/** Dimension of the default embedder (all-MiniLM-L6-v2). */
+export const MODEL_DIM = 384;
+export const MODEL_NAME = "all-MiniLM-L6-v2";
+
+/** Generous per-call timeout: the first embedding call may wait for the model to load. */
+export const CALL_TIMEOUT_MS = 180_000;
+
+/**
+ * Resolves when the release binary exists and is executable. A rebuild replaces it, so a
+ * missing file is waited for (up to `timeoutMs`) before giving up with a clear message.
+ */
+export async function waitForBinary(timeoutMs = 180_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await access(BIN, fsConstants.X_OK);
+      return BIN;
+    } catch {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `stride-vectors binary not found at ${BIN}: build it first (cargo build --release), ` +
+            `or point STRIDE_VECTORS_BIN at it`,
+        );
+      }
+      await sleep(1000);
+    }
+  }
+}
+
+/** A fresh, empty temporary directory. */
+export function makeTempDir(prefix = "sv-e2e-") {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** Removes a directory tree made by makeTempDir (never fails a test). */
+export async function removeDir(dir) {
+  if (dir) await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** A tool result with `isError: true`, carrying the server's error text. */
+export class ToolError extends Error {
+  constructor(tool, text, result) {
+    super(`${tool}: ${text}`);
+    this.name = "ToolError";
+    this.tool = tool;
+    this.text = text;
+    this.result = result;
+  }
+}
+
+/** The concatenated text blocks of a tool result. */
+export function resultText(result) {
+  return (result.content ?? [])
+    .filter((block) => block.type === "text")
+    .map((block) => block.text)
+    .join("\n");
+}
+
+/**
+ * Calls a tool through an SDK `Client` and returns its structuredContent. A result with
+ * `isError: true` throws a ToolError with the server's text. Every successful result is also
+ * checked to be structured as promised: an object in `structuredContent` and a text block
+ * holding the same JSON. (The SDK itself validates structuredContent against the tool's
+ * outputSchema, because startServer lists the tools first.)
+ */
+export async function callTool(client, name, args = {}, { timeout = CALL_TIMEOUT_MS } = {}) {
+  const result = await client.callTool({ name, arguments: args }, undefined, {
+    timeout,
+    maxTotalTimeout: timeout,
+  });
+  if (result.isError) throw new ToolError(name, resultText(result), result);
+  const structured = result.structuredContent;
+  assert.ok(
+    structured && typeof structured === "object" && !Array.isArray(structured),
+    `${name}: structuredContent is not an object: ${JSON.stringify(result)}`,
+  );
+  assertSameJson(JSON.parse(resultText(result)), structured, `${name}: text copy vs structuredContent`);
+  return structured;
+}
+
+/**
+ * Deep equality of two JSON values, numbers compared to within a few f64 ulps (relative
+ * 1e-12). Known server issue: through a relay, floats in structuredContent can come back
+ * 1-2 f64 ulps away from the stored f32 value (the relay re-parses the owner's JSON with
+ * serde_json's best-effort float parser) while the text copy is exact; sdk.test.mjs has an
+ * exact test for that, and everything else tolerates it.
+ */
+export function assertSameJson(actual, expected, where = "value") {
+  if (typeof actual === "number" && typeof expected === "number") {
+    const tolerance = 1e-12 * Math.max(1, Math.abs(actual), Math.abs(expected));
+    assert.ok(Math.abs(actual - expected) <= tolerance, `${where}: ${actual} != ${expected}`);
+    return;
+  }
+  if (Array.isArray(actual) || Array.isArray(expected)) {
+    assert.ok(Array.isArray(actual) && Array.isArray(expected), `${where}: array vs non-array`);
+    assert.equal(actual.length, expected.length, `${where}: lengths differ`);
+    actual.forEach((item, i) => assertSameJson(item, expected[i], `${where}[${i}]`));
+    return;
+  }
+  if (actual && expected && typeof actual === "object" && typeof expected === "object") {
+    assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), `${where}: keys differ`);
+    for (const key of Object.keys(actual)) assertSameJson(actual[key], expected[key], `${where}.${key}`);
+    return;
+  }
+  assert.equal(actual, expected, where);
+}
+
+/**
+ * An MCP client transport over a child process that this module spawned itself, so that a
+ * test keeps the process (pid, exit code, stderr) and can stop it exactly as a client
+ * should: by closing its stdin and waiting. Framing is the SDK's own (ReadBuffer and
+ * serializeMessage from @modelcontextprotocol/sdk/shared/stdio.js).
+ */
+class ChildProcessTransport {
+  constructor(child) {
+    this.child = child;
+    this.readBuffer = new ReadBuffer();
+  }
+
+  async start() {
+    this.child.stdout.on("data", (chunk) => {
+      this.readBuffer.append(chunk);
+      for (;;) {
+        let message;
+        try {
+          message = this.readBuffer.readMessage();
+        } catch (error) {
+          this.onerror?.(error);
+          continue;
+        }
+        if (message === null) break;
+        this.onmessage?.(message);
+      }
+    });
+    this.child.on("close", () => this.onclose?.());
+    this.child.stdin.on("error", (error) => this.onerror?.(error));
+  }
+
+  send(message) {
+    return new Promise((resolve, reject) => {
+      if (!this.child.stdin.writable) {
+        reject(new Error("the server's stdin is closed"));
+        return;
+      }
+      if (this.child.stdin.write(serializeMessage(message))) resolve();
+      else this.child.stdin.once("drain", resolve);
+    });
+  }
+
+  async close() {
+    this.child.stdin.end();
+  }
+}
+
+/**
+ * Starts `stride-vectors` (the release binary) with `--db db` (unless `db` is null: then the
+ * environment decides, e.g. VECTOR_DB_DIR) and connects an SDK Client to it. Returns a handle:
+ *   call(name, args)  -> structuredContent, or throws ToolError
+ *   client            -> the connected @modelcontextprotocol/sdk Client
+ *   tools             -> the tools/list answer
+ *   pid, stderr()     -> the process and what it logged so far
+ *   stop()            -> closes stdin and waits for a clean exit; resolves {code, signal}
+ *   kill()            -> SIGKILL (cleanup after a failure)
+ */
+export async function startServer({ db, env = {}, args = [], name = "stride-vectors-e2e" } = {}) {
+  await waitForBinary();
+  const argv = [...(db ? ["--db", db] : []), ...args];
+  const child = spawn(BIN, argv, {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text) => {
+    stderr += text;
+    if (stderr.length > 1_000_000) stderr = stderr.slice(-500_000);
+  });
+  const exited = new Promise((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+  const spawned = new Promise((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", reject);
+  });
+  await spawned;
+
+  const client = new Client({ name, version: "0.0.0" });
+  try {
+    await client.connect(new ChildProcessTransport(child), { timeout: 60_000 });
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw new Error(`could not initialize stride-vectors: ${error.message}\nstderr:\n${stderr}`);
+  }
+  const { tools } = await client.listTools();
+
+  let stopped = null;
+  const handle = {
+    client,
+    tools,
+    pid: child.pid,
+    child,
+    exited,
+    stderr: () => stderr,
+    call: (toolName, toolArgs, options) => callTool(client, toolName, toolArgs, options),
+    /** Closes stdin (what an MCP client does to end a stdio session) and waits for exit. */
+    stop(timeoutMs = 60_000) {
+      stopped ??= (async () => {
+        child.stdin.end();
+        // Unref'd: a pending timer must not keep the test process alive after the exit.
+        const timer = sleep(timeoutMs, "timeout", { ref: false });
+        const outcome = await Promise.race([exited, timer]);
+        if (outcome === "timeout") {
+          child.kill("SIGKILL");
+          await exited;
+          throw new Error(`stride-vectors (pid ${child.pid}) did not exit ${timeoutMs} ms after its stdin closed`);
+        }
+        return outcome;
+      })();
+      return stopped;
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      return exited;
+    },
+  };
+  return handle;
+}
+
+/** Waits until `predicate()` (sync or async) is truthy, polling; throws after `timeoutMs`. */
+export async function waitFor(predicate, { timeoutMs = 60_000, intervalMs = 100, what = "condition" } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** A deterministic pseudo-random unit-ish vector (same seed, same vector). */
+export function seededVector(seed, dim) {
+  let state = (seed * 2654435761) >>> 0 || 1;
+  const out = [];
+  for (let i = 0; i < dim; i++) {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    // Values representable exactly as f32 (multiples of 1/1024 in [-1, 1]) so that what we
+    // send is what DuckDB stores.
+    out.push(Math.round(((state / 0xffffffff) * 2 - 1) * 1024) / 1024);
+  }
+  return out;
+}
+
+/** Stride-shaped sample documents (the shape of fixtures/stride-sample.json). */
+export const STRIDE_PROFILES = [
+  {
+    id: "profile-lyon-cs",
+    text: "Education: Master. Field: Computer Science. Skills: python, sql, react. Location Lyon. Monthly income 900. Monthly expenses 750. Goals: Laptop (1200)",
+    metadata: { profileId: "profile-lyon-cs", diploma: "Master", skills: ["python", "sql", "react"], monthlyMargin: 150, city: "Lyon" },
+  },
+  {
+    id: "profile-paris-eco",
+    text: "Education: Bachelor. Field: Economics. Skills: excel, accounting. Location Paris. Monthly income 1100. Monthly expenses 1050. Goals: Erasmus semester (3000)",
+    metadata: { profileId: "profile-paris-eco", diploma: "Bachelor", skills: ["excel", "accounting"], monthlyMargin: 50, city: "Paris" },
+  },
+  {
+    id: "profile-nantes-design",
+    text: "Education: Bachelor. Field: Graphic Design. Skills: figma, illustration, photography. Location Nantes. Monthly income 700. Monthly expenses 600. Goals: Camera (900)",
+    metadata: { profileId: "profile-nantes-design", diploma: "Bachelor", skills: ["figma", "illustration", "photography"], monthlyMargin: 100, city: "Nantes" },
+  },
+  {
+    id: "profile-toulouse-data",
+    text: "Education: Master. Field: Data Science. Skills: python, machine learning, statistics. Location Toulouse. Monthly income 1200. Monthly expenses 800. Goals: Driving licence (1500)",
+    metadata: { profileId: "profile-toulouse-data", diploma: "Master", skills: ["python", "machine learning", "statistics"], monthlyMargin: 400, city: "Toulouse" },
+  },
+];
