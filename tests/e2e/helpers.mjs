@@ -39,6 +39,20 @@ export const TOOL_NAMES = [
   "upsert",
 ];
 
+/**
+ * The variables that say where the model is (see scripts/fetch-model), those of them that are
+ * set. MCP clients pass a stdio server only a few variables of their own environment (HOME,
+ * PATH, ...) plus what their configuration names, so a test that moved the model elsewhere
+ * has to name these too; by default this is empty.
+ */
+export function modelEnv() {
+  const env = {};
+  for (const key of ["STRIDE_VECTORS_MODEL_DIR", "XDG_CACHE_HOME"]) {
+    if (process.env[key] !== undefined) env[key] = process.env[key];
+  }
+  return env;
+}
+
 /** Dimension of the default embedder (all-MiniLM-L6-v2). */
 export const MODEL_DIM = 384;
 export const MODEL_NAME = "all-MiniLM-L6-v2";
