@@ -58,6 +58,10 @@ pub enum Command {
         /// Skip Mastra's DuckDBVector (bench/mastra, needs Node).
         #[arg(long)]
         no_mastra: bool,
+        /// Vectors per search data set that Mastra loads through its own upsert (about 60
+        /// vectors/s here); the rest are appended straight into its table.
+        #[arg(long, default_value_t = 10_000)]
+        mastra_upsert_load_max: usize,
     },
     /// Write the JSON Schema of every tool's input and output into a directory.
     Schemas {

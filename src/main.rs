@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             runs,
             out,
             no_mastra,
+            mastra_upsert_load_max,
         }) => run_bench(
             stride_vectors::bench::BenchConfig {
                 sizes,
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
                 searches,
                 runs,
                 mastra: !no_mastra,
+                mastra_upsert_load_max,
             },
             &out,
         ),

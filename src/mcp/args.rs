@@ -39,6 +39,32 @@ pub fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     })
 }
 
+/// `schema` without schemars' numeric `format`s (`uint`, `uint64`, `float`, `double`...).
+/// They are not JSON Schema formats: ajv, which the TypeScript SDK and Mastra validate with,
+/// warns once per unknown format it meets. The bounds they imply stay as `minimum`.
+pub fn portable_schema(schema: &JsonObject) -> Arc<JsonObject> {
+    fn strip_map(map: &mut Map<String, Value>) {
+        let numeric = map
+            .get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|f| f == "float" || f == "double" || f.starts_with("int") || f.starts_with("uint"));
+        if numeric {
+            map.remove("format");
+        }
+        map.values_mut().for_each(strip);
+    }
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => strip_map(map),
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut schema = schema.clone();
+    strip_map(&mut schema);
+    Arc::new(schema)
+}
+
 /// Present a store error to the caller; internal ones are logged with their detail too.
 pub fn tool_error(tool: &str, err: StoreError) -> ToolError {
     if let StoreError::Internal(detail) = &err {
@@ -125,6 +151,32 @@ mod tests {
         assert_eq!(
             err,
             "vectors[0].metadata: metadata must be a JSON object, got a string"
+        );
+    }
+
+    #[test]
+    fn portable_schemas_drop_numeric_formats_and_keep_bounds() {
+        let schema = obj(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "top_k": {"type": "integer", "format": "uint", "minimum": 0},
+                "score": {"type": "number", "format": "float"},
+                "when": {"type": "string", "format": "date-time"},
+                "items": {"anyOf": [{"type": "integer", "format": "int64"}, {"type": "null"}]}
+            }
+        }));
+        let portable = Value::Object((*portable_schema(&schema)).clone());
+        assert_eq!(
+            portable,
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "top_k": {"type": "integer", "minimum": 0},
+                    "score": {"type": "number"},
+                    "when": {"type": "string", "format": "date-time"},
+                    "items": {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+                }
+            })
         );
     }
 }

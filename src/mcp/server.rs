@@ -113,13 +113,20 @@ impl StrideServer {
         .into())
     }
 
-    /// Every tool, joined from the per-family routers.
+    /// Every tool, joined from the per-family routers, with schemas every validator accepts.
     pub fn router() -> ToolRouter<StrideServer> {
-        Self::index_tools()
+        let mut router = Self::index_tools()
             + Self::vector_tools()
             + Self::search_tools()
             + Self::embed_tools()
-            + Self::stats_tools()
+            + Self::stats_tools();
+        for route in router.map.values_mut() {
+            route.attr.input_schema = super::args::portable_schema(&route.attr.input_schema);
+            if let Some(output) = &route.attr.output_schema {
+                route.attr.output_schema = Some(super::args::portable_schema(output));
+            }
+        }
+        router
     }
 
     /// Tool descriptions, as `tools/list` shows them (used to write `schemas/`).

@@ -250,12 +250,6 @@ describe("two SDK clients, owner + relay on one file, frontend edits while the a
 
   test(
     "a relay answers with exactly the owner's numbers (vectors are exact f32 values)",
-    {
-      todo:
-        "server bug: the relay re-parses the owner's JSON with serde_json's best-effort float " +
-        "parser (no `float_roundtrip` feature), so floats in its structuredContent can be 1-2 f64 " +
-        "ulps off the stored f32 while its text copy is exact; remove this todo once fixed",
-    },
     async () => {
       const ids = Array.from({ length: PROFILE_COUNT }, (_, p) => `profile-${p}`);
       const raw = async (who) =>
