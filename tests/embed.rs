@@ -243,7 +243,7 @@ async fn accepted_documents_survive_kill_9_and_are_resumed() {
 }
 
 #[tokio::test]
-async fn stdin_eof_and_sigterm_flush_what_is_pending() {
+async fn stdin_eof_sigterm_and_sigint_flush_what_is_pending() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
     let long = ["--debounce-ms", "60000", "--max-wait-ms", "60000"];
@@ -259,26 +259,72 @@ async fn stdin_eof_and_sigterm_flush_what_is_pending() {
         vector_of("flushed at eof")
     );
 
-    let s = start_with(command_with_ollama(&db.path, &mock.url, &long)).await;
-    s.ok(
-        "embed",
-        json!({"index": "goals", "documents": [{"id": "term", "text": "flushed at sigterm"}]}),
-    )
+    for (name, signal) in [("sigterm", libc::SIGTERM), ("sigint", libc::SIGINT)] {
+        let s = start_with(command_with_ollama(&db.path, &mock.url, &long)).await;
+        let text = format!("flushed at {name}");
+        s.ok(
+            "embed",
+            json!({"index": "goals", "documents": [{"id": name, "text": text}]}),
+        )
+        .await;
+        let pid = s.child.id().expect("pid") as i32;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let Server { client, mut child } = s;
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "exit 0 after {name}, got {status}");
+        drop(client);
+        assert_eq!(rows_in_file(&db.path, "goals")[name].0, vector_of(&text));
+    }
+}
+
+#[tokio::test]
+async fn an_equal_text_sent_while_its_embedding_is_in_flight_joins_it() {
+    let mock = MockOllama::start(false).await;
+    mock.delay_ms.store(1500, std::sync::atomic::Ordering::SeqCst);
+    let db = temp_db();
+    let s = start_with(command_with_ollama(
+        &db.path,
+        &mock.url,
+        &["--debounce-ms", "50", "--max-wait-ms", "60000"],
+    ))
     .await;
-    let pid = s.child.id().expect("pid") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let Server { client, mut child } = s;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit 0 after SIGTERM, got {status}");
-    drop(client);
+    let doc = |v: u32| json!({"id": "g", "text": "save 300 euros for a laptop", "metadata": {"v": v}});
+    s.ok("embed", json!({"index": "goals", "documents": [doc(1)]}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.call_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first version was never sent to the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The model holds its answer for 1.5 s: this version arrives while the first is in flight.
+    let r = s
+        .ok(
+            "embed",
+            json!({"index": "goals", "documents": [doc(2)], "wait": true}),
+        )
+        .await;
+    assert_eq!(statuses(&r), ["indexed"], "{r}");
     assert_eq!(
-        rows_in_file(&db.path, "goals")["term"].0,
-        vector_of("flushed at sigterm")
+        mock.texts(),
+        ["save 300 euros for a laptop"],
+        "one embedding for both versions"
     );
+    let f = s.ok("fetch", json!({"index": "goals", "ids": ["g"]})).await;
+    assert_eq!(
+        f["vectors"][0]["metadata"],
+        json!({"v": 2}),
+        "the newer version's metadata"
+    );
+    assert_eq!(s.ok("stats", json!({})).await["pending"], json!(0));
+    s.stop().await;
+    assert_eq!(mock.call_count(), 1);
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ pub struct MockOllama {
     pub times: Arc<Mutex<Vec<std::time::Instant>>>,
     /// When set, every call answers HTTP 503.
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each answer is held back after the call was recorded (a slow model).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Answer 404 on /api/embed, like an Ollama older than 0.3.
     pub legacy_only: bool,
     /// The `Authorization` header of the last call.
@@ -82,6 +84,8 @@ impl MockOllama {
             };
             *self.last_auth.lock().unwrap() = auth;
             let (status, answer) = self.answer(&path, &body);
+            let delay = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             let text = answer.to_string();
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
