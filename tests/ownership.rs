@@ -331,4 +331,81 @@ print("ANSWER" if data else "CLOSED")
     s.stop().await;
 }
 
+#[tokio::test]
+async fn the_lock_file_is_private_and_a_relay_never_talks_to_another_users_owner() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let db = temp_db();
+    let lock_path = db.path.with_file_name("stride-vectors.duckdb.owner.lock");
+    let sock = db.path.with_file_name("stride-vectors.duckdb.sock");
+    {
+        let s = start(&db.path).await;
+        s.ok("stats", json!({})).await;
+        let mode = std::fs::metadata(&lock_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "lock file mode: anyone who can read it can flock it");
+        s.stop().await;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a second user here; the 0600 modes are the guard checked");
+        return;
+    }
+    // We hold the owner lock, and user `nobody` listens where the owner's socket would be:
+    // a new process becomes a relay, and must refuse to send that listener anything.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    // SAFETY: flock on a descriptor we own for the duration of the call.
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = r#"
+import socket, sys, os
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+s.listen(8)
+s.settimeout(15)
+c, _ = s.accept()
+c.settimeout(3)
+try:
+    data = c.recv(4096)
+except socket.timeout:
+    data = b"timeout"
+print("GOT", len(data), data[:40])
+"#;
+    let listener = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 as nobody");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the foreign listener never bound");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = start(&db.path).await;
+    let err = s.err("list_indexes", json!({})).await;
+    assert!(
+        err.contains("refusing to relay") && err.contains("uid 65534"),
+        "a relay must say why it will not talk to that owner: {err}"
+    );
+    let out = listener.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("GOT 0 "),
+        "the relay sent the foreign owner data: {said}"
+    );
+    s.stop().await;
+    drop(lock);
+}
+
 use std::os::unix::process::CommandExt;

@@ -2,7 +2,8 @@
 //!
 //! One file per tool family: [`indexes`] (create, list, describe, delete an index),
 //! [`vectors`] (upsert, update, delete, fetch rows), [`search`], [`embed`] (embed, flush),
-//! [`stats`]. [`server`] holds the handler, its identity and its instructions. Tools
+//! [`stats`]. [`server`] holds the handler, its identity and its instructions;
+//! [`transport`] frames JSON-RPC lines and answers the ones rmcp could not parse. Tools
 //! validate and translate; they run no SQL and hold no state beyond the store and pipeline
 //! handles.
 
@@ -12,6 +13,7 @@ pub mod indexes;
 pub mod search;
 pub mod server;
 pub mod stats;
+pub mod transport;
 pub mod vectors;
 
 pub use server::StrideServer;

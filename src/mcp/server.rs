@@ -8,10 +8,10 @@ use std::time::Duration;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ResultType,
     ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, ServiceError};
 use rmcp::{tool_handler, ErrorData, RoleServer, ServerHandler};
 
 use super::args::ToolError;
@@ -83,17 +83,34 @@ impl StrideServer {
     /// Forward a call to the owner, following the ownership to a new owner (or to this
     /// process) if the owner dies mid-call. Every tool is safe to repeat: writes are
     /// idempotent upserts, merges and deletes, and reads have no effect.
+    ///
+    /// Only a lost connection means the owner died. Anything the owner answered, a JSON-RPC
+    /// error included, is the answer: it is passed back at once, unchanged.
     async fn relay_call(
         &self,
         mut link: crate::ownership::relay::RelayLink,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // The caller's `_meta` (protocol revision, client info, progress token) describes the
+        // caller's session with us, not ours with the owner.
+        request.meta = None;
         for _ in 0..RELAY_ATTEMPTS {
             match link.call(request.clone()).await {
                 Ok(response) => return Ok(relayed(&request.name, &link, response)),
+                Err(ServiceError::McpError(error)) => return Err(error),
+                Err(e) if !owner_gone(&e) && !link.is_closed() => {
+                    tracing::warn!(tool = %request.name, error = %e, "relayed call failed");
+                    return Err(ErrorData::internal_error(
+                        format!(
+                            "relaying {} to the owning stride-vectors process failed: {e}",
+                            request.name
+                        ),
+                        None,
+                    ));
+                }
                 Err(e) => {
-                    tracing::warn!(tool = %request.name, error = %e, "relayed call failed; following the owner");
+                    tracing::warn!(tool = %request.name, error = %e, "the owner went away mid-call; following the ownership");
                     match self.ownership.moved_on(&link, SETTLE).await {
                         Backend::Relay(next) if !next.is_closed() => link = next,
                         Backend::Relay(_) => continue,
@@ -135,7 +152,18 @@ impl StrideServer {
     }
 }
 
-/// On a relay, `stats` describes this process too: its role, its PID and the owner's.
+/// Errors that mean the connection to the owner is gone (the owner exited or died).
+fn owner_gone(error: &ServiceError) -> bool {
+    matches!(
+        error,
+        ServiceError::TransportClosed | ServiceError::TransportSend(_)
+    )
+}
+
+/// The owner's answer, in the shape every client revision expects from us. The owner
+/// answered our own session with it, which may be on an older revision (no `resultType`);
+/// the handler strips or keeps `resultType` for the caller's revision, so it must be there.
+/// On a relay, `stats` also describes this process: its role, its PID and the owner's.
 fn relayed(
     tool: &str,
     link: &crate::ownership::relay::RelayLink,
@@ -144,6 +172,7 @@ fn relayed(
     let CallToolResponse::Complete(mut result) = response else {
         return response;
     };
+    result.result_type.get_or_insert(ResultType::COMPLETE);
     if tool != "stats" || result.is_error == Some(true) {
         return CallToolResponse::Complete(result);
     }

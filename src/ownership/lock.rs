@@ -4,6 +4,9 @@
 //! included), so a leftover lock file never blocks a new start: only a live holder does.
 //! DuckDB's own lock on the database file is separate; this one says which stride-vectors
 //! process is in charge, even while DuckDB's lock is held by someone else.
+//!
+//! The file is created 0600 and must belong to us: `flock` needs only a read-only open, so a
+//! lock file other users can read would let any of them hold ownership of our database.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -18,12 +21,13 @@ pub struct OwnerLock {
 impl OwnerLock {
     /// Take the lock if nobody holds it; `Ok(None)` when another process does.
     pub fn try_acquire(path: &Path) -> io::Result<Option<OwnerLock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).read(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
+        #[cfg(unix)]
+        make_private(&file, path)?;
         if try_lock_exclusive(&file)? {
             Ok(Some(OwnerLock { _file: file }))
         } else {
@@ -48,6 +52,29 @@ fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// The lock file must be ours and readable by nobody else (an older version made it 0644).
+#[cfg(unix)]
+fn make_private(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to this user (uid {me}); remove it or run as its owner",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 #[cfg(not(unix))]
 fn try_lock_exclusive(_file: &File) -> io::Result<bool> {
     // Without a local socket there is no relay: the first process simply owns the file.
@@ -69,5 +96,19 @@ mod tests {
         assert!(OwnerLock::try_acquire(&path).unwrap().is_none());
         drop(first);
         assert!(OwnerLock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_file_is_private_even_when_an_older_version_made_it_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.owner.lock");
+        drop(OwnerLock::try_acquire(&path).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(OwnerLock::try_acquire(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
     }
 }

@@ -131,6 +131,12 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
     let rendezvous = ownership.shared.rendezvous.clone();
     let mut quiet = false;
     loop {
+        if let Err(e) = rendezvous.check_private_dir() {
+            let _ = tx.send(Backend::Unavailable(e.to_string()));
+            tracing::error!("{e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         match OwnerLock::try_acquire(&rendezvous.lock) {
             Ok(Some(lock)) => {
                 *ownership.shared.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
@@ -145,6 +151,11 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                     link.closed().await;
                     tracing::warn!("the owner went away; taking over or reconnecting");
                     quiet = false;
+                }
+                Err(relay::ConnectError::Foreign(why)) => {
+                    tracing::error!("{why}");
+                    let _ = tx.send(Backend::Unavailable(why));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => {
                     // The owner is starting (socket not bound yet) or just died (lock not

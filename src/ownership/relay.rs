@@ -14,6 +14,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::Ownership;
 
+/// Why a relay could not reach the owner.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Nobody answers yet (the owner is starting, or just died): try again shortly.
+    Unreachable(String),
+    /// Someone answers, but as another user: we must not send them our data.
+    Foreign(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Unreachable(e) | ConnectError::Foreign(e) => f.write_str(e),
+        }
+    }
+}
+
 /// A live connection from this relay to the owner.
 #[derive(Clone)]
 pub struct RelayLink {
@@ -26,10 +43,23 @@ pub struct RelayLink {
 }
 
 impl RelayLink {
+    /// Connect to the owner's socket; `Foreign` when the process there is not our user's.
     #[cfg(unix)]
-    pub async fn connect(path: &std::path::Path) -> anyhow::Result<RelayLink> {
-        let stream = tokio::net::UnixStream::connect(path).await?;
-        let running = ().serve(stream.into_split()).await?;
+    pub async fn connect(path: &std::path::Path) -> Result<RelayLink, ConnectError> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        if !super::socket::same_user(&stream) {
+            return Err(ConnectError::Foreign(format!(
+                "refusing to relay to {}: the process listening there runs as uid {}, not as this user; nothing was sent to it",
+                path.display(),
+                super::socket::peer_uid(&stream).map_or("unknown".to_string(), |u| u.to_string()),
+            )));
+        }
+        let running =
+            ().serve(stream.into_split())
+                .await
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
         let peer = running.peer().clone();
         let closed = CancellationToken::new();
         let done = closed.clone();
@@ -46,8 +76,10 @@ impl RelayLink {
     }
 
     #[cfg(not(unix))]
-    pub async fn connect(_path: &std::path::Path) -> anyhow::Result<RelayLink> {
-        anyhow::bail!("relaying to another stride-vectors process is not supported on this platform yet")
+    pub async fn connect(_path: &std::path::Path) -> Result<RelayLink, ConnectError> {
+        Err(ConnectError::Unreachable(
+            "relaying to another stride-vectors process is not supported on this platform yet".into(),
+        ))
     }
 
     /// Forward one tool call to the owner.
@@ -97,7 +129,11 @@ pub async fn accept(listener: tokio::net::UnixListener, ownership: Ownership) {
         tokio::spawn(async move {
             ownership.shared.relays.fetch_add(1, Ordering::SeqCst);
             let server = crate::mcp::StrideServer::new(ownership.clone());
-            match server.serve(stream.into_split()).await {
+            let (read, write) = stream.into_split();
+            match server
+                .serve(crate::mcp::transport::server_transport(read, write))
+                .await
+            {
                 Ok(running) => {
                     tracing::info!(relays = ownership.relays(), "a relay connected");
                     let _ = running.waiting().await;

@@ -1,11 +1,14 @@
 //! The owner's local socket: where relays reach the owner.
 //!
 //! It sits next to the database (`<db>.sock`) unless that path is too long for a Unix
-//! socket address, in which case it lives in the runtime (or temp) directory under a name
-//! derived from the database's canonical path. Only the owner binds it, and only while it
-//! holds the owner lock, so a leftover socket file from a crash is removed before binding.
-//! The file is made mode 0600 and every connection's peer uid is checked: another user's
-//! process is refused even if the mode were loosened.
+//! socket address, in which case it lives in `stride-vectors-<uid>/`, a directory of ours
+//! (mode 0700, checked on every use) in the runtime (or temp) directory, under a name
+//! derived from the database's canonical path: in a shared temporary directory another user
+//! could otherwise bind that name first. Only the owner binds it, and only while it holds
+//! the owner lock, so a leftover socket file from a crash is removed before binding.
+//! The file is made mode 0600 and the peer's uid is checked in both directions: the owner
+//! refuses another user's relay, and a relay refuses an owner that is not our user, even if
+//! a mode were loosened.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +22,8 @@ const MAX_SOCKET_PATH: usize = 100;
 pub struct Rendezvous {
     pub lock: PathBuf,
     pub socket: PathBuf,
+    /// The per-user directory holding the socket when it cannot sit beside the database.
+    pub private_dir: Option<PathBuf>,
 }
 
 impl Rendezvous {
@@ -26,14 +31,42 @@ impl Rendezvous {
         let canonical = canonical_db_path(db);
         let lock = with_suffix(&canonical, ".owner.lock");
         let beside = with_suffix(&canonical, ".sock");
-        let socket = if beside.as_os_str().len() <= MAX_SOCKET_PATH {
-            beside
-        } else {
-            let digest = hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()));
-            runtime_dir().join(format!("stride-vectors-{}.sock", &digest[..24]))
-        };
-        Rendezvous { lock, socket }
+        if beside.as_os_str().len() <= MAX_SOCKET_PATH {
+            return Rendezvous {
+                lock,
+                socket: beside,
+                private_dir: None,
+            };
+        }
+        let digest = hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()));
+        let dir = runtime_dir().join(format!("stride-vectors-{}", user_id()));
+        Rendezvous {
+            lock,
+            socket: dir.join(format!("{}.sock", &digest[..24])),
+            private_dir: Some(dir),
+        }
     }
+
+    /// Make sure the socket's directory is safe to use: beside the database it is the
+    /// database's own; in the shared runtime directory it must be a real directory that
+    /// belongs to us and that nobody else can enter. Refuses with the reason otherwise.
+    pub fn check_private_dir(&self) -> std::io::Result<()> {
+        match &self.private_dir {
+            Some(dir) => ensure_private_dir(dir),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn user_id() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(not(unix))]
+fn user_id() -> u32 {
+    0
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -89,15 +122,52 @@ mod unix {
         Ok(listener)
     }
 
-    /// Only processes of our own user may relay through us.
+    /// Only processes of our own user may relay through us, or own what we relay to.
     pub fn same_user(stream: &UnixStream) -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        match stream.peer_cred() {
-            Ok(cred) => cred.uid() == me,
-            Err(_) => false,
+        peer_uid(stream) == Some(super::user_id())
+    }
+
+    /// The uid of the process at the other end, if the OS tells.
+    pub fn peer_uid(stream: &UnixStream) -> Option<u32> {
+        stream.peer_cred().ok().map(|cred| cred.uid())
+    }
+
+    /// Create `dir` 0700 if missing, then check that it is a directory (not a link), ours,
+    /// and closed to group and others.
+    pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = std::fs::symlink_metadata(dir)?;
+        let me = super::user_id();
+        let problem = if !meta.file_type().is_dir() {
+            Some("is not a directory".to_string())
+        } else if meta.uid() != me {
+            Some(format!(
+                "belongs to uid {}, not to this user (uid {me})",
+                meta.uid()
+            ))
+        } else if meta.mode() & 0o077 != 0 {
+            Some(format!("has mode {:o}; it must be 0700", meta.mode() & 0o777))
+        } else {
+            None
+        };
+        match problem {
+            Some(why) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("refusing to use {} for the owner socket: it {why}", dir.display()),
+            )),
+            None => Ok(()),
         }
     }
+}
+
+#[cfg(not(unix))]
+fn ensure_private_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,16 +184,33 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         let long = Rendezvous::for_database(&deep.join("v.duckdb"));
         assert!(long.socket.as_os_str().len() <= MAX_SOCKET_PATH + 40);
-        assert!(long
-            .socket
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("stride-vectors-"));
+        let private_dir = long.socket.parent().unwrap().file_name().unwrap().to_string_lossy();
+        assert!(private_dir.starts_with("stride-vectors-"), "{private_dir}");
         assert_eq!(
             long.socket,
             Rendezvous::for_database(&deep.join("v.duckdb")).socket,
             "stable name"
         );
+        assert_eq!(long.socket.parent(), long.private_dir.as_deref());
+        assert!(short.private_dir.is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_fallback_directory_must_be_ours_and_closed_to_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("stride-vectors-test");
+        ensure_private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        ensure_private_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("has mode 777; it must be 0700"), "{err}");
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
     }
 }

@@ -1,0 +1,431 @@
+//! Newline-delimited JSON-RPC framing that answers every request it cannot parse.
+//!
+//! rmcp's own stdio framing drops a line it cannot parse (garbage, a truncated line, a
+//! message nested past serde_json's recursion limit, a line over 16 MiB) with a debug log
+//! and no answer, so a client without a timeout waits forever. This transport reads lines
+//! itself and, for each one that is not a message rmcp can take, writes a JSON-RPC error
+//! instead: -32700 for text that is not JSON, -32600 for JSON that is too deep, too long or
+//! not a JSON-RPC message, with the request's `id` whenever it can be read from the line
+//! (`null` otherwise). Notifications (no `id`) get no answer, as JSON-RPC wants.
+//!
+//! Every line written (rmcp's answers and ours) goes through one writer under one lock, so
+//! lines never interleave on stdout.
+//!
+//! This module owns framing only: it knows nothing of tools, the store or ownership.
+
+use std::sync::Arc;
+
+use futures::{Sink, Stream};
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::RoleServer;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+
+/// Longest line accepted (the limit rmcp applies, stated in the upsert tool's description).
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Deepest nesting of arrays and objects accepted. serde_json refuses past 128 levels for
+/// the whole message; below that a filter reaches the tool, which names its own limit.
+pub const MAX_DEPTH: usize = 120;
+/// How much of an over-long line is kept to find its `id`.
+const ID_PREFIX: usize = 64 * 1024;
+
+type Writer = Arc<Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+
+/// The server side of one connection (stdio, or a relay's socket).
+pub fn server_transport<R, W>(
+    read: R,
+    write: W,
+) -> (
+    impl Sink<TxJsonRpcMessage<RoleServer>, Error = std::io::Error> + Send + Unpin + 'static,
+    impl Stream<Item = RxJsonRpcMessage<RoleServer>> + Send + Unpin + 'static,
+)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let writer: Writer = Arc::new(Mutex::new(Box::new(write)));
+    let sink = Box::pin(futures::sink::unfold(
+        writer.clone(),
+        |writer, message: TxJsonRpcMessage<RoleServer>| async move {
+            let mut line = serde_json::to_vec(&message).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            write_line(&writer, &line).await?;
+            Ok::<_, std::io::Error>(writer)
+        },
+    ));
+    let reader = Reader {
+        input: BufReader::with_capacity(64 * 1024, read),
+        writer,
+    };
+    let stream = Box::pin(futures::stream::unfold(reader, |mut reader| async move {
+        let message = reader.next_message().await?;
+        Some((message, reader))
+    }));
+    (sink, stream)
+}
+
+async fn write_line(writer: &Writer, line: &[u8]) -> std::io::Result<()> {
+    let mut out = writer.lock().await;
+    out.write_all(line).await?;
+    out.flush().await
+}
+
+struct Reader<R> {
+    input: BufReader<R>,
+    writer: Writer,
+}
+
+/// One line as read: whole, or cut because it was too long (the start is kept).
+enum Line {
+    Whole(Vec<u8>),
+    TooLong(Vec<u8>),
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// The next message rmcp can handle; every other line is answered here. `None` at EOF
+    /// or when the connection fails.
+    async fn next_message(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            let line = match self.read_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a JSON-RPC line failed");
+                    return None;
+                }
+            };
+            let rejection = match line {
+                Line::TooLong(start) => Some(Rejection {
+                    id: recover_id(&start),
+                    code: -32600,
+                    message: format!(
+                        "Invalid Request: the message is longer than {} MiB; send smaller batches",
+                        MAX_LINE >> 20
+                    ),
+                    batch: false,
+                }),
+                Line::Whole(text) => match classify(&text) {
+                    Ok(Some(message)) => return Some(message),
+                    Ok(None) => None,
+                    Err(rejection) => Some(rejection),
+                },
+            };
+            if let Some(rejection) = rejection {
+                tracing::warn!(code = rejection.code, id = %rejection.id.as_ref().map_or("none".into(), |v| v.to_string()), "{}", rejection.message);
+                // A line without an id is a notification: JSON-RPC does not answer it. Text
+                // that is not JSON and batches get an answer with id null.
+                if rejection.id.is_some() || rejection.code == -32700 || rejection.batch {
+                    if let Err(e) = write_line(&self.writer, &rejection.to_line()).await {
+                        tracing::error!(error = %e, "writing a JSON-RPC error failed");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_line(&mut self) -> std::io::Result<Option<Line>> {
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let chunk = self.input.fill_buf().await?;
+            if chunk.is_empty() {
+                // EOF: a last line without its newline is still a line.
+                return Ok(match (line.is_empty(), too_long) {
+                    (true, false) => None,
+                    (_, true) => Some(Line::TooLong(line)),
+                    (false, false) => Some(Line::Whole(line)),
+                });
+            }
+            let (taken, done) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (chunk.len(), false),
+            };
+            let body = &chunk[..if done { taken - 1 } else { taken }];
+            if !too_long && line.len() + body.len() > MAX_LINE {
+                // From here on only the start is kept (to find the id), not 16 MiB of it.
+                too_long = true;
+                line.truncate(ID_PREFIX);
+            }
+            let keep = if too_long {
+                ID_PREFIX.saturating_sub(line.len()).min(body.len())
+            } else {
+                body.len()
+            };
+            line.extend_from_slice(&body[..keep]);
+            self.input.consume(taken);
+            if done {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if !too_long && line.iter().all(u8::is_ascii_whitespace) {
+                    line.clear();
+                    continue;
+                }
+                return Ok(Some(if too_long {
+                    Line::TooLong(line)
+                } else {
+                    Line::Whole(line)
+                }));
+            }
+        }
+    }
+}
+
+/// Why a line was not handed to rmcp, and the answer it gets.
+#[derive(Debug, PartialEq)]
+struct Rejection {
+    id: Option<Value>,
+    code: i32,
+    message: String,
+    /// A JSON-RPC batch (an array): answered with id null, since MCP has no batches.
+    batch: bool,
+}
+
+impl Rejection {
+    fn to_line(&self) -> Vec<u8> {
+        let answer = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": self.id.clone().unwrap_or(Value::Null),
+            "error": {"code": self.code, "message": self.message},
+        });
+        let mut line = answer.to_string().into_bytes();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// A message for rmcp, `None` for a line to skip silently, or the answer a bad line gets.
+fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejection> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let depth = max_depth(line);
+    if depth > MAX_DEPTH {
+        return Err(Rejection {
+            id: recover_id(line),
+            code: -32600,
+            message: format!("Invalid Request: the message nests arrays and objects {depth} levels deep; at most {MAX_DEPTH} are accepted"),
+            batch: false,
+        });
+    }
+    let error = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
+        Ok(message) => return Ok(Some(message)),
+        Err(e) => e,
+    };
+    let value = match serde_json::from_slice::<Value>(line) {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(Rejection {
+                id: recover_id(line),
+                code: -32700,
+                message: format!("Parse error: {e}"),
+                batch: false,
+            })
+        }
+    };
+    if value.is_array() {
+        return Err(Rejection {
+            id: None,
+            code: -32600,
+            message: "Invalid Request: JSON-RPC batches are not part of MCP; send one message per line"
+                .into(),
+            batch: true,
+        });
+    }
+    let id = value
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned();
+    if id.is_none() {
+        // A notification (or a stray answer) we do not understand: JSON-RPC answers neither.
+        tracing::debug!(error = %error, "ignoring a message without id that is not JSON-RPC we know");
+        return Ok(None);
+    }
+    Err(Rejection {
+        id,
+        code: -32600,
+        message: format!("Invalid Request: {error}"),
+        batch: false,
+    })
+}
+
+/// Deepest nesting of `[` and `{` outside strings (an upper bound for malformed text).
+fn max_depth(text: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// The `id` member of the top-level object, read by a scanner that needs neither the rest of
+/// the line to be valid nor complete: a string or a number, else `None`.
+fn recover_id(text: &[u8]) -> Option<Value> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                let end = string_end(text, i)?;
+                if depth == 1 && &text[i..=end] == b"\"id\"" {
+                    let mut j = end + 1;
+                    while j < text.len() && text[j].is_ascii_whitespace() {
+                        j += 1;
+                    }
+                    if text.get(j) == Some(&b':') {
+                        return id_value(text, j + 1);
+                    }
+                }
+                i = end + 1;
+                continue;
+            }
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the quote that closes the string opening at `start`.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut escaped = false;
+    for (offset, &b) in text[start + 1..].iter().enumerate() {
+        match (escaped, b) {
+            (true, _) => escaped = false,
+            (false, b'\\') => escaped = true,
+            (false, b'"') => return Some(start + 1 + offset),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn id_value(text: &[u8], from: usize) -> Option<Value> {
+    let mut i = from;
+    while i < text.len() && text[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    let end = match text.get(i)? {
+        b'"' => string_end(text, i)? + 1,
+        b'-' | b'0'..=b'9' => {
+            let mut j = i + 1;
+            while j < text.len() && matches!(text[j], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                j += 1;
+            }
+            j
+        }
+        _ => return None,
+    };
+    serde_json::from_slice::<Value>(&text[i..end])
+        .ok()
+        .filter(|v| v.is_string() || v.is_number())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deep_and(levels: usize) -> String {
+        let mut filter = r#"{"a":1}"#.to_string();
+        for _ in 0..levels {
+            filter = format!(r#"{{"$and":[{filter}]}}"#);
+        }
+        format!(
+            r#"{{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{{"name":"search","arguments":{{"index":"x","vector":[1],"filter":{filter}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn ids_are_recovered_from_broken_and_partial_lines() {
+        assert_eq!(
+            recover_id(br#"{"jsonrpc":"2.0","id":7,"method":"tools/li"#),
+            Some(7.into())
+        );
+        assert_eq!(
+            recover_id(br#"{"params":{"id":3},"id":"a\"b"}"#),
+            Some("a\"b".into())
+        );
+        assert_eq!(recover_id(br#"{"method":"x","params":{"id":3}"#), None);
+        assert_eq!(recover_id(b"hello"), None);
+        assert_eq!(recover_id(br#"{"id": -12 , "x": ["#), Some((-12).into()));
+        assert_eq!(recover_id(br#"{"id":null}"#), None);
+    }
+
+    #[test]
+    fn every_bad_line_with_an_id_gets_an_answer_with_that_id() {
+        let garbage = classify(b"hello").unwrap_err();
+        assert_eq!((garbage.id, garbage.code), (None, -32700));
+        let truncated = classify(br#"{"jsonrpc":"2.0","id":7,"method":"tools/li"#).unwrap_err();
+        assert_eq!((truncated.id, truncated.code), (Some(7.into()), -32700));
+        let deep = classify(deep_and(100).as_bytes()).unwrap_err();
+        assert_eq!((deep.id, deep.code), (Some(41.into()), -32600));
+        assert!(deep.message.contains("levels deep"), "{}", deep.message);
+        let deep_array = format!(
+            r#"{{"jsonrpc":"2.0","id":"d","method":"ping","params":{{"x":{}1{}}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(classify(deep_array.as_bytes()).unwrap_err().id, Some("d".into()));
+        let not_jsonrpc = classify(br#"{"id":5,"hello":"world"}"#).unwrap_err();
+        assert_eq!((not_jsonrpc.id, not_jsonrpc.code), (Some(5.into()), -32600));
+        let line = String::from_utf8(not_jsonrpc_line()).unwrap();
+        assert!(line.ends_with('\n') && line.contains(r#""id":5"#), "{line}");
+    }
+
+    fn not_jsonrpc_line() -> Vec<u8> {
+        classify(br#"{"id":5,"hello":"world"}"#).unwrap_err().to_line()
+    }
+
+    #[test]
+    fn a_filter_the_tool_can_refuse_still_reaches_the_tool() {
+        // 58 levels of $and are 116 levels of JSON with the envelope: under serde_json's
+        // limit, so the search tool answers with its own "nested deeper than 32" error.
+        assert!(matches!(classify(deep_and(58).as_bytes()), Ok(Some(_))));
+        assert!(classify(br#"{"jsonrpc":"2.0","method":"notifications/whatever"}"#).is_ok());
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_whole_and_over_long_ones_keep_their_start() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut reader = Reader {
+            input: BufReader::new(server),
+            writer: Arc::new(Mutex::new(Box::new(tokio::io::sink()))),
+        };
+        let big = format!(r#"{{"id":9,"x":"{}"}}"#, "y".repeat(MAX_LINE));
+        tokio::spawn(async move {
+            client.write_all(b"\r\n  \n{\"a\":1}\r\n").await.unwrap();
+            client.write_all(big.as_bytes()).await.unwrap();
+            client.write_all(b"\nlast").await.unwrap();
+        });
+        assert!(matches!(reader.read_line().await.unwrap(), Some(Line::Whole(l)) if l == b"{\"a\":1}"));
+        match reader.read_line().await.unwrap() {
+            Some(Line::TooLong(start)) => {
+                assert_eq!(start.len(), ID_PREFIX);
+                assert_eq!(recover_id(&start), Some(9.into()));
+            }
+            _ => panic!("expected an over-long line"),
+        }
+        assert!(matches!(reader.read_line().await.unwrap(), Some(Line::Whole(l)) if l == b"last"));
+        assert!(reader.read_line().await.unwrap().is_none());
+    }
+}
