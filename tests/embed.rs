@@ -10,15 +10,6 @@ use common::ollama::{vector_of, MockOllama, DIM};
 use common::*;
 use serde_json::{json, Value};
 
-fn statuses(r: &Value) -> Vec<String> {
-    r["documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["status"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
     let mock = MockOllama::start(false).await;
@@ -37,7 +28,7 @@ async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
         assert_eq!(statuses(&r), [expected], "call {i}");
     }
     let f = s.ok("flush", json!({})).await;
-    assert_eq!(f, json!({"committed": 1, "pending": 0}));
+    assert_eq!(f, json!({"committed": 1, "pending": 0, "parked": 0}));
     assert_eq!(
         mock.texts(),
         ["profile v49"],

@@ -24,6 +24,9 @@ pub enum EmbedError {
     Transient(String),
     /// Retrying as is will not help: a missing model, a 4xx, a malformed answer.
     Permanent(String),
+    /// The provider asked us to come back after a while (HTTP 429 or 503 with
+    /// `Retry-After`): transient, and not to be retried sooner.
+    Throttled(String, std::time::Duration),
 }
 
 impl fmt::Display for EmbedError {
@@ -31,6 +34,9 @@ impl fmt::Display for EmbedError {
         match self {
             EmbedError::Transient(m) => write!(f, "{m} (will retry)"),
             EmbedError::Permanent(m) => f.write_str(m),
+            EmbedError::Throttled(m, after) => {
+                write!(f, "{m} (will retry in {} s)", after.as_secs_f64().ceil())
+            }
         }
     }
 }

@@ -11,8 +11,19 @@
 //!   right now joins it, and equal texts in one batch are embedded once.
 //! - **Batching.** Due documents are embedded `batch_size` at a time and stored in one
 //!   transaction per batch.
-//! - **Failures** keep documents pending, retried with exponential backoff; the last error
-//!   is visible in `stats`.
+//! - **Failures.** A transient one (timeout, 5xx, 429) keeps documents pending, retried
+//!   with jittered exponential backoff and never sooner than the provider's `Retry-After`.
+//!   A permanent one (a 4xx, a zero vector, a width the index cannot take) splits its batch
+//!   until the documents at fault are alone, and *parks* them: shown by id in `stats`,
+//!   retried only when their text changes, on `flush`, or after a restart.
+//! - **Supersession.** The store decides what is stored: it writes an embedding only if its
+//!   version is still the latest accepted one, in the same transaction, with the metadata
+//!   the queue holds then. Writes that supersede queued versions (upsert, update with a
+//!   vector, delete, delete_index) tell us after their commit, and we drop those versions
+//!   from the schedule so no embedding is spent on them.
+//! - **Bounds.** Texts held in memory are capped at 64 MiB ([`TEXT_BUDGET`]); beyond it they
+//!   stay only in the durable queue and are read back when due. Every map here is pruned
+//!   once its version is stored, superseded or parked.
 //!
 //! The schedule is a `BTreeSet<(due, seq, key)>` woken by a `Notify` (the mini-redis expiry
 //! shape). This module owns the schedule and the counters; it never runs SQL itself (it asks
@@ -30,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{content_hash, EmbedError, ModelState, SharedEmbedder};
 use crate::store::documents::{Acceptance, EmbeddedDocument, NewDocument};
-use crate::store::writer::{WriteOp, WriteOutcome};
+use crate::store::writer::{Superseded, WriteOp, WriteOutcome};
 use crate::store::{validate_index_name, IndexInfo, Store, StoreError};
 
 /// Longest pause between retries of a failing document.
@@ -83,13 +94,29 @@ pub struct PipelineStats {
     pub last_error: Option<String>,
     pub model: String,
     pub model_state: ModelState,
+    /// Parked versions, by index and id (at most [`PARKED_SHOWN`]).
+    pub parked: Vec<ParkedDocument>,
+    pub parked_count: usize,
 }
+
+/// Most parked documents `stats` lists (their count is always given).
+pub const PARKED_SHOWN: usize = 100;
 
 /// What `flush` did.
 #[derive(Debug, Clone)]
 pub struct FlushReport {
     pub committed: u64,
     pub pending: usize,
+    /// Versions that failed for good again (see [`ParkedDocument`]).
+    pub parked: usize,
+}
+
+/// A version set aside after a failure retrying would not fix.
+#[derive(Debug, Clone)]
+pub struct ParkedDocument {
+    pub index: String,
+    pub id: String,
+    pub error: String,
 }
 
 /// Handle to the pipeline. Clone it freely.
@@ -129,11 +156,11 @@ struct Counters {
     texts_embedded: AtomicU64,
 }
 
-/// A version waiting for its due time.
+/// A version waiting for its due time. Its text is dropped (and read back from the durable
+/// queue when it is due) once the texts held in memory pass [`TEXT_BUDGET`].
 struct Entry {
     seq: u64,
-    text: String,
-    metadata: Map<String, Value>,
+    text: Option<String>,
     hash: String,
     first_seen: Instant,
     due: Instant,
@@ -146,14 +173,31 @@ struct Flight {
     first_seen: Instant,
 }
 
+/// A version that failed for a reason retrying will not fix (a 4xx, a zero vector, a
+/// mismatched width). It stays in the durable queue, is shown by `stats`, and is retried
+/// only when its text changes, when `flush` asks, or after a restart.
+struct Parked {
+    seq: u64,
+    hash: String,
+    error: String,
+    first_seen: Instant,
+}
+
+/// Most bytes of waiting texts kept in memory; beyond it texts stay only in the database.
+const TEXT_BUDGET: usize = 64 << 20;
+
+/// What a waiter is told when a later write to its id won.
+const SUPERSEDED: &str = "superseded by a later write to this id (upsert, update with a vector, delete or delete_index) before it was stored";
+
 #[derive(Default)]
 struct State {
     waiting: HashMap<Key, Entry>,
     schedule: BTreeSet<(Instant, u64, Key)>,
     in_flight: HashMap<Key, Flight>,
-    /// Newest accepted version per key and what became of it: lets late updates lose.
-    latest: HashMap<Key, (u64, Acceptance)>,
+    parked: HashMap<Key, Parked>,
     waiters: HashMap<Key, Vec<(u64, Waiter)>>,
+    /// Bytes of the texts held by `waiting`.
+    text_bytes: usize,
     last_error: Option<String>,
 }
 
@@ -161,13 +205,27 @@ impl State {
     fn unschedule(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.waiting.remove(key)?;
         self.schedule.remove(&(entry.due, entry.seq, key.clone()));
+        self.text_bytes -= entry.text.as_ref().map_or(0, String::len);
         Some(entry)
     }
 
-    fn schedule(&mut self, key: Key, entry: Entry) {
+    fn schedule(&mut self, key: Key, mut entry: Entry) {
         self.unschedule(&key);
+        let len = entry.text.as_ref().map_or(0, String::len);
+        if self.text_bytes + len > TEXT_BUDGET {
+            entry.text = None;
+        }
+        self.text_bytes += entry.text.as_ref().map_or(0, String::len);
         self.schedule.insert((entry.due, entry.seq, key.clone()));
         self.waiting.insert(key, entry);
+    }
+
+    /// The newest version of `key` this pipeline knows, anywhere.
+    fn newest_seq(&self, key: &Key) -> Option<u64> {
+        let w = self.waiting.get(key).map(|e| e.seq);
+        let f = self.in_flight.get(key).map(|f| f.seq);
+        let p = self.parked.get(key).map(|p| p.seq);
+        w.max(f).max(p)
     }
 
     /// Answer the waiters of `key` up to version `upto`: indexed, or why not.
@@ -183,9 +241,39 @@ impl State {
         }
     }
 
+    /// Parked versions are not counted: nothing will happen to them until asked.
     fn pending_for(&self, index: Option<&str>) -> usize {
         let matches = |k: &&Key| index.is_none_or(|i| k.0 == i);
         self.waiting.keys().filter(matches).count() + self.in_flight.keys().filter(matches).count()
+    }
+
+    /// Forget versions a committed write superseded; their waiters learn why.
+    fn forget(&mut self, superseded: &[Superseded]) {
+        for event in superseded {
+            let hit = |k: &Key| k.0 == event.index && event.ids.as_ref().is_none_or(|ids| ids.contains(&k.1));
+            let waiting: Vec<Key> = self
+                .waiting
+                .iter()
+                .filter(|(k, e)| hit(k) && e.seq < event.before_seq)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in waiting {
+                if let Some(entry) = self.unschedule(&key) {
+                    self.resolve(&key, entry.seq, Err(SUPERSEDED.into()));
+                }
+            }
+            let parked: Vec<Key> = self
+                .parked
+                .iter()
+                .filter(|(k, p)| hit(k) && p.seq < event.before_seq)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in parked {
+                if let Some(p) = self.parked.remove(&key) {
+                    self.resolve(&key, p.seq, Err(SUPERSEDED.into()));
+                }
+            }
+        }
     }
 }
 
@@ -222,11 +310,9 @@ impl Pipeline {
             let mut state = inner.lock();
             for doc in pending {
                 let key = (doc.index, doc.id);
-                state.latest.insert(key.clone(), (doc.seq, Acceptance::Queued));
                 let entry = Entry {
                     seq: doc.seq,
-                    text: doc.text,
-                    metadata: doc.metadata,
+                    text: Some(doc.text),
                     hash: doc.hash,
                     first_seen: now,
                     due: now,
@@ -235,6 +321,15 @@ impl Pipeline {
                 state.schedule(key, entry);
             }
         }
+        // Writes that supersede versions (upsert, delete, ...) tell us right after they
+        // commit. Weak: the store outlives nothing of ours, and must not keep us alive.
+        let weak = Arc::downgrade(&inner);
+        inner.store.on_superseded(move |superseded| {
+            if let Some(inner) = weak.upgrade() {
+                inner.lock().forget(superseded);
+                inner.progress.send_modify(|_| {});
+            }
+        });
         tokio::spawn(worker(inner.clone()));
         Ok(Pipeline { inner })
     }
@@ -393,9 +488,15 @@ impl Pipeline {
                 break;
             }
         }
+        let state = self.inner.lock();
         FlushReport {
             committed: *self.inner.progress.borrow() - before,
-            pending: self.inner.lock().pending_for(index),
+            pending: state.pending_for(index),
+            parked: state
+                .parked
+                .keys()
+                .filter(|k| index.is_none_or(|i| k.0 == i))
+                .count(),
         }
     }
 
@@ -436,6 +537,21 @@ impl Pipeline {
             last_error: state.last_error.clone(),
             model: self.inner.embedder.model().to_string(),
             model_state: self.inner.embedder.state(),
+            parked: {
+                let mut parked: Vec<ParkedDocument> = state
+                    .parked
+                    .iter()
+                    .map(|((index, id), p)| ParkedDocument {
+                        index: index.clone(),
+                        id: id.clone(),
+                        error: p.error.clone(),
+                    })
+                    .collect();
+                parked.sort_by(|a, b| (&a.index, &a.id).cmp(&(&b.index, &b.id)));
+                parked.truncate(PARKED_SHOWN);
+                parked
+            },
+            parked_count: state.parked.len(),
         }
     }
 }
@@ -492,17 +608,39 @@ impl Inner {
         status: Acceptance,
         wait: bool,
     ) -> Option<oneshot::Receiver<Result<(), String>>> {
-        if state.latest.get(&key).is_some_and(|(s, _)| *s > seq) {
+        if state.newest_seq(&key).is_some_and(|s| s > seq) {
             return None; // A newer version was already recorded; the database agrees.
         }
-        state.latest.insert(key.clone(), (seq, status));
         if status == Acceptance::Unchanged {
             state.unschedule(&key);
+            state.parked.remove(&key);
             state.resolve(&key, seq, Ok(()));
             return None;
         }
         let now = Instant::now();
-        let first_seen = state.waiting.get(&key).map_or(now, |e| e.first_seen);
+        // The max-wait counts from the first version not stored yet, even one in flight, so
+        // that constant edits still land.
+        let first_seen = state
+            .waiting
+            .get(&key)
+            .map(|e| e.first_seen)
+            .or(state.in_flight.get(&key).map(|f| f.first_seen))
+            .unwrap_or(now);
+        let waiter = wait.then(|| {
+            let (tx, rx) = oneshot::channel();
+            state.waiters.entry(key.clone()).or_default().push((seq, tx));
+            rx
+        });
+        if let Some(parked) = state.parked.get_mut(&key) {
+            if parked.hash == doc.hash {
+                // Same text as the version that failed for good: it would fail the same way.
+                parked.seq = seq;
+                let error = parked.error.clone();
+                state.resolve(&key, seq, Err(error));
+                return waiter;
+            }
+            state.parked.remove(&key);
+        }
         let due = if wait {
             now
         } else {
@@ -510,19 +648,14 @@ impl Inner {
         };
         let entry = Entry {
             seq,
-            text: doc.text,
-            metadata: doc.metadata,
+            text: Some(doc.text),
             hash: doc.hash,
             first_seen,
             due,
             attempts: 0,
         };
-        state.schedule(key.clone(), entry);
-        wait.then(|| {
-            let (tx, rx) = oneshot::channel();
-            state.waiters.entry(key).or_default().push((seq, tx));
-            rx
-        })
+        state.schedule(key, entry);
+        waiter
     }
 
     fn count(&self, statuses: &[Acceptance], superseded_in_call: usize) {
@@ -535,15 +668,26 @@ impl Inner {
         c.unchanged.fetch_add(unchanged as u64, Ordering::Relaxed);
     }
 
+    /// Make everything waiting (for `index`, or all) due now, parked versions included.
     fn make_due(&self, index: Option<&str>) {
         let now = Instant::now();
         let mut state = self.lock();
-        let keys: Vec<Key> = state
-            .waiting
-            .keys()
-            .filter(|k| index.is_none_or(|i| k.0 == i))
-            .cloned()
-            .collect();
+        let matches = |k: &Key| index.is_none_or(|i| k.0 == i);
+        let parked: Vec<Key> = state.parked.keys().filter(|k| matches(k)).cloned().collect();
+        for key in parked {
+            if let Some(p) = state.parked.remove(&key) {
+                let entry = Entry {
+                    seq: p.seq,
+                    text: None,
+                    hash: p.hash,
+                    first_seen: p.first_seen,
+                    due: now,
+                    attempts: 0,
+                };
+                state.schedule(key, entry);
+            }
+        }
+        let keys: Vec<Key> = state.waiting.keys().filter(|k| matches(k)).cloned().collect();
         for key in keys {
             if let Some(mut entry) = state.unschedule(&key) {
                 entry.due = entry.due.min(now);
@@ -579,42 +723,148 @@ impl Inner {
         (batch, next)
     }
 
-    async fn process(&self, batch: Vec<(Key, Entry)>) {
-        let mut texts: Vec<String> = Vec::new();
-        let mut text_slot: HashMap<&str, usize> = HashMap::new();
-        let slots: Vec<usize> = batch
+    /// Read back the texts that were not kept in memory. A version no longer in the queue
+    /// (superseded meanwhile) leaves the batch.
+    async fn with_texts(&self, batch: Vec<(Key, Entry)>) -> Vec<(Key, Entry)> {
+        let missing: Vec<Key> = batch
             .iter()
-            .map(|(_, e)| {
-                *text_slot.entry(e.text.as_str()).or_insert_with(|| {
-                    texts.push(e.text.clone());
-                    texts.len() - 1
-                })
-            })
+            .filter(|(_, e)| e.text.is_none())
+            .map(|(k, _)| k.clone())
             .collect();
-        self.counters.embedding_calls.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .texts_embedded
-            .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        match self.embedder.embed(&texts).await {
-            Ok(vectors) if vectors.len() == texts.len() => {
-                self.learn_dimension(&vectors);
-                let docs = batch
-                    .into_iter()
-                    .zip(slots)
-                    .map(|((k, e), s)| (k, e, vectors[s].clone()))
-                    .collect();
-                self.commit(docs).await;
+        if missing.is_empty() {
+            return batch;
+        }
+        let texts = match self
+            .store
+            .read(move |conn| {
+                crate::store::documents::pending_texts(conn, &missing)
+                    .map_err(|e| StoreError::internal("reading pending texts", e))
+            })
+            .await
+        {
+            Ok(texts) => texts,
+            Err(e) => {
+                let (keep, retry): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, e)| e.text.is_some());
+                self.fail(retry, &EmbedError::Transient(e.to_string()));
+                return keep;
             }
-            Ok(vectors) => {
-                let msg = format!(
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut state = self.lock();
+        for (key, mut entry) in batch {
+            if entry.text.is_none() {
+                match texts.get(&key) {
+                    Some((seq, text)) if *seq == entry.seq => entry.text = Some(text.clone()),
+                    _ => {
+                        if state.in_flight.get(&key).is_some_and(|f| f.seq == entry.seq) {
+                            state.in_flight.remove(&key);
+                        }
+                        if state.newest_seq(&key).is_none_or(|s| s <= entry.seq) {
+                            state.resolve(&key, entry.seq, Err(SUPERSEDED.into()));
+                        }
+                        continue;
+                    }
+                }
+            }
+            out.push((key, entry));
+        }
+        out
+    }
+
+    /// Embed a batch; a batch that fails for good is split until the documents at fault
+    /// are alone, and those are parked, so one poison document never holds back the rest.
+    async fn process(&self, batch: Vec<(Key, Entry)>) {
+        let mut work = vec![self.with_texts(batch).await];
+        while let Some(batch) = work.pop() {
+            if batch.is_empty() {
+                continue;
+            }
+            let mut texts: Vec<String> = Vec::new();
+            let mut text_slot: HashMap<&str, usize> = HashMap::new();
+            let slots: Vec<usize> = batch
+                .iter()
+                .map(|(_, e)| {
+                    let text = e.text.as_deref().unwrap_or_default();
+                    *text_slot.entry(text).or_insert_with(|| {
+                        texts.push(text.to_string());
+                        texts.len() - 1
+                    })
+                })
+                .collect();
+            self.counters.embedding_calls.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .texts_embedded
+                .fetch_add(texts.len() as u64, Ordering::Relaxed);
+            let error = match self.embedder.embed(&texts).await {
+                Ok(vectors) if vectors.len() == texts.len() => {
+                    let docs = batch
+                        .into_iter()
+                        .zip(slots)
+                        .map(|((k, e), s)| (k, e, vectors[s].clone()))
+                        .collect();
+                    self.check_and_commit(docs).await;
+                    continue;
+                }
+                Ok(vectors) => EmbedError::Permanent(format!(
                     "the embedder returned {} vectors for {} texts",
                     vectors.len(),
                     texts.len()
-                );
-                self.fail(batch, &EmbedError::Permanent(msg));
+                )),
+                Err(e) => e,
+            };
+            match error {
+                EmbedError::Permanent(_) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    work.push(second);
+                    work.push(first);
+                }
+                EmbedError::Permanent(msg) => self.park(batch, &msg),
+                transient => self.fail(batch, &transient),
             }
-            Err(e) => self.fail(batch, &e),
         }
+    }
+
+    /// Park the vectors no index could take (not finite, all zero, or of another width
+    /// than the index or the rest of the batch); commit the others.
+    async fn check_and_commit(&self, docs: Vec<(Key, Entry, Vec<f32>)>) {
+        let mut widths: HashMap<usize, usize> = HashMap::new();
+        for (_, _, v) in &docs {
+            *widths.entry(v.len()).or_default() += 1;
+        }
+        let usual = widths.into_iter().max_by_key(|(w, n)| (*n, *w)).map(|(w, _)| w);
+        let mut good = Vec::with_capacity(docs.len());
+        for (key, entry, vector) in docs {
+            let expected = self
+                .store
+                .index_info(&key.0)
+                .ok()
+                .map(|i| i.dimension)
+                .or(self.embedder.dimension())
+                .or(usual);
+            let problem = if vector.is_empty() || vector.iter().all(|x| *x == 0.0) {
+                Some("the embedder returned a zero vector".to_string())
+            } else if vector.iter().any(|x| !x.is_finite()) {
+                Some("the embedder returned a vector with NaN or infinite values".to_string())
+            } else if expected.is_some_and(|d| d != vector.len()) {
+                Some(format!(
+                    "the embedder returned {} dimensions where index \"{}\" needs {}",
+                    vector.len(),
+                    key.0,
+                    expected.unwrap_or_default()
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(msg) => self.park(vec![(key, entry)], &msg),
+                None => good.push((key, entry, vector)),
+            }
+        }
+        if let Some((_, _, v)) = good.first() {
+            self.learn_dimension(std::slice::from_ref(v));
+        }
+        self.commit(good).await;
     }
 
     /// Store embedded versions, one writer request per index, all in the same group commit.
@@ -623,22 +873,14 @@ impl Inner {
         {
             let mut state = self.lock();
             for (key, entry, vector) in docs {
-                let (seq, metadata) = self.newest_equal_version(&mut state, &key, &entry);
-                if state
-                    .latest
-                    .get(&key)
-                    .is_some_and(|(s, st)| *s > seq && *st == Acceptance::Unchanged)
-                {
-                    // Reverted to the stored text while we embedded: storing this would undo it.
-                    state.in_flight.remove(&key);
-                    continue;
-                }
+                let seq = self.newest_equal_version(&mut state, &key, &entry);
                 let doc = EmbeddedDocument {
                     id: key.1.clone(),
                     seq,
                     hash: entry.hash.clone(),
                     vector,
-                    metadata,
+                    // The writer stores the metadata the queue holds for this version.
+                    metadata: Map::new(),
                 };
                 groups.entry(key.0.clone()).or_default().push((key, entry, doc));
             }
@@ -655,17 +897,28 @@ impl Inner {
         });
         for (result, items) in futures::future::join_all(writes).await {
             match result {
-                Ok(_) => self.committed(items),
+                Ok(WriteOutcome::Embedded { stale, .. }) => self.committed(items, &stale),
+                Ok(other) => {
+                    let batch = items.into_iter().map(|(k, e, _)| (k, e)).collect();
+                    self.fail(
+                        batch,
+                        &EmbedError::Transient(format!("unexpected writer outcome {other:?}")),
+                    );
+                }
+                // The index refuses these vectors (another model, another width): for good.
+                Err(StoreError::Invalid(msg)) => {
+                    self.park(items.into_iter().map(|(k, e, _)| (k, e)).collect(), &msg)
+                }
                 Err(e) => {
                     let batch = items.into_iter().map(|(k, e, _)| (k, e)).collect();
-                    self.fail(batch, &EmbedError::Permanent(e.to_string()));
+                    self.fail(batch, &EmbedError::Transient(e.to_string()));
                 }
             }
         }
     }
 
-    /// A newer version with the same text joins this embedding: take its seq and metadata.
-    fn newest_equal_version(&self, state: &mut State, key: &Key, entry: &Entry) -> (u64, Map<String, Value>) {
+    /// A newer version with the same text joins this embedding: its seq is the one stored.
+    fn newest_equal_version(&self, state: &mut State, key: &Key, entry: &Entry) -> u64 {
         let joins = state
             .waiting
             .get(key)
@@ -675,47 +928,101 @@ impl Inner {
                 if let Some(f) = state.in_flight.get_mut(key) {
                     f.seq = newer.seq;
                 }
-                return (newer.seq, newer.metadata);
+                return newer.seq;
             }
         }
-        (entry.seq, entry.metadata.clone())
+        entry.seq
     }
 
-    fn committed(&self, items: Vec<(Key, Entry, EmbeddedDocument)>) {
-        let n = items.len() as u64;
+    /// The writer stored these, except the `stale` ones a later write had superseded.
+    fn committed(&self, items: Vec<(Key, Entry, EmbeddedDocument)>, stale: &[String]) {
+        let mut stored = 0;
         {
             let mut state = self.lock();
             for (key, _, doc) in items {
                 if state.in_flight.get(&key).is_some_and(|f| f.seq <= doc.seq) {
                     state.in_flight.remove(&key);
                 }
-                state.resolve(&key, doc.seq, Ok(()));
+                if !stale.contains(&doc.id) {
+                    stored += 1;
+                    state.resolve(&key, doc.seq, Ok(()));
+                } else if state.newest_seq(&key).is_none_or(|s| s <= doc.seq) {
+                    // Nothing newer will answer these waiters: say what happened.
+                    state.resolve(&key, doc.seq, Err(SUPERSEDED.into()));
+                }
             }
         }
-        self.progress.send_modify(|c| *c += n);
+        self.progress.send_modify(|c| *c += stored);
     }
 
-    /// Put failed versions back with backoff, unless a newer version already waits.
+    /// Set aside versions that failed for good; their waiters learn why.
+    fn park(&self, batch: Vec<(Key, Entry)>, error: &str) {
+        tracing::warn!(
+            documents = batch.len(),
+            error,
+            "embedding failed for good; parked until the text changes or flush"
+        );
+        let mut state = self.lock();
+        state.last_error = Some(error.to_string());
+        for (key, entry) in batch {
+            if state.in_flight.get(&key).is_some_and(|f| f.seq <= entry.seq) {
+                state.in_flight.remove(&key);
+            }
+            state.resolve(&key, entry.seq, Err(error.to_string()));
+            if state.newest_seq(&key).is_some_and(|s| s > entry.seq) {
+                continue; // A newer version waits: it gets its own chance.
+            }
+            let parked = Parked {
+                seq: entry.seq,
+                hash: entry.hash,
+                error: error.to_string(),
+                first_seen: entry.first_seen,
+            };
+            state.parked.insert(key, parked);
+        }
+        drop(state);
+        self.progress.send_modify(|_| {});
+    }
+
+    /// Put versions that failed for now back with backoff (jittered, and never sooner than
+    /// the provider's `Retry-After`), unless a newer version already waits.
     fn fail(&self, batch: Vec<(Key, Entry)>, error: &EmbedError) {
         tracing::warn!(documents = batch.len(), %error, "embedding failed; documents stay pending");
         let now = Instant::now();
         let mut state = self.lock();
         state.last_error = Some(error.to_string());
         for (key, mut entry) in batch {
-            state.in_flight.remove(&key);
+            if state.in_flight.get(&key).is_some_and(|f| f.seq <= entry.seq) {
+                state.in_flight.remove(&key);
+            }
             state.resolve(&key, entry.seq, Err(error.to_string()));
-            if state.waiting.contains_key(&key) {
+            if state.newest_seq(&key).is_some_and(|s| s >= entry.seq) {
                 continue;
             }
             entry.attempts += 1;
-            let backoff =
+            let exponential =
                 Duration::from_millis(500u64.saturating_mul(1 << entry.attempts.min(10))).min(MAX_BACKOFF);
+            // Between half and the whole delay, so that many failing documents spread out.
+            let backoff = exponential.mul_f64(0.5 + 0.5 * jitter());
+            let backoff = match error {
+                EmbedError::Throttled(_, after) => backoff.max(*after),
+                _ => backoff,
+            };
             entry.due = now + backoff;
             state.schedule(key, entry);
         }
         drop(state);
         self.progress.send_modify(|_| {});
     }
+}
+
+/// A number in [0, 1) that differs from call to call (std's per-hasher random keys).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The background task: embed what is due, sleep until the next due time or a wake-up.

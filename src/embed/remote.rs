@@ -23,9 +23,14 @@ fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
         .map_err(|e| EmbedError::Permanent(format!("building the HTTP client: {e}")))
 }
 
+/// Longest `Retry-After` waited for inside one call; a longer one goes back to the
+/// pipeline, which schedules the documents after it.
+const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Why one HTTP attempt failed.
 enum Attempt {
-    Retry(String),
+    /// Worth another try, not before the provider's `Retry-After` if it gave one.
+    Retry(String, Option<Duration>),
     /// The endpoint does not exist (Ollama older than 0.3 has no `/api/embed`).
     NotFound,
     Fatal(String),
@@ -44,19 +49,26 @@ async fn post_json<T: for<'de> Deserialize<'de>>(
     let resp = req
         .send()
         .await
-        .map_err(|e| Attempt::Retry(format!("POST {url}: {e}")))?;
+        .map_err(|e| Attempt::Retry(format!("POST {url}: {e}"), None))?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(Attempt::NotFound);
     }
     if !status.is_success() {
+        // Only the delay-seconds form; an HTTP date is rare from embedding servers.
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let msg = format!(
             "POST {url}: HTTP {status}: {}",
             text.chars().take(300).collect::<String>()
         );
         return Err(if status.as_u16() == 429 || status.is_server_error() {
-            Attempt::Retry(msg)
+            Attempt::Retry(msg, retry_after)
         } else {
             Attempt::Fatal(msg)
         });
@@ -76,9 +88,11 @@ where
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(Attempt::Retry(msg)) if attempt < ATTEMPTS => {
+            Err(Attempt::Retry(msg, after))
+                if attempt < ATTEMPTS && after.is_none_or(|a| a <= MAX_INLINE_RETRY_AFTER) =>
+            {
                 tracing::debug!(attempt, error = %msg, "embedding request failed; retrying");
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(after.map_or(backoff, |a| a.max(backoff))).await;
                 backoff *= 4;
                 attempt += 1;
             }
@@ -90,7 +104,8 @@ where
 fn finish(result: Result<Vec<Vec<f32>>, Attempt>, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
     let vectors = match result {
         Ok(v) => v,
-        Err(Attempt::Retry(m)) => return Err(EmbedError::Transient(m)),
+        Err(Attempt::Retry(m, Some(after))) => return Err(EmbedError::Throttled(m, after)),
+        Err(Attempt::Retry(m, None)) => return Err(EmbedError::Transient(m)),
         Err(Attempt::Fatal(m)) => return Err(EmbedError::Permanent(m)),
         Err(Attempt::NotFound) => {
             return Err(EmbedError::Permanent(

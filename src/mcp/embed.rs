@@ -92,6 +92,8 @@ pub struct FlushResult {
     pub committed: u64,
     /// Documents still pending when it returned (0 unless the timeout passed).
     pub pending: usize,
+    /// Documents that failed for good again (see `stats`' `parked` for why).
+    pub parked: usize,
 }
 
 #[tool_router(router = embed_tools, vis = "pub(crate)")]
@@ -180,6 +182,7 @@ impl StrideServer {
         Ok(Json(FlushResult {
             committed: report.committed,
             pending: report.pending,
+            parked: report.parked,
         }))
     }
 }

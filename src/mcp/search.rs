@@ -28,8 +28,8 @@ pub struct SearchArgs {
     pub top_k: Option<i64>,
     /// Metadata filter, MongoDB style as in Mastra: `{"outcome": "helpful"}`,
     /// `{"userId": {"$ne": "u1"}}`, `{"$and": [{"a": {"$gte": 3}}, {"tags": {"$in": ["x"]}}]}`.
-    /// Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains $all $not $and $or
-    /// $nor; nested fields with dots.
+    /// Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains $all $size $regex
+    /// (with $options i, m, s) $not $and $or $nor; nested fields with dots.
     #[serde(default)]
     pub filter: Option<Value>,
     /// Drop results scoring below this.

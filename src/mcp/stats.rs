@@ -43,6 +43,18 @@ pub struct StatsResult {
     /// `loading`, `ready` or `failed`.
     pub model_state: String,
     pub model_error: Option<String>,
+    /// Documents whose embedding failed for a reason retrying will not fix (a 4xx, a zero
+    /// vector, a width the index cannot take), by id with the error (the first 100). They
+    /// stay queued and are retried when their text changes or on `flush`.
+    pub parked: Vec<ParkedEntry>,
+    pub parked_count: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ParkedEntry {
+    pub index: String,
+    pub id: String,
+    pub error: String,
 }
 
 #[tool_router(router = stats_tools, vis = "pub(crate)")]
@@ -84,6 +96,16 @@ impl StrideServer {
             model: p.model,
             model_state: p.model_state.label().into(),
             model_error,
+            parked: p
+                .parked
+                .into_iter()
+                .map(|d| ParkedEntry {
+                    index: d.index,
+                    id: d.id,
+                    error: d.error,
+                })
+                .collect(),
+            parked_count: p.parked_count,
         }))
     }
 }

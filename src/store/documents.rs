@@ -9,9 +9,10 @@
 //! These functions run on the writer's connection inside its transaction and are called
 //! only by [`super::writer`]; they never decide when to embed (that is `embed::pipeline`).
 
-use duckdb::{params, Connection};
+use duckdb::{params, params_from_iter, Connection, ToSql};
 use serde_json::{Map, Value};
 
+use super::filter::CompiledFilter;
 use super::types::{quoted, IndexInfo};
 
 /// A document as a client sent it, with its content hash.
@@ -150,6 +151,80 @@ pub fn record_embedded(
     Ok(())
 }
 
+/// The version of `id` waiting to be embedded, with its metadata as it is now.
+pub fn pending_version(
+    conn: &Connection,
+    index: &str,
+    id: &str,
+) -> duckdb::Result<Option<(u64, Map<String, Value>)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, metadata FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
+    let mut rows = stmt.query_map(params![index, id], |r| {
+        Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?))
+    })?;
+    Ok(rows
+        .next()
+        .transpose()?
+        .map(|(seq, metadata)| (seq, metadata_map(&metadata))))
+}
+
+/// Drop the versions of `ids` waiting to be embedded: a later write superseded them.
+/// Returns how many there were.
+pub fn drop_pending(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<usize> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
+    let mut dropped = 0;
+    for id in ids {
+        dropped += stmt.execute(params![index, id])?;
+    }
+    Ok(dropped)
+}
+
+/// Apply an `update`'s metadata to the version of `id` waiting to be embedded, if any:
+/// merged (RFC 7396, as the stored row gets it) or replacing it.
+pub fn patch_pending_metadata(
+    conn: &Connection,
+    index: &str,
+    id: &str,
+    patch: &Map<String, Value>,
+    merge: bool,
+) -> duckdb::Result<()> {
+    let sql = if merge {
+        "UPDATE stride_vectors.pending SET metadata = json_merge_patch(metadata::JSON, ?::JSON)::VARCHAR
+         WHERE index_name = ? AND id = ?"
+    } else {
+        "UPDATE stride_vectors.pending SET metadata = ? WHERE index_name = ? AND id = ?"
+    };
+    conn.execute(sql, params![Value::Object(patch.clone()).to_string(), index, id])?;
+    Ok(())
+}
+
+/// Ids of `index` whose waiting version's metadata matches `filter`.
+pub fn pending_matching(
+    conn: &Connection,
+    index: &str,
+    filter: &CompiledFilter,
+) -> duckdb::Result<Vec<String>> {
+    // The filter speaks of a `metadata` JSON column, as in an index table.
+    let sql = format!(
+        "WITH p AS (SELECT id, metadata::JSON AS metadata FROM stride_vectors.pending WHERE index_name = ?)
+         SELECT id FROM p WHERE {}",
+        filter.sql
+    );
+    let mut values: Vec<&dyn ToSql> = vec![&index];
+    values.extend(filter.params.iter().map(|p| p as &dyn ToSql));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+fn metadata_map(text: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
 /// Rows written with raw vectors no longer match any text: forget their hashes.
 pub fn forget(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<()> {
     let mut stmt = conn.prepare("DELETE FROM stride_vectors.documents WHERE index_name = ? AND id = ?")?;
@@ -172,6 +247,25 @@ pub fn forget_index(conn: &Connection, index: &str) -> duckdb::Result<()> {
     Ok(())
 }
 
+/// The waiting version and text of each of `keys` (index, id) that has one.
+pub fn pending_texts(
+    conn: &Connection,
+    keys: &[(String, String)],
+) -> duckdb::Result<std::collections::HashMap<(String, String), (u64, String)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, text FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
+    let mut out = std::collections::HashMap::new();
+    for (index, id) in keys {
+        let mut rows = stmt.query_map(params![index, id], |r| {
+            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?))
+        })?;
+        if let Some(row) = rows.next().transpose()? {
+            out.insert((index.clone(), id.clone()), row);
+        }
+    }
+    Ok(out)
+}
+
 /// Every pending document, oldest version first.
 pub fn load_pending(conn: &Connection) -> duckdb::Result<Vec<PendingDocument>> {
     let mut stmt = conn.prepare(
@@ -183,10 +277,7 @@ pub fn load_pending(conn: &Connection) -> duckdb::Result<Vec<PendingDocument>> {
             id: r.get(1)?,
             seq: r.get::<_, i64>(2)?.max(0) as u64,
             text: r.get(3)?,
-            metadata: match serde_json::from_str::<Value>(&r.get::<_, String>(4)?) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            },
+            metadata: metadata_map(&r.get::<_, String>(4)?),
             hash: r.get(5)?,
         })
     })?;

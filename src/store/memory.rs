@@ -1,36 +1,65 @@
-//! The in-memory copy of every index, kept exactly in step with the file by the writer.
+//! The in-memory copy of every index, kept exactly in step with the file by the writer, and
+//! searched without ever making the writer wait.
 //!
 //! Because our writer is the only source of change, it can keep a copy of the vectors that
-//! is never stale: it takes [`Memory`]'s write lock just before `COMMIT`, commits, applies
-//! the same changes here, and releases the lock. A search holds the read lock for its whole
-//! length (filter query included), so it sees the file and the copy at the same commit,
-//! and never an uncommitted write.
+//! is never stale. Each index is published as an immutable snapshot ([`MemoryIndex`], an
+//! `Arc` per version): a search takes the current one and scans it with no lock held, so no
+//! search, however long, delays a commit. The writer changes its own [`Builder`] per index
+//! and publishes a new snapshot after each commit. A snapshot shares all its storage with
+//! the previous one except what changed: rows live in fixed-size chunks behind `Arc`s, an
+//! upsert appends to the last chunk (copied if a search still holds it) and retires the
+//! row it replaces in a small liveness bitmap; dead rows are compacted away once they are a
+//! quarter of the index. A commit's cost here is its change plus one chunk and one bitmap.
 //!
-//! Per index: ids and a contiguous row-major `f32` array (normalised once for cosine), an
-//! exact top-k scan with a dot-product kernel the compiler vectorises, a bounded heap, and
-//! the scan split over the cores for large indexes. Scores and tie-breaking are those of
-//! the DuckDB path in [`super::read`], which stays the reference implementation.
+//! Consistency: a search must see the file and the copy at the same commit (its filter and
+//! its metadata come from DuckDB). [`Memory::begin_read`] takes the current snapshot and
+//! opens a DuckDB read transaction on the search's connection under the read side of a
+//! *gate*; the writer holds the write side only across `COMMIT` and publishing. So both
+//! views are of the same commit, and the gate is held by a search for microseconds.
 //!
-//! This module holds no connection and runs no SQL; loading and filtering are done by the
-//! store, which hands the rows and the allowed positions in.
+//! Loading an index (at start) reads it in such a read transaction, off every lock; the
+//! writer keeps the changes committed meanwhile and replays them onto the loaded copy when
+//! it arrives ([`Keeper::loaded`]).
+//!
+//! Per index: an exact top-k scan with a dot-product kernel the compiler vectorises, a
+//! bounded heap, and the scan split over the cores for large indexes. Scores and
+//! tie-breaking are those of the DuckDB path in [`super::read`], the reference.
+//!
+//! This module runs no SQL beyond opening and closing read transactions; loading and
+//! filtering are done by the store, which hands rows and allowed ids in.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::types::Metric;
+use duckdb::Connection;
+
+use super::types::{Metric, StoreError};
 
 /// Rows below which one thread scans alone: splitting costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 16_384;
+/// Rows per chunk: the most a single-row upsert copies (1 MiB at 1024 dimensions).
+const CHUNK_ROWS: usize = 256;
 
-/// One index in memory.
+/// Rows of one chunk, row-major; unit length for cosine (a zero vector stays zero).
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    ids: Vec<String>,
+    data: Vec<f32>,
+}
+
+/// One index in memory, as of one commit. Cloning it is cheap (it shares its chunks).
 #[derive(Debug, Clone)]
 pub struct MemoryIndex {
     metric: Metric,
     dimension: usize,
-    ids: Vec<String>,
-    positions: HashMap<String, usize>,
-    /// Row-major vectors; unit length for cosine (a zero vector stays zero).
-    data: Vec<f32>,
+    chunks: Vec<Arc<Chunk>>,
+    /// Rows stored, live or dead.
+    rows: usize,
+    /// One bit per stored row: set while the row is the current version of its id.
+    live: Arc<Vec<u64>>,
+    live_rows: usize,
 }
 
 /// A scored row: position and score.
@@ -45,36 +74,43 @@ impl MemoryIndex {
         MemoryIndex {
             metric,
             dimension,
-            ids: Vec::new(),
-            positions: HashMap::new(),
-            data: Vec::new(),
+            chunks: Vec::new(),
+            rows: 0,
+            live: Arc::new(Vec::new()),
+            live_rows: 0,
         }
     }
 
+    /// Live rows.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.live_rows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.live_rows == 0
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
     }
 
     pub fn id(&self, position: usize) -> &str {
-        &self.ids[position]
+        &self.chunks[position / CHUNK_ROWS].ids[position % CHUNK_ROWS]
     }
 
-    pub fn position(&self, id: &str) -> Option<usize> {
-        self.positions.get(id).copied()
+    fn vector(&self, position: usize) -> &[f32] {
+        let offset = (position % CHUNK_ROWS) * self.dimension;
+        &self.chunks[position / CHUNK_ROWS].data[offset..offset + self.dimension]
     }
 
-    /// Bytes held: vectors, ids, and the id map (an estimate of its overhead).
+    fn is_live(&self, position: usize) -> bool {
+        self.live[position / 64] & (1 << (position % 64)) != 0
+    }
+
+    /// Bytes held: vectors and ids of every stored row, and the writer's id map (an
+    /// estimate of its overhead).
     pub fn bytes(&self) -> usize {
-        let ids: usize = self
-            .ids
-            .iter()
-            .map(|s| s.len() * 2 + 2 * std::mem::size_of::<String>())
-            .sum();
-        self.data.len() * 4 + ids + self.positions.capacity() * 16
+        self.rows * Self::row_bytes(self.dimension) + self.live.len() * 8
     }
 
     /// Bytes one more row of this width costs, for the memory budget.
@@ -82,34 +118,36 @@ impl MemoryIndex {
         dimension * 4 + 96
     }
 
-    /// Insert or replace `id`. The caller checked the width.
-    pub fn upsert(&mut self, id: &str, vector: &[f32]) {
-        let row = self.prepare(vector);
-        match self.positions.get(id) {
-            Some(&p) => self.data[p * self.dimension..(p + 1) * self.dimension].copy_from_slice(&row),
-            None => {
-                self.positions.insert(id.to_string(), self.ids.len());
-                self.ids.push(id.to_string());
-                self.data.extend_from_slice(&row);
-            }
+    /// Append a row (the caller checked the width); copies the last chunk if a published
+    /// snapshot still shares it.
+    fn push(&mut self, id: &str, vector: &[f32]) -> usize {
+        let position = self.rows;
+        if position % CHUNK_ROWS == 0 {
+            self.chunks.push(Arc::new(Chunk {
+                ids: Vec::with_capacity(CHUNK_ROWS),
+                data: Vec::with_capacity(CHUNK_ROWS * self.dimension),
+            }));
         }
+        let row = self.prepare(vector);
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        let chunk = Arc::make_mut(last);
+        chunk.ids.push(id.to_string());
+        chunk.data.extend_from_slice(&row);
+        self.rows += 1;
+        let live = Arc::make_mut(&mut self.live);
+        if live.len() * 64 < self.rows {
+            live.push(0);
+        }
+        live[position / 64] |= 1 << (position % 64);
+        self.live_rows += 1;
+        position
     }
 
-    /// Remove `id` by moving the last row into its place (order does not matter: ties are
-    /// broken by id, never by position).
-    pub fn remove(&mut self, id: &str) {
-        let Some(p) = self.positions.remove(id) else {
-            return;
-        };
-        let last = self.ids.len() - 1;
-        let d = self.dimension;
-        if p != last {
-            self.data.copy_within(last * d..(last + 1) * d, p * d);
-            self.ids.swap(p, last);
-            self.positions.insert(self.ids[p].clone(), p);
+    fn kill(&mut self, position: usize) {
+        if self.is_live(position) {
+            Arc::make_mut(&mut self.live)[position / 64] &= !(1 << (position % 64));
+            self.live_rows -= 1;
         }
-        self.ids.pop();
-        self.data.truncate(last * d);
     }
 
     fn prepare(&self, vector: &[f32]) -> Vec<f32> {
@@ -119,14 +157,14 @@ impl MemoryIndex {
         }
     }
 
-    /// Exact top-k of `query` over all rows, or over `allowed` positions only. Equal scores
-    /// go to the smaller id; rows whose score is NaN (a stored zero vector under cosine) are
-    /// never hits.
+    /// Exact top-k of `query` over the live rows, or over those whose id is `allowed`.
+    /// Equal scores go to the smaller id; rows whose score is NaN (a stored zero vector
+    /// under cosine) are never hits.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
-        allowed: Option<&[usize]>,
+        allowed: Option<&HashSet<String>>,
         min_score: Option<f64>,
     ) -> Vec<Scored> {
         let query = self.prepare(query);
@@ -135,18 +173,19 @@ impl MemoryIndex {
             query: &query,
             k,
             min_score,
+            allowed,
         };
-        let mut hits = match allowed {
-            Some(rows) => scan.rows(rows.iter().copied()),
-            None if self.len() < PARALLEL_MIN_ROWS => scan.rows(0..self.len()),
-            None => scan.parallel(),
+        let mut hits = if self.rows < PARALLEL_MIN_ROWS {
+            scan.rows(0..self.rows)
+        } else {
+            scan.parallel()
         };
         hits.sort_by(|a, b| self.better(a, b));
         hits
     }
 
     fn score(&self, query: &[f32], position: usize) -> f32 {
-        let row = &self.data[position * self.dimension..(position + 1) * self.dimension];
+        let row = self.vector(position);
         match self.metric {
             Metric::Cosine => {
                 // A zero row has no direction: DuckDB scores it NaN and so do we.
@@ -166,7 +205,89 @@ impl MemoryIndex {
     fn better(&self, a: &Scored, b: &Scored) -> Ordering {
         b.score
             .total_cmp(&a.score)
-            .then_with(|| self.ids[a.position].cmp(&self.ids[b.position]))
+            .then_with(|| self.id(a.position).cmp(self.id(b.position)))
+    }
+}
+
+/// The writer's side of one index: the newest [`MemoryIndex`] and where each id lives.
+/// Only the writer thread has one; searches see the snapshots it publishes.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    index: MemoryIndex,
+    positions: HashMap<String, usize>,
+}
+
+impl Builder {
+    pub fn new(dimension: usize, metric: Metric) -> Self {
+        Builder {
+            index: MemoryIndex::new(dimension, metric),
+            positions: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.index.bytes() + self.positions.capacity() * 16
+    }
+
+    /// Insert or replace `id`: the new version is appended, the old one retired.
+    pub fn upsert(&mut self, id: &str, vector: &[f32]) {
+        if let Some(old) = self.positions.get(id).copied() {
+            self.index.kill(old);
+        }
+        let position = self.index.push(id, vector);
+        self.positions.insert(id.to_string(), position);
+        self.compact_if_worth_it();
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        if let Some(position) = self.positions.remove(id) {
+            self.index.kill(position);
+            self.compact_if_worth_it();
+        }
+    }
+
+    /// The current version, to publish.
+    pub fn snapshot(&self) -> Arc<MemoryIndex> {
+        Arc::new(self.index.clone())
+    }
+
+    /// Rewrite the rows without the dead ones once they are a quarter of what is stored
+    /// (and more than a few chunks), so memory and scan time follow the live rows.
+    fn compact_if_worth_it(&mut self) {
+        let dead = self.index.rows - self.index.live_rows;
+        if dead < 4 * CHUNK_ROWS || dead * 4 < self.index.rows {
+            return;
+        }
+        let empty = MemoryIndex::new(self.index.dimension, self.index.metric);
+        let old = std::mem::replace(&mut self.index, empty);
+        self.positions.clear();
+        for position in (0..old.rows).filter(|p| old.is_live(*p)) {
+            // Rows are stored prepared; pushing a prepared row again is exact (a unit
+            // vector normalises to itself up to rounding, so copy it as is instead).
+            let new_position = self.index.rows;
+            if new_position % CHUNK_ROWS == 0 {
+                self.index.chunks.push(Arc::new(Chunk::default()));
+            }
+            let chunk = Arc::make_mut(self.index.chunks.last_mut().expect("just pushed"));
+            chunk.ids.push(old.id(position).to_string());
+            chunk.data.extend_from_slice(old.vector(position));
+            self.index.rows += 1;
+            let live = Arc::make_mut(&mut self.index.live);
+            if live.len() * 64 < self.index.rows {
+                live.push(0);
+            }
+            live[new_position / 64] |= 1 << (new_position % 64);
+            self.index.live_rows += 1;
+            self.positions.insert(old.id(position).to_string(), new_position);
+        }
     }
 }
 
@@ -176,12 +297,19 @@ struct Scan<'a> {
     query: &'a [f32],
     k: usize,
     min_score: Option<f64>,
+    allowed: Option<&'a HashSet<String>>,
 }
 
 impl Scan<'_> {
-    fn rows(&self, rows: impl Iterator<Item = usize>) -> Vec<Scored> {
+    fn rows(&self, rows: std::ops::Range<usize>) -> Vec<Scored> {
         let mut heap = TopK::new(self.index, self.k);
         for position in rows {
+            if !self.index.is_live(position) {
+                continue;
+            }
+            if self.allowed.is_some_and(|a| !a.contains(self.index.id(position))) {
+                continue;
+            }
             let score = self.index.score(self.query, position);
             if score.is_nan() || self.min_score.is_some_and(|m| (score as f64) < m) {
                 continue;
@@ -192,14 +320,15 @@ impl Scan<'_> {
     }
 
     fn parallel(&self) -> Vec<Scored> {
+        let rows = self.index.rows;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-        let chunk = self.index.len().div_ceil(threads);
+        let chunk = rows.div_ceil(threads);
         let mut merged = TopK::new(self.index, self.k);
         std::thread::scope(|scope| {
             let parts: Vec<_> = (0..threads)
                 .map(|t| {
-                    let start = (t * chunk).min(self.index.len());
-                    let end = ((t + 1) * chunk).min(self.index.len());
+                    let start = (t * chunk).min(rows);
+                    let end = ((t + 1) * chunk).min(rows);
                     scope.spawn(move || self.rows(start..end))
                 })
                 .collect();
@@ -321,8 +450,8 @@ fn normalised(v: &[f32]) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn index(metric: Metric, rows: &[(&str, [f32; 2])]) -> MemoryIndex {
-        let mut idx = MemoryIndex::new(2, metric);
+    fn index(metric: Metric, rows: &[(&str, [f32; 2])]) -> Builder {
+        let mut idx = Builder::new(2, metric);
         for (id, v) in rows {
             idx.upsert(id, v);
         }
@@ -351,40 +480,113 @@ mod tests {
                 ("c", [0.0, 1.0]),
                 ("z", [0.0, 0.0]),
             ],
-        );
+        )
+        .snapshot();
         let hits = idx.search(&[1.0, 0.0], 3, None, None);
         assert_eq!(ids(&idx, &hits), ["a", "b", "c"]);
-        let hits = idx.search(&[1.0, 0.0], 2, Some(&[1, 2]), None);
+        let allowed: HashSet<String> = ["a", "c"].map(String::from).into();
+        let hits = idx.search(&[1.0, 0.0], 2, Some(&allowed), None);
         assert_eq!(ids(&idx, &hits), ["a", "c"]);
         assert_eq!(idx.search(&[1.0, 0.0], 10, None, Some(0.5)).len(), 2);
     }
 
     #[test]
-    fn remove_keeps_positions_consistent() {
+    fn a_published_snapshot_never_changes_under_later_writes() {
         let mut idx = index(
             Metric::Dotproduct,
             &[("a", [1.0, 0.0]), ("b", [2.0, 0.0]), ("c", [3.0, 0.0])],
         );
+        let before = idx.snapshot();
         idx.remove("a");
         idx.upsert("b", &[5.0, 0.0]);
-        assert_eq!(idx.len(), 2);
-        let hits = idx.search(&[1.0, 0.0], 5, None, None);
-        assert_eq!(ids(&idx, &hits), ["b", "c"]);
-        assert_eq!(hits[0].score, 5.0);
-        assert_eq!(idx.position("c").map(|p| idx.id(p).to_string()), Some("c".into()));
+        idx.upsert("d", &[4.0, 0.0]);
+        let after = idx.snapshot();
+        let old = before.search(&[1.0, 0.0], 5, None, None);
+        assert_eq!(ids(&before, &old), ["c", "b", "a"]);
+        assert_eq!(old[1].score, 2.0);
+        let new = after.search(&[1.0, 0.0], 5, None, None);
+        assert_eq!(ids(&after, &new), ["b", "d", "c"]);
+        assert_eq!(new[0].score, 5.0);
+        assert_eq!(after.len(), 3);
+    }
+
+    #[test]
+    fn rewriting_most_rows_compacts_and_keeps_every_live_row() {
+        let mut idx = Builder::new(2, Metric::Euclidean);
+        for round in 0..6 {
+            for i in 0..2000 {
+                idx.upsert(&format!("r{i}"), &[i as f32, round as f32]);
+            }
+        }
+        for i in (0..2000).step_by(2) {
+            idx.remove(&format!("r{i}"));
+        }
+        let snap = idx.snapshot();
+        assert_eq!(snap.len(), 1000);
+        assert!(
+            snap.rows < 2 * 2000,
+            "dead rows were compacted: {} stored",
+            snap.rows
+        );
+        let hits = snap.search(&[1.0, 5.0], 1, None, None);
+        assert_eq!(ids(&snap, &hits), ["r1"]);
+        assert_eq!(hits[0].score, 1.0);
+    }
+
+    #[test]
+    fn a_loaded_copy_gets_the_changes_committed_while_it_was_read() {
+        let memory = Memory::new(true, 1 << 30);
+        memory.mark_loading(["goals".to_string()]);
+        let mut keeper = Keeper::default();
+        let upsert = |id: &str, x: f32| Change::Upsert {
+            index: "goals".into(),
+            rows: vec![(id.to_string(), vec![x, 0.0])],
+        };
+        keeper.apply(&memory, vec![upsert("a", 1.0)]);
+        // The loader's read transaction starts here: it sees commit 1, not what follows.
+        let as_of = memory.commits.load(AtomicOrdering::SeqCst);
+        keeper.apply(
+            &memory,
+            vec![
+                upsert("b", 2.0),
+                Change::Delete {
+                    index: "goals".into(),
+                    ids: vec!["a".into()],
+                },
+            ],
+        );
+        assert!(matches!(memory.slots().get("goals"), Some(Slot::Loading)));
+        let mut read = Builder::new(2, Metric::Dotproduct);
+        read.upsert("a", &[1.0, 0.0]);
+        keeper.loaded(&memory, "goals", Some(read), as_of);
+        let Some(Slot::Ready(copy)) = memory.slots().get("goals").cloned() else {
+            panic!("the loaded copy is published");
+        };
+        let hits = copy.search(&[1.0, 0.0], 10, None, None);
+        assert_eq!(ids(&copy, &hits), ["b"]);
+        // A copy for an index dropped meanwhile is thrown away.
+        keeper.apply(
+            &memory,
+            vec![Change::Drop {
+                index: "goals".into(),
+            }],
+        );
+        keeper.loaded(&memory, "goals", Some(Builder::new(2, Metric::Dotproduct)), as_of);
+        assert!(memory.slots().get("goals").is_none());
     }
 
     #[test]
     fn parallel_scan_equals_serial() {
-        let mut idx = MemoryIndex::new(4, Metric::Euclidean);
+        let mut idx = Builder::new(4, Metric::Euclidean);
         for i in 0..(PARALLEL_MIN_ROWS + 500) {
             let x = (i % 97) as f32;
             idx.upsert(&format!("r{i}"), &[x, 1.0, (i % 13) as f32, 2.0]);
         }
-        let all: Vec<usize> = (0..idx.len()).collect();
-        let parallel = idx.search(&[3.0, 1.0, 5.0, 2.0], 25, None, None);
-        let serial = idx.search(&[3.0, 1.0, 5.0, 2.0], 25, Some(&all), None);
-        assert_eq!(ids(&idx, &parallel), ids(&idx, &serial));
+        let snap = idx.snapshot();
+        let all: HashSet<String> = (0..snap.len()).map(|i| format!("r{i}")).collect();
+        let parallel = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, None, None);
+        let serial = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, Some(&all), None);
+        assert_eq!(ids(&snap, &parallel), ids(&snap, &serial));
     }
 }
 
@@ -406,31 +608,6 @@ pub enum Engine {
     Memory,
     /// DuckDB's brute-force scan: the reference implementation.
     Duckdb,
-}
-
-/// One index's place in memory.
-#[derive(Debug)]
-pub enum Slot {
-    /// Not loaded yet: searches use DuckDB.
-    Loading,
-    Ready(MemoryIndex),
-    /// Did not fit in the memory budget: searches use DuckDB.
-    OverBudget,
-}
-
-/// Every index's copy, behind one lock (see the module doc for why one).
-#[derive(Debug, Default)]
-pub struct MemoryState {
-    pub slots: HashMap<String, Slot>,
-}
-
-impl MemoryState {
-    pub fn used_bytes(&self) -> usize {
-        self.slots
-            .values()
-            .map(|s| if let Slot::Ready(i) = s { i.bytes() } else { 0 })
-            .sum()
-    }
 }
 
 /// How one index is served.
@@ -472,88 +649,108 @@ pub enum Change {
 }
 
 /// The in-memory engine: the copies, the budget, and whether it is on at all.
+/// How an index is served right now, as searches see it.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    Loading,
+    Ready(Arc<MemoryIndex>),
+    OverBudget,
+}
+
+/// The shared face of the in-memory copies: the published snapshots and the gate.
 #[derive(Debug)]
 pub struct Memory {
-    pub state: std::sync::RwLock<MemoryState>,
     pub limit_bytes: usize,
     pub enabled: bool,
+    /// Searches take the read side to start (snapshot + DuckDB transaction); the writer
+    /// takes the write side across `COMMIT` and publishing. Holds nothing.
+    gate: RwLock<()>,
+    /// Published snapshots. `std` mutex: held to clone or replace one `Arc`.
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Commits published so far: how a loaded copy knows which changes it lacks.
+    commits: AtomicU64,
+}
+
+/// Ends a read transaction opened by [`Memory::begin_read`] when dropped.
+pub struct ReadTransaction<'a> {
+    conn: &'a Connection,
+}
+
+impl Drop for ReadTransaction<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::debug!(error = %e, "ending a read transaction");
+        }
+    }
+}
+
+/// Open a DuckDB read transaction and make it take its snapshot now (DuckDB starts a
+/// transaction's view of a database when a query first touches it).
+fn begin(conn: &Connection) -> Result<ReadTransaction<'_>, StoreError> {
+    conn.execute_batch("BEGIN TRANSACTION; SELECT count(*) FROM stride_vectors.meta;")
+        .map_err(|e| {
+            // A connection left inside a transaction by a failed read: end it and retry.
+            let _ = conn.execute_batch("ROLLBACK");
+            e
+        })
+        .or_else(|_| conn.execute_batch("BEGIN TRANSACTION; SELECT count(*) FROM stride_vectors.meta;"))
+        .map_err(|e| StoreError::internal("starting a read transaction", e))?;
+    Ok(ReadTransaction { conn })
 }
 
 impl Memory {
     pub fn new(enabled: bool, limit_bytes: usize) -> Memory {
         Memory {
-            state: Default::default(),
             limit_bytes,
             enabled,
+            gate: RwLock::new(()),
+            slots: Mutex::new(HashMap::new()),
+            commits: AtomicU64::new(0),
         }
     }
 
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryState> {
-        // Every update replaces whole rows or whole slots; a panicking holder cannot leave a
-        // row half written, so the state stays usable.
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // Every update replaces one whole entry: a panicking holder leaves a usable map.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryState> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Apply committed changes. Called by the writer with the write lock it took before
-    /// `COMMIT`, so no search sees the file and the copy disagree.
-    pub fn apply(&self, state: &mut MemoryState, changes: Vec<Change>) {
-        if !self.enabled {
-            return;
-        }
-        for change in changes {
-            match change {
-                Change::Create {
-                    index,
-                    dimension,
-                    metric,
-                } => {
-                    state
-                        .slots
-                        .insert(index, Slot::Ready(MemoryIndex::new(dimension, metric)));
-                }
-                Change::Drop { index } => {
-                    state.slots.remove(&index);
-                }
-                Change::Delete { index, ids } => {
-                    if let Some(Slot::Ready(idx)) = state.slots.get_mut(&index) {
-                        ids.iter().for_each(|id| idx.remove(id));
-                    }
-                }
-                Change::Upsert { index, rows } => self.upsert(state, &index, rows),
-            }
+    /// Mark indexes as loading (before the loader starts on them).
+    pub fn mark_loading(&self, names: impl IntoIterator<Item = String>) {
+        let mut slots = self.slots();
+        for name in names {
+            slots.insert(name, Slot::Loading);
         }
     }
 
-    fn upsert(&self, state: &mut MemoryState, index: &str, rows: Vec<(String, Vec<f32>)>) {
-        let used = state.used_bytes();
-        let Some(slot) = state.slots.get_mut(index) else {
-            return;
+    /// The current snapshot of `index` and a DuckDB read transaction on `conn` at the same
+    /// commit; `None` (and no transaction) when the index is not served from memory.
+    pub fn begin_read<'a>(
+        &self,
+        conn: &'a Connection,
+        index: &str,
+    ) -> Result<Option<(Arc<MemoryIndex>, ReadTransaction<'a>)>, StoreError> {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let Some(Slot::Ready(copy)) = self.slots().get(index).cloned() else {
+            return Ok(None);
         };
-        let Slot::Ready(idx) = slot else { return };
-        let added = rows.len() * MemoryIndex::row_bytes(idx.dimension);
-        if used + added > self.limit_bytes {
-            tracing::warn!(
-                index,
-                limit_mb = self.limit_bytes >> 20,
-                "index outgrew the memory budget; searching it with DuckDB"
-            );
-            *slot = Slot::OverBudget;
-            return;
-        }
-        for (id, vector) in rows {
-            idx.upsert(&id, &vector);
-        }
+        Ok(Some((copy, begin(conn)?)))
+    }
+
+    /// A read transaction for loading, and the number of commits it includes.
+    pub fn begin_load<'a>(&self, conn: &'a Connection) -> Result<(ReadTransaction<'a>, u64), StoreError> {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let txn = begin(conn)?;
+        Ok((txn, self.commits.load(AtomicOrdering::SeqCst)))
+    }
+
+    /// Held by the writer across `COMMIT` and publishing.
+    pub fn gate(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Engine, bytes and state of the copy per index, for `stats` and `describe_index`.
     pub fn report(&self) -> HashMap<String, MemoryReport> {
-        let state = self.read();
-        state
-            .slots
+        self.slots()
             .iter()
             .map(|(name, slot)| {
                 let report = match slot {
@@ -579,8 +776,123 @@ impl Memory {
     }
 }
 
-impl MemoryIndex {
-    pub fn dimension(&self) -> usize {
-        self.dimension
+/// The writer's side of every copy: one [`Builder`] per index served from memory, and the
+/// changes committed while an index loads. Lives on the writer thread only.
+#[derive(Debug, Default)]
+pub struct Keeper {
+    builders: HashMap<String, Builder>,
+    /// Per loading index, the changes committed since loading began, by commit number.
+    backlog: HashMap<String, Vec<(u64, Change)>>,
+}
+
+impl Keeper {
+    /// Apply one commit's changes and publish the indexes they touched. The caller holds
+    /// the gate (taken before `COMMIT`).
+    pub fn apply(&mut self, memory: &Memory, changes: Vec<Change>) {
+        if !memory.enabled {
+            return;
+        }
+        let commit = memory.commits.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        let mut touched = HashSet::new();
+        for change in changes {
+            let index = change.index().to_string();
+            match change {
+                Change::Create {
+                    dimension, metric, ..
+                } => {
+                    self.backlog.remove(&index);
+                    self.builders
+                        .insert(index.clone(), Builder::new(dimension, metric));
+                    touched.insert(index);
+                }
+                Change::Drop { .. } => {
+                    self.backlog.remove(&index);
+                    self.builders.remove(&index);
+                    touched.remove(&index);
+                    memory.slots().remove(&index);
+                }
+                change => {
+                    if let Some(builder) = self.builders.get_mut(&index) {
+                        change.apply_to(builder);
+                        touched.insert(index);
+                    } else if matches!(memory.slots().get(&index), Some(Slot::Loading)) {
+                        self.backlog.entry(index).or_default().push((commit, change));
+                    }
+                }
+            }
+        }
+        for index in touched {
+            self.publish(memory, &index);
+        }
+    }
+
+    /// A copy the loader read as of `as_of` commits (`None`: it could not be read). Kept
+    /// if the index is still loading, after replaying what was committed since.
+    pub fn loaded(&mut self, memory: &Memory, index: &str, builder: Option<Builder>, as_of: u64) {
+        if !matches!(memory.slots().get(index), Some(Slot::Loading)) {
+            return; // Dropped or recreated meanwhile: the writer's own copy rules.
+        }
+        let backlog = self.backlog.remove(index).unwrap_or_default();
+        let Some(mut builder) = builder else {
+            memory.slots().insert(index.to_string(), Slot::OverBudget);
+            return;
+        };
+        for (commit, change) in backlog {
+            if commit > as_of {
+                change.apply_to(&mut builder);
+            }
+        }
+        tracing::info!(
+            index,
+            rows = builder.len(),
+            mb = builder.bytes() >> 20,
+            "index loaded into memory"
+        );
+        self.builders.insert(index.to_string(), builder);
+        self.publish(memory, index);
+    }
+
+    fn publish(&mut self, memory: &Memory, index: &str) {
+        let Some(builder) = self.builders.get(index) else {
+            return;
+        };
+        let others: usize = self
+            .builders
+            .iter()
+            .filter(|(name, _)| name.as_str() != index)
+            .map(|(_, b)| b.bytes())
+            .sum();
+        if others + builder.bytes() > memory.limit_bytes {
+            tracing::warn!(
+                index,
+                limit_mb = memory.limit_bytes >> 20,
+                "index does not fit the memory budget; searching it with DuckDB"
+            );
+            self.builders.remove(index);
+            memory.slots().insert(index.to_string(), Slot::OverBudget);
+            return;
+        }
+        memory
+            .slots()
+            .insert(index.to_string(), Slot::Ready(builder.snapshot()));
+    }
+}
+
+impl Change {
+    fn index(&self) -> &str {
+        match self {
+            Change::Create { index, .. }
+            | Change::Drop { index }
+            | Change::Upsert { index, .. }
+            | Change::Delete { index, .. } => index,
+        }
+    }
+
+    fn apply_to(&self, builder: &mut Builder) {
+        match self {
+            Change::Upsert { rows, .. } => rows.iter().for_each(|(id, v)| builder.upsert(id, v)),
+            Change::Delete { ids, .. } => ids.iter().for_each(|id| builder.remove(id)),
+            Change::Create { .. } | Change::Drop { .. } => {}
+        }
     }
 }

@@ -24,7 +24,7 @@ use anyhow::Context;
 use duckdb::{Config, Connection};
 
 pub use memory::Engine;
-use memory::{Memory, Slot};
+use memory::Memory;
 pub use types::*;
 
 /// How to open a store.
@@ -39,6 +39,9 @@ pub struct StoreOptions {
     /// Budget of the in-memory copies, in bytes.
     pub memory_limit: usize,
 }
+
+/// Most reader connections (and reads running at once); more readers wait their turn.
+pub const MAX_READERS: usize = 16;
 
 /// Index name to shape, as committed. Written by the writer thread only.
 pub type Catalog = BTreeMap<String, IndexInfo>;
@@ -56,11 +59,15 @@ struct Shared {
     catalog: Arc<RwLock<Catalog>>,
     /// Idle reader connections. `std` mutex: only held to push or pop one.
     readers: Mutex<Vec<Connection>>,
+    /// Reads running at once, so at most [`MAX_READERS`] connections ever exist. `tokio`
+    /// semaphore: a read waits for a permit without holding a thread.
+    reading: Arc<tokio::sync::Semaphore>,
     /// Source of new reader connections (`try_clone` needs a connection; the writer's lives
     /// on its thread). Never used to run a query.
     template: Mutex<Connection>,
     /// In-memory copies of the indexes, kept in step by the writer.
     memory: Arc<Memory>,
+    superseded: writer::SupersededListener,
 }
 
 impl Store {
@@ -77,18 +84,22 @@ impl Store {
             options.memory_limit,
         ));
         if memory.enabled {
-            let mut state = memory.write();
-            for name in catalog.keys() {
-                state.slots.insert(name.clone(), Slot::Loading);
-            }
+            memory.mark_loading(catalog.keys().cloned());
         }
         let catalog = Arc::new(RwLock::new(catalog));
-        let writer = writer::spawn(conn, catalog.clone(), memory.clone(), options.max_batch)?;
+        let superseded = writer::SupersededListener::default();
+        let writer = writer::spawn(
+            conn,
+            catalog.clone(),
+            memory.clone(),
+            options.max_batch,
+            superseded.clone(),
+        )?;
         if memory.enabled {
-            let (memory, catalog) = (memory.clone(), catalog.clone());
+            let (memory, catalog, writer) = (memory.clone(), catalog.clone(), writer.clone());
             std::thread::Builder::new()
                 .name("stride-loader".into())
-                .spawn(move || load_all(&loader, &catalog, &memory))?;
+                .spawn(move || load_all(&loader, &catalog, &memory, &writer))?;
         }
         Ok(Store {
             shared: Arc::new(Shared {
@@ -96,10 +107,21 @@ impl Store {
                 writer,
                 catalog,
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 template: Mutex::new(template),
                 memory,
+                superseded,
             }),
         })
+    }
+
+    /// Have `listener` told, after each commit and before its requests are answered, which
+    /// document versions it superseded (the embedding pipeline drops them). One listener;
+    /// a second call is ignored.
+    pub fn on_superseded(&self, listener: impl Fn(&[writer::Superseded]) + Send + Sync + 'static) {
+        if self.shared.superseded.set(Box::new(listener)).is_err() {
+            tracing::warn!("a superseded-versions listener is already set; ignoring another");
+        }
     }
 
     /// Exact top-k, from the in-memory copy when it is on and loaded, else from DuckDB
@@ -114,9 +136,8 @@ impl Store {
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         self.read(move |conn| {
             if want_memory {
-                let state = memory.read();
-                if let Some(Slot::Ready(copy)) = state.slots.get(&index.name) {
-                    return Ok((read::search_memory(conn, &index, copy, &req)?, Engine::Memory));
+                if let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? {
+                    return Ok((read::search_memory(conn, &index, &copy, &req)?, Engine::Memory));
                 }
             }
             Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
@@ -178,7 +199,15 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let shared = self.shared.clone();
+        // Held by the blocking task itself: a caller that gives up does not free it early.
+        let permit = shared
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = shared.take_reader()?;
             let result = f(&conn);
             shared.return_reader(conn);
@@ -204,9 +233,9 @@ impl Shared {
     }
 }
 
-/// Load every index into memory, one at a time, each under the memory write lock so that no
-/// commit lands between reading the file and publishing the copy (writes wait meanwhile).
-fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory) {
+/// Load every index into memory, one at a time, off every lock: each is read in a DuckDB
+/// read transaction, and the writer replays onto it what was committed meanwhile.
+fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory, writer: &writer::WriterHandle) {
     let names: Vec<String> = catalog
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -215,34 +244,39 @@ fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory) {
         .collect();
     for name in names {
         let started = std::time::Instant::now();
-        let mut state = memory.write();
-        if !matches!(state.slots.get(&name), Some(Slot::Loading)) {
-            continue; // Dropped or recreated since the start: the writer keeps it.
-        }
         let Some(info) = catalog
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&name)
             .cloned()
         else {
-            state.slots.remove(&name);
-            continue;
+            continue; // Dropped since the start: the writer keeps its slot.
         };
-        let slot = match read::load_index(conn, &info) {
-            Ok(copy) if state.used_bytes() + copy.bytes() <= memory.limit_bytes => {
-                tracing::info!(index = %name, rows = copy.len(), mb = copy.bytes() >> 20, ms = started.elapsed().as_millis() as u64, "index loaded into memory");
-                Slot::Ready(copy)
-            }
-            Ok(copy) => {
-                tracing::warn!(index = %name, mb = copy.bytes() >> 20, limit_mb = memory.limit_bytes >> 20, "index does not fit the memory budget; searching it with DuckDB");
-                Slot::OverBudget
-            }
+        let (builder, as_of) = match memory.begin_load(conn) {
+            Ok((_read_transaction, as_of)) => (load_one(conn, &info, memory), as_of),
             Err(e) => {
                 tracing::error!(index = %name, error = %e, "cannot load index into memory; searching it with DuckDB");
-                Slot::OverBudget
+                (None, 0)
             }
         };
-        state.slots.insert(name, slot);
+        tracing::debug!(index = %name, ms = started.elapsed().as_millis() as u64, "index read for memory");
+        writer.loaded(name, builder, as_of);
+    }
+}
+
+/// Read one index, unless it cannot fit the budget anyway.
+fn load_one(conn: &Connection, info: &IndexInfo, memory: &Memory) -> Option<memory::Builder> {
+    let rows = read::count(conn, info).ok()? as usize;
+    if rows.saturating_mul(memory::MemoryIndex::row_bytes(info.dimension)) > memory.limit_bytes {
+        tracing::warn!(index = %info.name, rows, limit_mb = memory.limit_bytes >> 20, "index does not fit the memory budget; searching it with DuckDB");
+        return None;
+    }
+    match read::load_index(conn, info) {
+        Ok(builder) => Some(builder),
+        Err(e) => {
+            tracing::error!(index = %info.name, error = %e, "cannot load index into memory; searching it with DuckDB");
+            None
+        }
     }
 }
 

@@ -179,7 +179,7 @@ pub fn fetch(conn: &Connection, index: &IndexInfo, ids: &[String]) -> Result<Vec
 }
 
 /// Read a whole index into memory through Arrow (one contiguous copy per batch, no text).
-pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory::MemoryIndex, StoreError> {
+pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory::Builder, StoreError> {
     use duckdb::arrow::array::{Array, FixedSizeListArray, Float32Array, StringArray};
     use duckdb::arrow::compute::cast;
     use duckdb::arrow::datatypes::DataType;
@@ -187,7 +187,7 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::internal(&format!("loading index \"{}\" into memory", index.name), e)
     };
-    let mut idx = super::memory::MemoryIndex::new(index.dimension, index.metric);
+    let mut idx = super::memory::Builder::new(index.dimension, index.metric);
     let mut stmt = conn
         .prepare(&format!("SELECT id, vector FROM {}", quoted(&index.name)))
         .map_err(|e| fail(&e))?;
@@ -221,13 +221,12 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
     Ok(idx)
 }
 
-/// Positions in `memory` of the rows of `index` that match `filter`.
-pub fn filter_positions(
+/// Ids of the rows of `index` that match `filter`.
+pub fn filter_ids(
     conn: &Connection,
     index: &IndexInfo,
     filter: &CompiledFilter,
-    memory: &super::memory::MemoryIndex,
-) -> Result<Vec<usize>, StoreError> {
+) -> Result<std::collections::HashSet<String>, StoreError> {
     let sql = format!("SELECT id FROM {} WHERE {}", quoted(&index.name), filter.sql);
     let mut stmt = conn
         .prepare(&sql)
@@ -235,15 +234,8 @@ pub fn filter_positions(
     let rows = stmt
         .query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))
         .map_err(|e| StoreError::internal("filtering", e))?;
-    let mut positions = Vec::new();
-    for id in rows {
-        let id = id.map_err(|e| StoreError::internal("filtering", e))?;
-        if let Some(p) = memory.position(&id) {
-            positions.push(p);
-        }
-    }
-    positions.sort_unstable();
-    Ok(positions)
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| StoreError::internal("filtering", e))
 }
 
 /// A row's metadata and, when asked, its stored vector.
@@ -292,8 +284,8 @@ pub fn details(
     Ok(out)
 }
 
-/// Exact top-k from the in-memory copy. The caller holds the memory read lock, so the
-/// filter query, the scan and the details all see the same commit.
+/// Exact top-k from the in-memory copy. The caller took `memory` and a read transaction on
+/// `conn` at the same commit, so the filter query, the scan and the details agree.
 pub fn search_memory(
     conn: &Connection,
     index: &IndexInfo,
@@ -301,10 +293,10 @@ pub fn search_memory(
     req: &SearchRequest,
 ) -> Result<Vec<Hit>, StoreError> {
     let allowed = match &req.filter {
-        Some(f) => Some(filter_positions(conn, index, f, memory)?),
+        Some(f) => Some(filter_ids(conn, index, f)?),
         None => None,
     };
-    let scored = memory.search(&req.vector, req.top_k, allowed.as_deref(), req.min_score);
+    let scored = memory.search(&req.vector, req.top_k, allowed.as_ref(), req.min_score);
     let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
     let mut details = details(conn, index, &ids, req.include_vector)?;
     let mut hits = Vec::with_capacity(scored.len());

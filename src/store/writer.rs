@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::documents::{self, Accepted, EmbeddedDocument, NewDocument};
 use super::filter::CompiledFilter;
-use super::memory::{Change, Memory};
+use super::memory::{Builder, Change, Keeper, Memory};
 use super::schema;
 use super::types::*;
 use super::Catalog;
@@ -115,15 +115,38 @@ pub enum WriteOutcome {
         count: usize,
     },
     Accepted(Vec<Accepted>),
+    /// Ids stored, and ids whose version was no longer the latest accepted one (a later
+    /// write superseded it while it was embedded): those were not written.
     Embedded {
-        count: usize,
+        stored: Vec<String>,
+        stale: Vec<String>,
     },
 }
+
+/// Versions of documents that a committed write superseded: every version of `ids` (or of
+/// the whole index when `ids` is `None`) accepted before `before_seq`. The pipeline drops
+/// them from its schedule; the database already has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Superseded {
+    pub index: String,
+    pub ids: Option<Vec<String>>,
+    pub before_seq: u64,
+}
+
+/// Told, right after each commit and before any request of it is answered, what it
+/// superseded.
+pub type SupersededListener = Arc<std::sync::OnceLock<Box<dyn Fn(&[Superseded]) + Send + Sync>>>;
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
 
 enum Request {
     Write(WriteOp, Reply),
+    /// The loader's copy of an index, read as of `as_of` commits (`None`: unreadable).
+    Loaded {
+        index: String,
+        builder: Option<Builder>,
+        as_of: u64,
+    },
     /// Finish what was sent before, close the connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -145,6 +168,16 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Hand the writer a copy of `index` loaded off its thread (blocking: the loader is a
+    /// plain thread).
+    pub fn loaded(&self, index: String, builder: Option<Builder>, as_of: u64) {
+        let _ = self.tx.blocking_send(Request::Loaded {
+            index,
+            builder,
+            as_of,
+        });
+    }
+
     /// Let queued writes commit, then close the database. Later writes get `Closed`.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
@@ -160,6 +193,7 @@ pub fn spawn(
     catalog: Arc<RwLock<Catalog>>,
     memory: Arc<Memory>,
     max_batch: usize,
+    listener: SupersededListener,
 ) -> anyhow::Result<WriterHandle> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let next_seq = documents::next_seq(&conn)?;
@@ -167,7 +201,10 @@ pub fn spawn(
         conn,
         catalog,
         memory,
+        keeper: Keeper::default(),
         changes: Vec::new(),
+        superseded: Vec::new(),
+        listener,
         max_batch: max_batch.max(1),
         staging: HashSet::new(),
         next_seq,
@@ -181,10 +218,15 @@ pub fn spawn(
 struct Writer {
     conn: Connection,
     catalog: Arc<RwLock<Catalog>>,
-    /// The in-memory copy, changed under its write lock together with each COMMIT.
+    /// The in-memory copies: published after each COMMIT, under the gate.
     memory: Arc<Memory>,
+    /// Our side of the in-memory copies (see `memory`).
+    keeper: Keeper,
     /// What the open transaction changed, for the in-memory copy once it commits.
     changes: Vec<Change>,
+    /// Document versions the open transaction superseded, for the pipeline once it commits.
+    superseded: Vec<Superseded>,
+    listener: SupersededListener,
     max_batch: usize,
     /// Dimensions whose temporary staging table exists on this connection.
     staging: HashSet<usize>,
@@ -213,15 +255,23 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
             let mut shutdown = None;
-            match first {
-                Request::Write(op, reply) => batch.push((op, reply)),
-                Request::Shutdown(done) => shutdown = Some(done),
-            }
-            while shutdown.is_none() && batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(Request::Write(op, reply)) => batch.push((op, reply)),
-                    Ok(Request::Shutdown(done)) => shutdown = Some(done),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Write(op, reply) => batch.push((op, reply)),
+                    Request::Shutdown(done) => shutdown = Some(done),
+                    Request::Loaded {
+                        index,
+                        builder,
+                        as_of,
+                    } => {
+                        // Between transactions: no change of this batch is published yet.
+                        let _gate = self.memory.gate();
+                        self.keeper.loaded(&self.memory, &index, builder, as_of);
+                    }
+                }
+                if shutdown.is_none() && batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
@@ -230,8 +280,10 @@ impl Writer {
             if let Some(done) = shutdown {
                 rx.close();
                 // Answer what raced in after the shutdown request instead of dropping it.
-                while let Ok(Request::Write(_, reply)) = rx.try_recv() {
-                    let _ = reply.send(Err(StoreError::Closed));
+                while let Ok(request) = rx.try_recv() {
+                    if let Request::Write(_, reply) = request {
+                        let _ = reply.send(Err(StoreError::Closed));
+                    }
                 }
                 self.close();
                 let _ = done.send(());
@@ -302,18 +354,23 @@ impl Writer {
                 }
             }
         }
-        // Searches hold the read lock for their whole length: taking the write lock before
-        // COMMIT means no search sees the file and the in-memory copy disagree.
+        // No search may start between COMMIT and publishing the copies it changed: it would
+        // see the file and the in-memory copy at different commits. Searches hold the gate
+        // only while they start, so this never waits on a search's length.
         let memory = self.memory.clone();
-        let mut copy = memory.write();
+        let gate = memory.gate();
         if let Err(e) = self.conn.execute_batch("COMMIT") {
-            drop(copy);
+            drop(gate);
             self.rollback();
             return Err(format!("commit failed: {e}"));
         }
-        memory.apply(&mut copy, std::mem::take(&mut self.changes));
-        drop(copy);
+        self.keeper.apply(&memory, std::mem::take(&mut self.changes));
+        drop(gate);
         self.publish(working);
+        let superseded = std::mem::take(&mut self.superseded);
+        if let (false, Some(listener)) = (superseded.is_empty(), self.listener.get()) {
+            listener(&superseded);
+        }
         Ok(results)
     }
 
@@ -324,6 +381,16 @@ impl Writer {
         // Temporary tables created in the rolled-back transaction are gone too.
         self.staging.clear();
         self.changes.clear();
+        self.superseded.clear();
+    }
+
+    /// Note that the versions of `ids` accepted so far are superseded (`None`: the index's).
+    fn supersede(&mut self, index: &str, ids: Option<Vec<String>>) {
+        self.superseded.push(Superseded {
+            index: index.to_string(),
+            ids,
+            before_seq: self.next_seq,
+        });
     }
 
     fn catalog_snapshot(&self) -> Catalog {
@@ -414,6 +481,7 @@ impl Writer {
         }
         // Pending documents of a dropped index would recreate it: they go too.
         documents::forget_index(&self.conn, name)?;
+        self.supersede(name, None);
         self.changes.push(Change::Drop {
             index: name.to_string(),
         });
@@ -447,6 +515,10 @@ impl Writer {
         let rows = dedup_last_wins(rows.to_vec());
         self.write_rows(index, dimension, &rows)?;
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
+        // These vectors are the latest word on their ids: a text still waiting to be
+        // embedded for one of them must never land on top.
+        documents::drop_pending(&self.conn, index, &ids)?;
+        self.supersede(index, Some(ids.clone()));
         Ok(WriteOutcome::Upserted { ids, created_index })
     }
 
@@ -512,7 +584,10 @@ impl Writer {
     ) -> OpResult {
         validate_index_name(index).map_err(OpError::Rejected)?;
         let Some(first) = docs.first() else {
-            return Ok(WriteOutcome::Embedded { count: 0 });
+            return Ok(WriteOutcome::Embedded {
+                stored: Vec::new(),
+                stale: Vec::new(),
+            });
         };
         let dimension = first.vector.len();
         if let Some(info) = working.get(index) {
@@ -526,13 +601,32 @@ impl Writer {
             )
             .map_err(OpError::Rejected)?;
         }
+        // Only a version that is still the latest accepted one is stored, with the metadata
+        // its pending row holds now (an `update` may have patched it since).
+        let mut fresh = Vec::with_capacity(docs.len());
+        let mut stale = Vec::new();
+        for doc in docs {
+            match documents::pending_version(&self.conn, index, &doc.id)? {
+                Some((seq, metadata)) if seq == doc.seq => fresh.push(EmbeddedDocument {
+                    metadata,
+                    ..doc.clone()
+                }),
+                _ => stale.push(doc.id.clone()),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(WriteOutcome::Embedded {
+                stored: Vec::new(),
+                stale,
+            });
+        }
         if !working.contains_key(index) {
             self.create_index(index, dimension, Metric::Cosine, working)?;
         }
         if working.get(index).is_some_and(|i| i.model.is_none()) {
             self.record_model(index, model, working)?;
         }
-        let rows: Vec<VectorRow> = docs
+        let rows: Vec<VectorRow> = fresh
             .iter()
             .map(|d| VectorRow {
                 id: d.id.clone(),
@@ -541,8 +635,9 @@ impl Writer {
             })
             .collect();
         self.write_rows(index, dimension, &dedup_last_wins(rows))?;
-        documents::record_embedded(&self.conn, index, model, docs)?;
-        Ok(WriteOutcome::Embedded { count: docs.len() })
+        documents::record_embedded(&self.conn, index, model, &fresh)?;
+        let stored = fresh.into_iter().map(|d| d.id).collect();
+        Ok(WriteOutcome::Embedded { stored, stale })
     }
 
     fn record_model(&mut self, index: &str, model: &str, working: &mut Catalog) -> Result<(), OpError> {
@@ -616,43 +711,69 @@ impl Writer {
                 "id: no vector with id {id:?} in index \"{index}\""
             ))));
         }
+        let ids = [id.to_string()];
         if let Some(v) = vector {
-            documents::forget(&self.conn, index, &[id.to_string()])?;
+            // A new vector supersedes any text still waiting to be embedded for this id.
+            documents::forget(&self.conn, index, &ids)?;
+            documents::drop_pending(&self.conn, index, &ids)?;
+            self.supersede(index, Some(ids.to_vec()));
             self.changes.push(Change::Upsert {
                 index: index.to_string(),
                 rows: vec![(id.to_string(), v.to_vec())],
             });
+        } else if let Some(m) = metadata {
+            // A version waiting to be embedded gets the same change, so that it does not
+            // bring the old metadata back when it lands.
+            documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;
         }
         Ok(WriteOutcome::Updated)
     }
 
+    /// Delete rows and the versions of them waiting to be embedded. By filter, an id goes
+    /// when its stored metadata or its waiting version's metadata matches.
     fn delete(&mut self, index: &str, target: &DeleteTarget, working: &Catalog) -> OpResult {
         existing(index, working).map_err(OpError::Rejected)?;
         let table = quoted(index);
-        let deleted: Vec<String> = match target {
+        let ids: Vec<String> = match target {
             DeleteTarget::Ids(ids) => {
-                let mut stmt = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
-                let mut deleted = Vec::new();
-                for id in ids.iter().collect::<HashSet<_>>() {
-                    if stmt.execute(params![id])? > 0 {
-                        deleted.push(id.clone());
-                    }
-                }
-                deleted
+                let mut seen = HashSet::new();
+                ids.iter()
+                    .filter(|id| seen.insert(id.as_str()))
+                    .cloned()
+                    .collect()
             }
             DeleteTarget::Filter(filter) => {
-                let mut stmt = self
-                    .conn
-                    .prepare(&format!("DELETE FROM {table} WHERE {} RETURNING id", filter.sql))?;
+                let mut ids = std::collections::BTreeSet::new();
+                let sql = format!("SELECT id FROM {table} WHERE {}", filter.sql);
+                let mut stmt = self.conn.prepare(&sql)?;
                 let rows =
                     stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
-                rows.collect::<Result<_, _>>()?
+                for id in rows {
+                    ids.insert(id?);
+                }
+                ids.extend(documents::pending_matching(&self.conn, index, filter)?);
+                ids.into_iter().collect()
             }
         };
-        let count = deleted.len();
+        let mut row_delete = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
+        let mut rows_deleted = Vec::new();
+        let mut count = 0;
+        for id in &ids {
+            let had_row = row_delete.execute(params![id])? > 0;
+            let had_pending = documents::drop_pending(&self.conn, index, std::slice::from_ref(id))? > 0;
+            if had_row {
+                rows_deleted.push(id.clone());
+            }
+            if had_row || had_pending {
+                count += 1;
+            }
+        }
+        drop(row_delete);
+        documents::forget(&self.conn, index, &ids)?;
+        self.supersede(index, Some(ids));
         self.changes.push(Change::Delete {
             index: index.to_string(),
-            ids: deleted,
+            ids: rows_deleted,
         });
         Ok(WriteOutcome::Deleted { count })
     }

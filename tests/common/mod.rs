@@ -214,3 +214,13 @@ pub fn index_shapes(list: &Value) -> Value {
         .collect();
     serde_json::json!({ "indexes": shapes })
 }
+
+/// The per-document statuses of an `embed` answer, in order.
+pub fn statuses(r: &Value) -> Vec<String> {
+    r["documents"]
+        .as_array()
+        .expect("documents")
+        .iter()
+        .map(|d| d["status"].as_str().expect("status").to_string())
+        .collect()
+}

@@ -4,6 +4,11 @@
 //! answering `{embedding}`) and OpenAI's (`POST /v1/embeddings` with `{model, input}`
 //! answering `{object: "list", data: [{object, index, embedding}], model, usage}`, with a
 //! bearer key). It returns deterministic vectors and records every text it was asked to embed.
+//!
+//! Like real providers, it can refuse: a request holding a text that contains
+//! [`POISON`] is answered HTTP 400 as a whole; a text containing [`ZERO`] gets an all-zero
+//! vector; a text containing [`WIDE`] gets one dimension too many; and `throttle` makes
+//! the next calls answer 429 with a `Retry-After`.
 
 #![allow(dead_code)]
 
@@ -14,6 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const DIM: usize = 8;
+/// A text the provider refuses (HTTP 400 for the whole request).
+pub const POISON: &str = "POISON";
+/// A text the provider embeds as all zeros.
+pub const ZERO: &str = "ZERO-VECTOR";
+/// A text the provider embeds with one dimension too many.
+pub const WIDE: &str = "TOO-WIDE";
 
 #[derive(Clone, Default)]
 pub struct MockOllama {
@@ -27,6 +38,11 @@ pub struct MockOllama {
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// Answer 404 on /api/embed, like an Ollama older than 0.3.
     pub legacy_only: bool,
+    /// Calls still to be answered 429 with `Retry-After: retry_after_secs`.
+    pub throttle: Arc<std::sync::atomic::AtomicU64>,
+    pub retry_after_secs: Arc<std::sync::atomic::AtomicU64>,
+    /// Calls refused (400 or 429), with the texts they carried.
+    pub refused: Arc<Mutex<Vec<Vec<String>>>>,
     /// The `Authorization` header of the last call.
     pub last_auth: Arc<Mutex<Option<String>>>,
     pub url: String,
@@ -84,11 +100,19 @@ impl MockOllama {
             };
             *self.last_auth.lock().unwrap() = auth;
             let (status, answer) = self.answer(&path, &body);
+            let retry_after = if status.starts_with("429") {
+                format!(
+                    "retry-after: {}\r\n",
+                    self.retry_after_secs.load(std::sync::atomic::Ordering::SeqCst)
+                )
+            } else {
+                String::new()
+            };
             let delay = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             let text = answer.to_string();
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{retry_after}content-length: {}\r\n\r\n{text}",
                 text.len()
             );
             stream.write_all(response.as_bytes()).await?;
@@ -104,7 +128,37 @@ impl MockOllama {
                 let Some(texts) = input_texts(body) else {
                     return ("400 Bad Request", json!({"error": "input required"}));
                 };
-                let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| vector_of(t)).collect();
+                let throttled = self
+                    .throttle
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                if throttled {
+                    self.refused.lock().unwrap().push(texts);
+                    return ("429 Too Many Requests", json!({"error": "slow down"}));
+                }
+                if texts.iter().any(|t| t.contains(POISON)) {
+                    self.refused.lock().unwrap().push(texts);
+                    return (
+                        "400 Bad Request",
+                        json!({"error": "input contains a forbidden token"}),
+                    );
+                }
+                let embeddings: Vec<Vec<f32>> = texts
+                    .iter()
+                    .map(|t| {
+                        if t.contains(ZERO) {
+                            vec![0.0; DIM]
+                        } else if t.contains(WIDE) {
+                            vec![0.5; DIM + 1]
+                        } else {
+                            vector_of(t)
+                        }
+                    })
+                    .collect();
                 self.record(texts);
                 (
                     "200 OK",
