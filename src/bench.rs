@@ -28,6 +28,19 @@ pub struct BenchConfig {
     /// Vectors per search data set that Mastra loads through its own `upsert`; the rest are
     /// appended straight into its table (its upsert would take over an hour at 100k x 1024).
     pub mastra_upsert_load_max: usize,
+    /// Scenarios to run (see [`SCENARIOS`]); empty: all of them.
+    pub only: Vec<String>,
+}
+
+/// Every scenario, by the name `--only` takes.
+pub const SCENARIOS: &[&str] = &[
+    "relay", "upsert", "same-id", "search", "mixed", "embedder", "mastra",
+];
+
+impl BenchConfig {
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 /// One row of the report.
@@ -235,6 +248,74 @@ async fn same_id_writers(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// Single-vector upserts into 50,000 x 384 rows with metadata: alone, then while the same
+/// server runs filtered searches in a loop, then unfiltered ones. A search must never make
+/// a commit wait (the in-memory copy is published as snapshots).
+async fn mixed_load(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
+    const SIZE: usize = 50_000;
+    const DIM: usize = 384;
+    let writes = cfg.searches.max(100);
+    let db = dir.join("mixed.duckdb");
+    let server = ChildServer::start(&db, &[]).await?;
+    load(&server, "bench", &vectors(11, SIZE, DIM), 1000).await?;
+    loop {
+        let d = server.call("describe_index", json!({"index": "bench"})).await?;
+        if d["memory_state"] != "loading" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = vectors(12, writes, DIM);
+    let queries = vectors(13, 50, DIM);
+    for background in [
+        "nothing else",
+        "filtered searches in a loop",
+        "unfiltered searches in a loop",
+    ] {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let searched = std::sync::atomic::AtomicUsize::new(0);
+        let searches = async {
+            if background == "nothing else" {
+                return Ok::<(), anyhow::Error>(());
+            }
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut args = json!({"index": "bench", "vector": queries[i % queries.len()], "top_k": 10});
+                if background.starts_with("filtered") {
+                    args["filter"] = json!({"group": {"$eq": 3}});
+                }
+                server.call("search", args).await?;
+                searched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+            Ok(())
+        };
+        let upserts = async {
+            // Let the search loop get going first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let result = latencies(writes, |i| {
+                let id = format!("w{}", i % 1000);
+                server.call(
+                    "upsert",
+                    json!({"index": "bench", "vectors": [{"id": id, "vector": fresh[i], "metadata": {"group": i % 10}}]}),
+                )
+            })
+            .await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        };
+        let (searched_ok, timed) = futures::join!(searches, upserts);
+        searched_ok?;
+        let (p50, p99) = timed?;
+        rows.push(row(
+            format!("single-vector upsert into {SIZE} x {DIM}, while {background}: p50 / p99 ({writes} writes, {} searches meanwhile)", searched.load(std::sync::atomic::Ordering::Relaxed)),
+            format!("{} / {}", ms(p50), ms(p99)),
+        ));
+    }
+    server.stop().await?;
+    Ok(())
+}
+
 /// Mastra's DuckDBVector measured by `bench/mastra/bench.mjs` on the same generated data.
 fn mastra(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
     let project = Path::new("bench/mastra");
@@ -401,24 +482,45 @@ async fn embedder_speed(rows: &mut Vec<Row>) -> Result<()> {
 
 /// Run everything; returns the Markdown report (also printed by the caller).
 pub async fn run(cfg: &BenchConfig) -> Result<String> {
+    if let Some(unknown) = cfg.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        anyhow::bail!(
+            "--only: unknown scenario {unknown:?}; the scenarios are {}",
+            SCENARIOS.join(", ")
+        );
+    }
     let dir = tempfile_dir()?;
     let mut rows = Vec::new();
-    relay_latency(dir.path(), cfg, &mut rows)
-        .await
-        .context("relay latency")?;
-    upsert_throughput(dir.path(), cfg, &mut rows)
-        .await
-        .context("upsert throughput")?;
-    same_id_writers(dir.path(), &mut rows)
-        .await
-        .context("same-id writers")?;
-    search_latency(dir.path(), cfg, &mut rows)
-        .await
-        .context("search latency")?;
-    if let Err(e) = embedder_speed(&mut rows).await {
-        rows.push(row("local embedder", format!("not measured: {e:#}")));
+    if cfg.runs("relay") {
+        relay_latency(dir.path(), cfg, &mut rows)
+            .await
+            .context("relay latency")?;
     }
-    if cfg.mastra {
+    if cfg.runs("upsert") {
+        upsert_throughput(dir.path(), cfg, &mut rows)
+            .await
+            .context("upsert throughput")?;
+    }
+    if cfg.runs("same-id") {
+        same_id_writers(dir.path(), &mut rows)
+            .await
+            .context("same-id writers")?;
+    }
+    if cfg.runs("search") {
+        search_latency(dir.path(), cfg, &mut rows)
+            .await
+            .context("search latency")?;
+    }
+    if cfg.runs("mixed") {
+        mixed_load(dir.path(), cfg, &mut rows)
+            .await
+            .context("writes under searches")?;
+    }
+    if cfg.runs("embedder") {
+        if let Err(e) = embedder_speed(&mut rows).await {
+            rows.push(row("local embedder", format!("not measured: {e:#}")));
+        }
+    }
+    if cfg.mastra && cfg.runs("mastra") {
         std::fs::create_dir_all(dir.path().join("mastra"))?;
         if let Err(e) = mastra(dir.path(), cfg, &mut rows) {
             rows.push(row("Mastra DuckDBVector", format!("not measured: {e:#}")));
@@ -431,7 +533,7 @@ fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
     let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
     let mut out = String::from("# stride-vectors benchmarks\n\n");
     out += &format!(
-        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {} --searches {} --runs {}{}` \
+        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {} --searches {} --runs {}{}{}` \
          from the repository root. Throughputs are the median of {} runs; latencies are percentiles over {} calls.\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         memory_mib(),
@@ -443,6 +545,11 @@ fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
             format!(" --mastra-upsert-load-max {}", cfg.mastra_upsert_load_max)
         } else {
             " --no-mastra".to_string()
+        },
+        if cfg.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", cfg.only.join(","))
         },
         cfg.runs,
         cfg.searches,
@@ -560,6 +667,7 @@ mod tests {
             runs: 1,
             mastra: true,
             mastra_upsert_load_max: 10_000,
+            only: Vec::new(),
         };
         let rows = vec![
             row(

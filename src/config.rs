@@ -62,6 +62,10 @@ pub enum Command {
         /// vectors/s here); the rest are appended straight into its table.
         #[arg(long, default_value_t = 10_000)]
         mastra_upsert_load_max: usize,
+        /// Run only these scenarios, comma-separated: relay, upsert, same-id, search, mixed,
+        /// embedder, mastra (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Write the JSON Schema of every tool's input and output into a directory.
     Schemas {

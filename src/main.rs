@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             out,
             no_mastra,
             mastra_upsert_load_max,
+            only,
         }) => run_bench(
             stride_vectors::bench::BenchConfig {
                 sizes,
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
                 runs,
                 mastra: !no_mastra,
                 mastra_upsert_load_max,
+                only,
             },
             &out,
         ),
@@ -106,7 +108,9 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let ownership = Ownership::start(config.clone());
         tracing::info!(db = %config.db_path.display(), "serving MCP on stdio");
         let mut by_signal = false;
-        match StrideServer::new(ownership.clone()).serve(rmcp::transport::stdio()).await {
+        let (stdin, stdout) = rmcp::transport::stdio();
+        let transport = stride_vectors::mcp::transport::server_transport(stdin, stdout);
+        match StrideServer::new(ownership.clone()).serve(transport).await {
             Ok(service) => {
                 let cancel = service.cancellation_token();
                 tokio::select! {
