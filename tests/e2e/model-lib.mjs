@@ -742,14 +742,22 @@ export class Sequence {
     this.event(`take-over: new owner pid ${after.owner_pid} ${Date.now() - at} ms after the kill`);
     if (slot) {
       await this.until(() => slot.inflight.size === 0);
-      const gen = this.generationForNewRelay(slot);
-      slot.gen = gen;
-      slot.restarts++;
-      slot.proc = await this.startProcess(gen, `s${slot.i}r${slot.restarts}`);
-      slot.state = "up";
-      slot.resolveReady();
-      this.notify();
+      await this.replaceProcess(slot);
+    } else {
+      await this.settleOwner();
+      this.event(`roles: ${this.rolesText()}`);
     }
+  }
+
+  /** Start a new process (and client) in `slot`, of the generation that keeps the mix. */
+  async replaceProcess(slot) {
+    const gen = this.generationForNewRelay(slot);
+    slot.gen = gen;
+    slot.restarts++;
+    slot.proc = await this.startProcess(gen, `s${slot.i}r${slot.restarts}`);
+    slot.state = "up";
+    slot.resolveReady();
+    this.notify();
     await this.settleOwner();
     this.event(`roles: ${this.rolesText()}`);
   }
@@ -773,15 +781,7 @@ export class Sequence {
       const outcome = await Promise.race([proc.exited, sleep(20_000, "timeout", { ref: false })]);
       if (outcome === "timeout") throw new Violation(`relay pid ${proc.pid} did not exit 20 s after its stdin closed`);
     }
-    const gen = this.generationForNewRelay(slot);
-    slot.gen = gen;
-    slot.restarts++;
-    slot.proc = await this.startProcess(gen, `s${slot.i}r${slot.restarts}`);
-    slot.state = "up";
-    slot.resolveReady();
-    this.notify();
-    await this.settleOwner();
-    this.event(`roles: ${this.rolesText()}`);
+    await this.replaceProcess(slot);
   }
 
   // ----- the model: start and acknowledgement of key operations ------------------------------
