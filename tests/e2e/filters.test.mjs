@@ -28,7 +28,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
 
-import { BIN, ToolError, makeTempDir, removeDir, startServer, waitFor, waitForBinary } from "./helpers.mjs";
+import { BIN, ToolError, cosine, makeTempDir, removeDir, startServer, waitFor, waitForBinary } from "./helpers.mjs";
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -712,17 +712,6 @@ function leafClauses(filter, into = new Map()) {
 // ---------------------------------------------------------------------------------------------
 // Scores
 
-function cosineScore(a, b) {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i] * b[i];
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / (Math.sqrt(na) * Math.sqrt(nb));
-}
 
 // ---------------------------------------------------------------------------------------------
 // The test
@@ -861,7 +850,7 @@ describe(`metadata filters: reference evaluator vs memory engine vs DuckDB engin
         const hit = result.hits[i];
         const row = rowById.get(hit.id);
         if (!row) continue;
-        const want = cosineScore(row.vector, vector);
+        const want = cosine(row.vector, vector);
         if (!(Math.abs(hit.score - want) <= SCORE_TOLERANCE)) {
           problems.push(`${engine}: score of ${hit.id} is ${hit.score}, expected ${want}`);
           break;

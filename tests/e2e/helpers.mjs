@@ -332,3 +332,186 @@ export const STRIDE_PROFILES = [
     metadata: { profileId: "profile-toulouse-data", diploma: "Master", skills: ["python", "machine learning", "statistics"], monthlyMargin: 400, city: "Toulouse" },
   },
 ];
+
+/** Whether a process with this PID exists (signal 0). */
+export function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code !== "ESRCH";
+  }
+}
+
+/**
+ * Starts `stride-vectors` with no MCP client library in between: the test writes raw lines to
+ * its stdin and reads newline-delimited JSON-RPC from its stdout. Every stdout line is kept
+ * (`lines`); those that are not a JSON object with `jsonrpc: "2.0"` are also listed in
+ * `badLines`, so a test can check that nothing but JSON-RPC reached stdout. Returns a handle:
+ *   writeLine(text)            -> writes text + "\n" as is (garbage, truncated JSON, ...)
+ *   send(message)              -> writes JSON.stringify(message) + "\n"
+ *   answerTo(id, {timeoutMs})  -> the response (result or error) carrying this id (null too);
+ *                                 each response is handed out once
+ *   request(method, params, {id, timeoutMs}) -> sends a request and waits for its answer
+ *   initialize(protocolVersion)-> initialize + notifications/initialized; the result
+ *   answersTo(id)              -> every response received so far with this id
+ *   pid, child, stderr(), lines, messages, badLines, exited
+ *   stop(timeoutMs)            -> closes stdin, waits for the exit (SIGKILL after timeoutMs)
+ *   kill()                     -> SIGKILL
+ */
+export async function startRawServer({ db, args = [], env = {} } = {}) {
+  await waitForBinary();
+  const child = spawn(BIN, [...(db ? ["--db", db] : []), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text) => {
+    stderr += text;
+    if (stderr.length > 1_000_000) stderr = stderr.slice(-500_000);
+  });
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  await new Promise((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", reject);
+  });
+  child.stdin.on("error", () => {}); // a write after the process died is reported by the test itself
+
+  const lines = [];
+  const messages = [];
+  const badLines = [];
+  const handedOut = new Set(); // indexes into `messages` already returned by answerTo
+  let waiters = [];
+  let pending = "";
+  const wake = () => {
+    const still = [];
+    for (const waiter of waiters) if (!waiter.check()) still.push(waiter);
+    waiters = still;
+  };
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (chunk) => {
+    pending += chunk;
+    let at;
+    while ((at = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, at);
+      pending = pending.slice(at + 1);
+      lines.push(line);
+      let message;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        badLines.push(line);
+        continue;
+      }
+      if (!message || typeof message !== "object" || Array.isArray(message) || message.jsonrpc !== "2.0") {
+        badLines.push(line);
+        continue;
+      }
+      messages.push(message);
+    }
+    wake();
+  });
+  child.once("exit", () => {
+    if (pending.length > 0) {
+      lines.push(pending);
+      badLines.push(pending);
+      pending = "";
+    }
+    wake();
+  });
+
+  const isResponse = (m) => "id" in m && ("result" in m || "error" in m) && !("method" in m);
+  const write = (text) =>
+    new Promise((resolve, reject) => {
+      if (!child.stdin.writable) {
+        reject(new Error(`stride-vectors (pid ${child.pid}) stdin is closed`));
+        return;
+      }
+      child.stdin.write(text, (error) => (error ? reject(error) : resolve()));
+    });
+  let nextId = 1_000_000;
+
+  const handle = {
+    pid: child.pid,
+    child,
+    exited,
+    lines,
+    messages,
+    badLines,
+    stderr: () => stderr,
+    writeLine: (text) => write(`${text}\n`),
+    send: (message) => write(`${JSON.stringify(message)}\n`),
+    answersTo: (id) => messages.filter((m) => isResponse(m) && m.id === id),
+    /** The next response carrying `id` (compared with ===, so `null` matches `id: null`). */
+    answerTo(id, { timeoutMs = 5_000 } = {}) {
+      return new Promise((resolve, reject) => {
+        let timer;
+        const check = () => {
+          const index = messages.findIndex((m, i) => !handedOut.has(i) && isResponse(m) && m.id === id);
+          if (index >= 0) {
+            handedOut.add(index);
+            clearTimeout(timer);
+            resolve(messages[index]);
+            return true;
+          }
+          if (child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer);
+            reject(new Error(`stride-vectors exited (${child.exitCode ?? child.signalCode}) before answering id ${JSON.stringify(id)}`));
+            return true;
+          }
+          return false;
+        };
+        timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w.check !== check);
+          reject(new Error(`no answer to id ${JSON.stringify(id)} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        if (!check()) waiters.push({ check });
+      });
+    },
+    async request(method, params, { id = nextId++, timeoutMs = 10_000 } = {}) {
+      await handle.send({ jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) });
+      return handle.answerTo(id, { timeoutMs });
+    },
+    async initialize(protocolVersion = "2025-11-25", { timeoutMs = 30_000 } = {}) {
+      const answer = await handle.request(
+        "initialize",
+        { protocolVersion, capabilities: {}, clientInfo: { name: "stride-vectors-raw-e2e", version: "0.0.0" } },
+        { timeoutMs },
+      );
+      if (answer.error) throw new Error(`initialize failed: ${JSON.stringify(answer.error)}`);
+      await handle.send({ jsonrpc: "2.0", method: "notifications/initialized" });
+      return answer.result;
+    },
+    stop(timeoutMs = 30_000) {
+      return (async () => {
+        child.stdin.end();
+        const outcome = await Promise.race([exited, sleep(timeoutMs, "timeout", { ref: false })]);
+        if (outcome === "timeout") {
+          child.kill("SIGKILL");
+          await exited;
+          throw new Error(`stride-vectors (pid ${child.pid}) did not exit ${timeoutMs} ms after its stdin closed`);
+        }
+        return outcome;
+      })();
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      return exited;
+    },
+  };
+  return handle;
+}
+
+/** Cosine similarity of two vectors, in f64 (what a score should be, up to f32 rounding). */
+export function cosine(a, b) {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return dot / Math.sqrt(na * nb);
+}

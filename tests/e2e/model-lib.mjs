@@ -32,7 +32,7 @@ import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { Client as ClientV2 } from "@modelcontextprotocol/client";
 
 import { fakeVector, startFakeOllama } from "./fake-ollama.mjs";
-import { BIN, assertSameJson, makeTempDir, removeDir, resultText, waitForBinary } from "./helpers.mjs";
+import { BIN, assertSameJson, cosine, makeTempDir, removeDir, resultText, waitForBinary } from "./helpers.mjs";
 
 // ---------------------------------------------------------------------------------------
 // Knobs
@@ -177,17 +177,6 @@ function closeStates(states) {
 /** What a fetch or a search hit shows of a row. */
 const rowKey = (row) => canon({ v: row.v, md: row.md });
 
-function cosine(a, b) {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i] * b[i];
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / Math.sqrt(na * nb);
-}
 
 // ---------------------------------------------------------------------------------------
 // Readable descriptions for the op log
