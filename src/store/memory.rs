@@ -121,18 +121,23 @@ impl MemoryIndex {
     /// Append a row (the caller checked the width); copies the last chunk if a published
     /// snapshot still shares it.
     fn push(&mut self, id: &str, vector: &[f32]) -> usize {
+        let row = self.prepare(vector);
+        self.push_prepared(id, &row)
+    }
+
+    /// Append a row already normalised for the metric.
+    fn push_prepared(&mut self, id: &str, row: &[f32]) -> usize {
         let position = self.rows;
-        if position % CHUNK_ROWS == 0 {
+        if position.is_multiple_of(CHUNK_ROWS) {
             self.chunks.push(Arc::new(Chunk {
                 ids: Vec::with_capacity(CHUNK_ROWS),
                 data: Vec::with_capacity(CHUNK_ROWS * self.dimension),
             }));
         }
-        let row = self.prepare(vector);
         let last = self.chunks.last_mut().expect("a chunk was just ensured");
         let chunk = Arc::make_mut(last);
         chunk.ids.push(id.to_string());
-        chunk.data.extend_from_slice(&row);
+        chunk.data.extend_from_slice(row);
         self.rows += 1;
         let live = Arc::make_mut(&mut self.live);
         if live.len() * 64 < self.rows {
@@ -270,22 +275,8 @@ impl Builder {
         let old = std::mem::replace(&mut self.index, empty);
         self.positions.clear();
         for position in (0..old.rows).filter(|p| old.is_live(*p)) {
-            // Rows are stored prepared; pushing a prepared row again is exact (a unit
-            // vector normalises to itself up to rounding, so copy it as is instead).
-            let new_position = self.index.rows;
-            if new_position % CHUNK_ROWS == 0 {
-                self.index.chunks.push(Arc::new(Chunk::default()));
-            }
-            let chunk = Arc::make_mut(self.index.chunks.last_mut().expect("just pushed"));
-            chunk.ids.push(old.id(position).to_string());
-            chunk.data.extend_from_slice(old.vector(position));
-            self.index.rows += 1;
-            let live = Arc::make_mut(&mut self.index.live);
-            if live.len() * 64 < self.index.rows {
-                live.push(0);
-            }
-            live[new_position / 64] |= 1 << (new_position % 64);
-            self.index.live_rows += 1;
+            // Rows are stored prepared: copy them as they are, not normalised again.
+            let new_position = self.index.push_prepared(old.id(position), old.vector(position));
             self.positions.insert(old.id(position).to_string(), new_position);
         }
     }
@@ -688,10 +679,9 @@ impl Drop for ReadTransaction<'_> {
 /// transaction's view of a database when a query first touches it).
 fn begin(conn: &Connection) -> Result<ReadTransaction<'_>, StoreError> {
     conn.execute_batch("BEGIN TRANSACTION; SELECT count(*) FROM stride_vectors.meta;")
-        .map_err(|e| {
+        .inspect_err(|_| {
             // A connection left inside a transaction by a failed read: end it and retry.
             let _ = conn.execute_batch("ROLLBACK");
-            e
         })
         .or_else(|_| conn.execute_batch("BEGIN TRANSACTION; SELECT count(*) FROM stride_vectors.meta;"))
         .map_err(|e| StoreError::internal("starting a read transaction", e))?;
