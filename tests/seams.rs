@@ -67,7 +67,12 @@ async fn delete_index_drops_its_queue() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
     // A model of known width creates the index when the first document is accepted.
-    let s = start_with(command_with_ollama(&db.path, &mock.url, &["--debounce-ms", "300", "--dimension", "8"])).await;
+    let s = start_with(command_with_ollama(
+        &db.path,
+        &mock.url,
+        &["--debounce-ms", "300", "--dimension", "8"],
+    ))
+    .await;
     s.ok(
         "embed",
         json!({"index": "tmpidx", "documents": [{"id": "x", "text": "queued text"}]}),

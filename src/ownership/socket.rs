@@ -184,7 +184,13 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         let long = Rendezvous::for_database(&deep.join("v.duckdb"));
         assert!(long.socket.as_os_str().len() <= MAX_SOCKET_PATH + 40);
-        let private_dir = long.socket.parent().unwrap().file_name().unwrap().to_string_lossy();
+        let private_dir = long
+            .socket
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
         assert!(private_dir.starts_with("stride-vectors-"), "{private_dir}");
         assert_eq!(
             long.socket,
