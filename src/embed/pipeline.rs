@@ -247,30 +247,35 @@ impl State {
         self.waiting.keys().filter(matches).count() + self.in_flight.keys().filter(matches).count()
     }
 
-    /// Forget versions a committed write superseded; their waiters learn why.
+    /// Parked versions of `index` (or of all).
+    fn parked_for(&self, index: Option<&str>) -> usize {
+        self.parked
+            .keys()
+            .filter(|k| index.is_none_or(|i| k.0 == i))
+            .count()
+    }
+
+    /// Forget versions (waiting or parked) a committed write superseded; their waiters
+    /// learn why. In flight ones are refused by the writer when they come to be stored.
     fn forget(&mut self, superseded: &[Superseded]) {
         for event in superseded {
-            let hit = |k: &Key| k.0 == event.index && event.ids.as_ref().is_none_or(|ids| ids.contains(&k.1));
-            let waiting: Vec<Key> = self
-                .waiting
-                .iter()
-                .filter(|(k, e)| hit(k) && e.seq < event.before_seq)
+            let hit = |k: &Key, seq: u64| {
+                k.0 == event.index
+                    && seq < event.before_seq
+                    && event.ids.as_ref().is_none_or(|ids| ids.contains(&k.1))
+            };
+            let keys: Vec<Key> = (self.waiting.iter().map(|(k, e)| (k, e.seq)))
+                .chain(self.parked.iter().map(|(k, p)| (k, p.seq)))
+                .filter(|(k, seq)| hit(k, *seq))
                 .map(|(k, _)| k.clone())
                 .collect();
-            for key in waiting {
-                if let Some(entry) = self.unschedule(&key) {
-                    self.resolve(&key, entry.seq, Err(SUPERSEDED.into()));
-                }
-            }
-            let parked: Vec<Key> = self
-                .parked
-                .iter()
-                .filter(|(k, p)| hit(k) && p.seq < event.before_seq)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in parked {
-                if let Some(p) = self.parked.remove(&key) {
-                    self.resolve(&key, p.seq, Err(SUPERSEDED.into()));
+            for key in keys {
+                let seq = match self.unschedule(&key) {
+                    Some(entry) => Some(entry.seq),
+                    None => self.parked.remove(&key).map(|p| p.seq),
+                };
+                if let Some(seq) = seq {
+                    self.resolve(&key, seq, Err(SUPERSEDED.into()));
                 }
             }
         }
@@ -492,11 +497,7 @@ impl Pipeline {
         FlushReport {
             committed: *self.inner.progress.borrow() - before,
             pending: state.pending_for(index),
-            parked: state
-                .parked
-                .keys()
-                .filter(|k| index.is_none_or(|i| k.0 == i))
-                .count(),
+            parked: state.parked_for(index),
         }
     }
 
@@ -734,11 +735,18 @@ impl Inner {
         if missing.is_empty() {
             return batch;
         }
-        let texts = match self
+        let mut texts = match self
             .store
             .read(move |conn| {
-                crate::store::documents::pending_texts(conn, &missing)
-                    .map_err(|e| StoreError::internal("reading pending texts", e))
+                let mut texts = HashMap::new();
+                for key in missing {
+                    let queued = crate::store::documents::pending_of(conn, &key.0, &key.1)
+                        .map_err(|e| StoreError::internal("reading pending texts", e))?;
+                    if let Some(queued) = queued {
+                        texts.insert(key, (queued.seq, queued.text));
+                    }
+                }
+                Ok(texts)
             })
             .await
         {
@@ -753,8 +761,8 @@ impl Inner {
         let mut state = self.lock();
         for (key, mut entry) in batch {
             if entry.text.is_none() {
-                match texts.get(&key) {
-                    Some((seq, text)) if *seq == entry.seq => entry.text = Some(text.clone()),
+                match texts.remove(&key) {
+                    Some((seq, text)) if seq == entry.seq => entry.text = Some(text),
                     _ => {
                         if state.in_flight.get(&key).is_some_and(|f| f.seq == entry.seq) {
                             state.in_flight.remove(&key);
@@ -879,8 +887,6 @@ impl Inner {
                     seq,
                     hash: entry.hash.clone(),
                     vector,
-                    // The writer stores the metadata the queue holds for this version.
-                    metadata: Map::new(),
                 };
                 groups.entry(key.0.clone()).or_default().push((key, entry, doc));
             }

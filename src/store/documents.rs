@@ -55,12 +55,12 @@ pub struct PendingDocument {
 
 /// A document whose vector is ready to be stored.
 #[derive(Debug, Clone)]
+/// Its metadata is the one its queued version holds when it is stored (see the writer).
 pub struct EmbeddedDocument {
     pub id: String,
     pub seq: u64,
     pub hash: String,
     pub vector: Vec<f32>,
-    pub metadata: Map<String, Value>,
 }
 
 /// Record `docs` (deduplicated by the caller, last version wins) for `index`, which may not
@@ -151,21 +151,12 @@ pub fn record_embedded(
     Ok(())
 }
 
-/// The version of `id` waiting to be embedded, with its metadata as it is now.
-pub fn pending_version(
-    conn: &Connection,
-    index: &str,
-    id: &str,
-) -> duckdb::Result<Option<(u64, Map<String, Value>)>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT seq, metadata FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
-    let mut rows = stmt.query_map(params![index, id], |r| {
-        Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?))
-    })?;
-    Ok(rows
-        .next()
-        .transpose()?
-        .map(|(seq, metadata)| (seq, metadata_map(&metadata))))
+/// The version of `id` waiting to be embedded, as the queue holds it now (its metadata
+/// includes any `update` made since it was accepted).
+pub fn pending_of(conn: &Connection, index: &str, id: &str) -> duckdb::Result<Option<PendingDocument>> {
+    let mut stmt = conn.prepare_cached(&format!("{PENDING_COLUMNS} WHERE index_name = ? AND id = ?"))?;
+    let mut rows = stmt.query_map(params![index, id], pending_document)?;
+    rows.next().transpose()
 }
 
 /// Drop the versions of `ids` waiting to be embedded: a later write superseded them.
@@ -247,41 +238,26 @@ pub fn forget_index(conn: &Connection, index: &str) -> duckdb::Result<()> {
     Ok(())
 }
 
-/// The waiting version and text of each of `keys` (index, id) that has one.
-pub fn pending_texts(
-    conn: &Connection,
-    keys: &[(String, String)],
-) -> duckdb::Result<std::collections::HashMap<(String, String), (u64, String)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT seq, text FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
-    let mut out = std::collections::HashMap::new();
-    for (index, id) in keys {
-        let mut rows = stmt.query_map(params![index, id], |r| {
-            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?))
-        })?;
-        if let Some(row) = rows.next().transpose()? {
-            out.insert((index.clone(), id.clone()), row);
-        }
-    }
-    Ok(out)
-}
-
 /// Every pending document, oldest version first.
 pub fn load_pending(conn: &Connection) -> duckdb::Result<Vec<PendingDocument>> {
-    let mut stmt = conn.prepare(
-        "SELECT index_name, id, seq, text, metadata, content_hash FROM stride_vectors.pending ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(PendingDocument {
-            index: r.get(0)?,
-            id: r.get(1)?,
-            seq: r.get::<_, i64>(2)?.max(0) as u64,
-            text: r.get(3)?,
-            metadata: metadata_map(&r.get::<_, String>(4)?),
-            hash: r.get(5)?,
-        })
-    })?;
+    let mut stmt = conn.prepare(&format!("{PENDING_COLUMNS} ORDER BY seq"))?;
+    let rows = stmt.query_map([], pending_document)?;
     rows.collect()
+}
+
+/// The columns [`pending_document`] reads, in its order.
+const PENDING_COLUMNS: &str =
+    "SELECT index_name, id, seq, text, metadata, content_hash FROM stride_vectors.pending";
+
+fn pending_document(r: &duckdb::Row<'_>) -> duckdb::Result<PendingDocument> {
+    Ok(PendingDocument {
+        index: r.get(0)?,
+        id: r.get(1)?,
+        seq: r.get::<_, i64>(2)?.max(0) as u64,
+        text: r.get(3)?,
+        metadata: metadata_map(&r.get::<_, String>(4)?),
+        hash: r.get(5)?,
+    })
 }
 
 /// The next free version number.

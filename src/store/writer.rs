@@ -604,13 +604,18 @@ impl Writer {
         // Only a version that is still the latest accepted one is stored, with the metadata
         // its pending row holds now (an `update` may have patched it since).
         let mut fresh = Vec::with_capacity(docs.len());
+        let mut rows = Vec::with_capacity(docs.len());
         let mut stale = Vec::new();
         for doc in docs {
-            match documents::pending_version(&self.conn, index, &doc.id)? {
-                Some((seq, metadata)) if seq == doc.seq => fresh.push(EmbeddedDocument {
-                    metadata,
-                    ..doc.clone()
-                }),
+            match documents::pending_of(&self.conn, index, &doc.id)? {
+                Some(queued) if queued.seq == doc.seq => {
+                    rows.push(VectorRow {
+                        id: doc.id.clone(),
+                        vector: doc.vector.clone(),
+                        metadata: queued.metadata,
+                    });
+                    fresh.push(doc.clone());
+                }
                 _ => stale.push(doc.id.clone()),
             }
         }
@@ -626,14 +631,6 @@ impl Writer {
         if working.get(index).is_some_and(|i| i.model.is_none()) {
             self.record_model(index, model, working)?;
         }
-        let rows: Vec<VectorRow> = fresh
-            .iter()
-            .map(|d| VectorRow {
-                id: d.id.clone(),
-                vector: d.vector.clone(),
-                metadata: d.metadata.clone(),
-            })
-            .collect();
         self.write_rows(index, dimension, &dedup_last_wins(rows))?;
         documents::record_embedded(&self.conn, index, model, &fresh)?;
         let stored = fresh.into_iter().map(|d| d.id).collect();
