@@ -57,6 +57,19 @@ fn assert_same(memory: &Value, duckdb: &Value, what: &str) {
     let (m, d) = (hits(memory), hits(duckdb));
     let ids = |v: &[(String, f64)]| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&m), ids(&d), "{what}: same ids in the same order");
+    let details = |r: &Value| {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["metadata"].clone(), h.get("vector").cloned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        details(memory),
+        details(duckdb),
+        "{what}: same metadata (and vectors)"
+    );
     for ((id, a), (_, b)) in m.iter().zip(&d) {
         // Both engines sum in f32, in different orders: a dot product near 20 carries about
         // 1e-5 of rounding in either, so large scores compare relatively.
@@ -137,10 +150,23 @@ async fn searches_agree_with_committed_state_under_concurrent_writes_and_after_r
             for i in 0..150u32 {
                 let id = format!("g{}", (i * 7 + w) % 40);
                 let v = (w * 1000 + i + 1) as f32;
-                match i % 6 {
+                match i % 8 {
                     0..=2 => {
-                        s.ok("upsert", json!({"index": "goals", "vectors": [{"id": id, "vector": [v, 1, 2, 3], "metadata": {"w": w}}]}))
+                        let metadata = json!({"w": w, "tag": format!("t{}", i % 3), "n": i, "x": {"f": 0.1 * i as f64}});
+                        s.ok("upsert", json!({"index": "goals", "vectors": [{"id": id, "vector": [v, 1, 2, 3], "metadata": metadata}]}))
                             .await;
+                    }
+                    6 | 7 => {
+                        // Metadata only, merged (a patch with a null removes a key) or replaced.
+                        let (metadata, mode) = if i % 8 == 6 {
+                            (json!({"n": i + 1000, "tag": null, "x": {"g": [1, 2.5, "z"]}}), "merge")
+                        } else {
+                            (json!({"w": w, "tag": "replaced"}), "replace")
+                        };
+                        let r = s
+                            .call("update", json!({"index": "goals", "id": id, "metadata": metadata, "metadata_mode": mode}))
+                            .await;
+                        assert!(r.is_error != Some(true) || text(&r).contains("no vector with id"), "{}", text(&r));
                     }
                     3 => {
                         let r = s.call("update", json!({"index": "goals", "id": id, "vector": [v, 3, 2, 1]})).await;
@@ -162,6 +188,17 @@ async fn searches_agree_with_committed_state_under_concurrent_writes_and_after_r
         tasks.push(tokio::spawn(async move {
             for i in 0..150u32 {
                 let q = [1.0 + r as f32, (i % 5) as f32, 1.0, 0.5];
+                // Filtered searches on the copy alone, while the writes land.
+                let filtered = s
+                    .ok(
+                        "search",
+                        json!({"index": "goals", "vector": q, "top_k": 40, "filter": {"tag": "replaced", "n": {"$exists": false}}}),
+                    )
+                    .await;
+                for h in filtered["results"].as_array().unwrap() {
+                    assert_eq!(h["metadata"]["tag"], json!("replaced"), "{h}");
+                    assert!(h["metadata"].get("n").is_none(), "{h}");
+                }
                 let res = s
                     .ok(
                         "search",
@@ -188,6 +225,17 @@ async fn searches_agree_with_committed_state_under_concurrent_writes_and_after_r
     for t in tasks {
         t.await.expect("client task");
     }
+    // Writers end on deletes by filter: leave rows that every filter below can find.
+    for i in 0..12u32 {
+        let metadata = json!({"w": i % 4, "tag": format!("t{}", i % 3), "n": 1095 + i, "x": {"f": 0.25 * i as f64, "g": [i, 2.5]}});
+        s.ok("upsert", json!({"index": "goals", "vectors": [{"id": format!("f{i}"), "vector": [i + 1, 1, 2, 3], "metadata": metadata}]}))
+            .await;
+    }
+    s.ok(
+        "update",
+        json!({"index": "goals", "id": "f5", "metadata": {"tag": "replaced"}, "metadata_mode": "replace"}),
+    )
+    .await;
     let query = json!({"index": "goals", "vector": [2, 1, 1, 1], "top_k": 1000});
     let mut by_duckdb = query.clone();
     by_duckdb["engine"] = json!("duckdb");
@@ -196,6 +244,26 @@ async fn searches_agree_with_committed_state_under_concurrent_writes_and_after_r
         &s.ok("search", by_duckdb.clone()).await,
         "after the load",
     );
+    // Filters evaluated on the copy, by DuckDB next to the copy ($regex), and stored vectors.
+    for (filter, include_vector) in [
+        (json!({"w": 1}), false),
+        (
+            json!({"tag": {"$in": ["t1", "replaced"]}, "x.f": {"$gt": 1}}),
+            false,
+        ),
+        (json!({"$or": [{"x.g": 2.5}, {"n": {"$gte": 1100}}]}), false),
+        (json!({"tag": {"$regex": "^T[02]$", "$options": "i"}}), false),
+        (json!({"tag": {"$ne": "replaced"}}), true),
+    ] {
+        let mut q = query.clone();
+        q["filter"] = filter.clone();
+        q["include_vector"] = json!(include_vector);
+        let mut d = q.clone();
+        d["engine"] = json!("duckdb");
+        let (memory, duckdb) = (s.ok("search", q).await, s.ok("search", d).await);
+        assert!(!hits(&duckdb).is_empty(), "{filter} matches something");
+        assert_same(&memory, &duckdb, &format!("after the load, filter {filter}"));
+    }
     Arc::into_inner(s).unwrap().stop().await;
 
     let s = start(&db.path).await;
@@ -261,5 +329,57 @@ async fn an_index_over_the_memory_budget_is_served_by_duckdb() {
         ),
         (json!("duckdb"), json!(0), json!("over_budget"))
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_served_from_memory_is_what_the_file_holds() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let tricky = [
+        json!({"n": 1.0, "big": 18446744073709551615u64, "neg": -9223372036854775808i64, "tiny": 5e-324}),
+        json!({"s": "é \u{1F600} \" \\ \n \u{0000}", "nested": {"a": [null, true, {"b": []}]}, "empty": {}}),
+        json!({"x": 0.1, "y": 1e300, "z": -0.0, "w": 123456789012345680000.0}),
+        json!({}),
+    ];
+    let vectors: Vec<Value> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"id": format!("r{i}"), "vector": [1.0, i as f64 + 1.0], "metadata": m}))
+        .collect();
+    s.ok(
+        "upsert",
+        json!({"index": "t", "create_index": {"dimension": 2}, "vectors": vectors}),
+    )
+    .await;
+    s.ok(
+        "update",
+        json!({"index": "t", "id": "r3", "metadata": {"added": 2.50, "nested": {"k": null}}}),
+    )
+    .await;
+    wait_for_stats(&s, 30, |st| st["indexes"][0]["engine"] == json!("memory")).await;
+    let query = json!({"index": "t", "vector": [1, 1], "top_k": 10});
+    let mut by_duckdb = query.clone();
+    by_duckdb["engine"] = json!("duckdb");
+    let memory = s.ok("search", query.clone()).await;
+    assert_same(&memory, &s.ok("search", by_duckdb.clone()).await, "as written");
+    let r3 = memory["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == json!("r3"))
+        .unwrap();
+    assert_eq!(
+        r3["metadata"],
+        json!({"added": 2.5, "nested": {}}),
+        "the merge patch"
+    );
+    s.stop().await;
+    // The same rows, loaded from the file after a restart.
+    let s = start(&db.path).await;
+    wait_for_stats(&s, 30, |st| st["indexes"][0]["engine"] == json!("memory")).await;
+    let loaded = s.ok("search", query).await;
+    assert_same(&loaded, &s.ok("search", by_duckdb).await, "after a restart");
+    assert_eq!(hits(&loaded), hits(&memory));
     s.stop().await;
 }

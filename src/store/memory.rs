@@ -11,11 +11,14 @@
 //! row it replaces in a small liveness bitmap; dead rows are compacted away once they are a
 //! quarter of the index. A commit's cost here is its change plus one chunk and one bitmap.
 //!
-//! Consistency: a search must see the file and the copy at the same commit (its filter and
-//! its metadata come from DuckDB). [`Memory::begin_read`] takes the current snapshot and
-//! opens a DuckDB read transaction on the search's connection under the read side of a
-//! *gate*; the writer holds the write side only across `COMMIT` and publishing. So both
-//! views are of the same commit, and the gate is held by a search for microseconds.
+//! Each row carries its stored metadata ([`Metadata`]), so a search filters (in Rust, with
+//! the filter language's evaluator) and answers from one snapshot, with no DuckDB query at
+//! all. Two kinds of search still need the file: a filter with `$regex` (RE2 is DuckDB's)
+//! and `include_vector` (the copy holds cosine rows normalised). Those must see the file and
+//! the copy at the same commit: [`Memory::begin_read`] takes the current snapshot and opens
+//! a DuckDB read transaction on the search's connection under the read side of a *gate*;
+//! the writer holds the write side only across `COMMIT` and publishing. So both views are
+//! of the same commit, and the gate is held by a search for microseconds.
 //!
 //! Loading an index (at start) reads it in such a read transaction, off every lock; the
 //! writer keeps the changes committed meanwhile and replays them onto the loaded copy when
@@ -25,8 +28,8 @@
 //! bounded heap, and the scan split over the cores for large indexes. Scores and
 //! tie-breaking are those of the DuckDB path in [`super::read`], the reference.
 //!
-//! This module runs no SQL beyond opening and closing read transactions; loading and
-//! filtering are done by the store, which hands rows and allowed ids in.
+//! This module runs no SQL beyond opening and closing read transactions; loading is done by
+//! the store, which hands rows in, and what a filter means is [`super::filter`]'s.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -35,6 +38,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use duckdb::Connection;
 
+use super::filter::Filter;
+use super::metadata::Metadata;
 use super::types::{Metric, StoreError};
 
 /// Rows below which one thread scans alone: splitting costs more than it saves.
@@ -42,11 +47,13 @@ const PARALLEL_MIN_ROWS: usize = 16_384;
 /// Rows per chunk: the most a single-row upsert copies (1 MiB at 1024 dimensions).
 const CHUNK_ROWS: usize = 256;
 
-/// Rows of one chunk, row-major; unit length for cosine (a zero vector stays zero).
+/// Rows of one chunk: vectors row-major (unit length for cosine; a zero vector stays zero)
+/// and each row's stored metadata.
 #[derive(Debug, Clone, Default)]
 struct Chunk {
     ids: Vec<String>,
     data: Vec<f32>,
+    metadata: Vec<Metadata>,
 }
 
 /// One index in memory, as of one commit. Cloning it is cheap (it shares its chunks).
@@ -60,6 +67,18 @@ pub struct MemoryIndex {
     /// One bit per stored row: set while the row is the current version of its id.
     live: Arc<Vec<u64>>,
     live_rows: usize,
+    /// Bytes of the metadata of every stored row, live or dead.
+    metadata_bytes: usize,
+}
+
+/// Which rows a search may return, besides being live.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    All,
+    /// Those whose metadata matches (a filter the evaluator handles).
+    Matching(&'a Filter),
+    /// Those whose id is in the set (a filter DuckDB evaluated).
+    Allowed(&'a HashSet<String>),
 }
 
 /// A scored row: position and score.
@@ -78,6 +97,7 @@ impl MemoryIndex {
             rows: 0,
             live: Arc::new(Vec::new()),
             live_rows: 0,
+            metadata_bytes: 0,
         }
     }
 
@@ -98,6 +118,11 @@ impl MemoryIndex {
         &self.chunks[position / CHUNK_ROWS].ids[position % CHUNK_ROWS]
     }
 
+    /// The row's stored metadata.
+    pub fn metadata(&self, position: usize) -> &Metadata {
+        &self.chunks[position / CHUNK_ROWS].metadata[position % CHUNK_ROWS]
+    }
+
     fn vector(&self, position: usize) -> &[f32] {
         let offset = (position % CHUNK_ROWS) * self.dimension;
         &self.chunks[position / CHUNK_ROWS].data[offset..offset + self.dimension]
@@ -107,37 +132,40 @@ impl MemoryIndex {
         self.live[position / 64] & (1 << (position % 64)) != 0
     }
 
-    /// Bytes held: vectors and ids of every stored row, and the writer's id map (an
-    /// estimate of its overhead).
+    /// Bytes held: vectors, ids and metadata of every stored row (an estimate of their
+    /// overhead included), and the liveness bitmap.
     pub fn bytes(&self) -> usize {
-        self.rows * Self::row_bytes(self.dimension) + self.live.len() * 8
+        self.rows * Self::row_bytes(self.dimension) + self.metadata_bytes + self.live.len() * 8
     }
 
-    /// Bytes one more row of this width costs, for the memory budget.
+    /// Bytes one more row of this width costs before its metadata, for the memory budget.
     pub fn row_bytes(dimension: usize) -> usize {
         dimension * 4 + 96
     }
 
     /// Append a row (the caller checked the width); copies the last chunk if a published
     /// snapshot still shares it.
-    fn push(&mut self, id: &str, vector: &[f32]) -> usize {
+    fn push(&mut self, id: &str, vector: &[f32], metadata: Metadata) -> usize {
         let row = self.prepare(vector);
-        self.push_prepared(id, &row)
+        self.push_prepared(id, &row, metadata)
     }
 
     /// Append a row already normalised for the metric.
-    fn push_prepared(&mut self, id: &str, row: &[f32]) -> usize {
+    fn push_prepared(&mut self, id: &str, row: &[f32], metadata: Metadata) -> usize {
         let position = self.rows;
         if position.is_multiple_of(CHUNK_ROWS) {
             self.chunks.push(Arc::new(Chunk {
                 ids: Vec::with_capacity(CHUNK_ROWS),
                 data: Vec::with_capacity(CHUNK_ROWS * self.dimension),
+                metadata: Vec::with_capacity(CHUNK_ROWS),
             }));
         }
         let last = self.chunks.last_mut().expect("a chunk was just ensured");
         let chunk = Arc::make_mut(last);
         chunk.ids.push(id.to_string());
         chunk.data.extend_from_slice(row);
+        self.metadata_bytes += metadata.bytes();
+        chunk.metadata.push(metadata);
         self.rows += 1;
         let live = Arc::make_mut(&mut self.live);
         if live.len() * 64 < self.rows {
@@ -162,23 +190,18 @@ impl MemoryIndex {
         }
     }
 
-    /// Exact top-k of `query` over the live rows, or over those whose id is `allowed`.
-    /// Equal scores go to the smaller id; rows whose score is NaN (a stored zero vector
-    /// under cosine) are never hits.
-    pub fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        allowed: Option<&HashSet<String>>,
-        min_score: Option<f64>,
-    ) -> Vec<Scored> {
+    /// Exact top-k of `query` over the live rows that `rows` lets through. Equal scores go
+    /// to the smaller id; rows whose score is NaN (a stored zero vector under cosine) are
+    /// never hits. A row is tested against the filter before it is scored, so a selective
+    /// filter makes a search cheaper, not dearer.
+    pub fn search(&self, query: &[f32], k: usize, rows: Rows<'_>, min_score: Option<f64>) -> Vec<Scored> {
         let query = self.prepare(query);
         let scan = Scan {
             index: self,
             query: &query,
             k,
             min_score,
-            allowed,
+            rows,
         };
         let mut hits = if self.rows < PARALLEL_MIN_ROWS {
             scan.rows(0..self.rows)
@@ -243,11 +266,24 @@ impl Builder {
     }
 
     /// Insert or replace `id`: the new version is appended, the old one retired.
-    pub fn upsert(&mut self, id: &str, vector: &[f32]) {
+    pub fn upsert(&mut self, id: &str, vector: &[f32], metadata: Metadata) {
         if let Some(old) = self.positions.get(id).copied() {
             self.index.kill(old);
         }
-        let position = self.index.push(id, vector);
+        let position = self.index.push(id, vector, metadata);
+        self.positions.insert(id.to_string(), position);
+        self.compact_if_worth_it();
+    }
+
+    /// Give `id` new metadata: the row is appended again with its vector, the old one
+    /// retired (the same path as an upsert, so a snapshot never changes in place).
+    pub fn set_metadata(&mut self, id: &str, metadata: Metadata) {
+        let Some(old) = self.positions.get(id).copied() else {
+            return;
+        };
+        let row = self.index.vector(old).to_vec();
+        self.index.kill(old);
+        let position = self.index.push_prepared(id, &row, metadata);
         self.positions.insert(id.to_string(), position);
         self.compact_if_worth_it();
     }
@@ -276,7 +312,11 @@ impl Builder {
         self.positions.clear();
         for position in (0..old.rows).filter(|p| old.is_live(*p)) {
             // Rows are stored prepared: copy them as they are, not normalised again.
-            let new_position = self.index.push_prepared(old.id(position), old.vector(position));
+            let new_position = self.index.push_prepared(
+                old.id(position),
+                old.vector(position),
+                old.metadata(position).clone(),
+            );
             self.positions.insert(old.id(position).to_string(), new_position);
         }
     }
@@ -288,7 +328,7 @@ struct Scan<'a> {
     query: &'a [f32],
     k: usize,
     min_score: Option<f64>,
-    allowed: Option<&'a HashSet<String>>,
+    rows: Rows<'a>,
 }
 
 impl Scan<'_> {
@@ -298,7 +338,12 @@ impl Scan<'_> {
             if !self.index.is_live(position) {
                 continue;
             }
-            if self.allowed.is_some_and(|a| !a.contains(self.index.id(position))) {
+            let wanted = match self.rows {
+                Rows::All => true,
+                Rows::Matching(filter) => filter.matches(self.index.metadata(position)),
+                Rows::Allowed(ids) => ids.contains(self.index.id(position)),
+            };
+            if !wanted {
                 continue;
             }
             let score = self.index.score(self.query, position);
@@ -444,7 +489,7 @@ mod tests {
     fn index(metric: Metric, rows: &[(&str, [f32; 2])]) -> Builder {
         let mut idx = Builder::new(2, metric);
         for (id, v) in rows {
-            idx.upsert(id, v);
+            idx.upsert(id, v, Metadata::Null);
         }
         idx
     }
@@ -473,12 +518,12 @@ mod tests {
             ],
         )
         .snapshot();
-        let hits = idx.search(&[1.0, 0.0], 3, None, None);
+        let hits = idx.search(&[1.0, 0.0], 3, Rows::All, None);
         assert_eq!(ids(&idx, &hits), ["a", "b", "c"]);
         let allowed: HashSet<String> = ["a", "c"].map(String::from).into();
-        let hits = idx.search(&[1.0, 0.0], 2, Some(&allowed), None);
+        let hits = idx.search(&[1.0, 0.0], 2, Rows::Allowed(&allowed), None);
         assert_eq!(ids(&idx, &hits), ["a", "c"]);
-        assert_eq!(idx.search(&[1.0, 0.0], 10, None, Some(0.5)).len(), 2);
+        assert_eq!(idx.search(&[1.0, 0.0], 10, Rows::All, Some(0.5)).len(), 2);
     }
 
     #[test]
@@ -489,13 +534,13 @@ mod tests {
         );
         let before = idx.snapshot();
         idx.remove("a");
-        idx.upsert("b", &[5.0, 0.0]);
-        idx.upsert("d", &[4.0, 0.0]);
+        idx.upsert("b", &[5.0, 0.0], Metadata::Null);
+        idx.upsert("d", &[4.0, 0.0], Metadata::Null);
         let after = idx.snapshot();
-        let old = before.search(&[1.0, 0.0], 5, None, None);
+        let old = before.search(&[1.0, 0.0], 5, Rows::All, None);
         assert_eq!(ids(&before, &old), ["c", "b", "a"]);
         assert_eq!(old[1].score, 2.0);
-        let new = after.search(&[1.0, 0.0], 5, None, None);
+        let new = after.search(&[1.0, 0.0], 5, Rows::All, None);
         assert_eq!(ids(&after, &new), ["b", "d", "c"]);
         assert_eq!(new[0].score, 5.0);
         assert_eq!(after.len(), 3);
@@ -506,7 +551,7 @@ mod tests {
         let mut idx = Builder::new(2, Metric::Euclidean);
         for round in 0..6 {
             for i in 0..2000 {
-                idx.upsert(&format!("r{i}"), &[i as f32, round as f32]);
+                idx.upsert(&format!("r{i}"), &[i as f32, round as f32], Metadata::Null);
             }
         }
         for i in (0..2000).step_by(2) {
@@ -519,7 +564,7 @@ mod tests {
             "dead rows were compacted: {} stored",
             snap.rows
         );
-        let hits = snap.search(&[1.0, 5.0], 1, None, None);
+        let hits = snap.search(&[1.0, 5.0], 1, Rows::All, None);
         assert_eq!(ids(&snap, &hits), ["r1"]);
         assert_eq!(hits[0].score, 1.0);
     }
@@ -531,7 +576,7 @@ mod tests {
         let mut keeper = Keeper::default();
         let upsert = |id: &str, x: f32| Change::Upsert {
             index: "goals".into(),
-            rows: vec![(id.to_string(), vec![x, 0.0])],
+            rows: vec![(id.to_string(), vec![x, 0.0], Metadata::Null)],
         };
         keeper.apply(&memory, vec![upsert("a", 1.0)]);
         // The loader's read transaction starts here: it sees commit 1, not what follows.
@@ -548,12 +593,12 @@ mod tests {
         );
         assert!(matches!(memory.slots().get("goals"), Some(Slot::Loading)));
         let mut read = Builder::new(2, Metric::Dotproduct);
-        read.upsert("a", &[1.0, 0.0]);
+        read.upsert("a", &[1.0, 0.0], Metadata::Null);
         keeper.loaded(&memory, "goals", Some(read), as_of);
         let Some(Slot::Ready(copy)) = memory.slots().get("goals").cloned() else {
             panic!("the loaded copy is published");
         };
-        let hits = copy.search(&[1.0, 0.0], 10, None, None);
+        let hits = copy.search(&[1.0, 0.0], 10, Rows::All, None);
         assert_eq!(ids(&copy, &hits), ["b"]);
         // A copy for an index dropped meanwhile is thrown away.
         keeper.apply(
@@ -567,16 +612,36 @@ mod tests {
     }
 
     #[test]
+    fn filters_see_the_metadata_of_each_snapshot() {
+        let meta = |g: i64| Metadata::from(&serde_json::json!({"group": g}));
+        let mut idx = Builder::new(2, Metric::Dotproduct);
+        idx.upsert("a", &[1.0, 0.0], meta(1));
+        idx.upsert("b", &[2.0, 0.0], meta(2));
+        let before = idx.snapshot();
+        idx.set_metadata("a", meta(2));
+        idx.set_metadata("missing", meta(2));
+        let after = idx.snapshot();
+        let group2 = crate::store::filter::parse(&serde_json::json!({"group": 2})).unwrap();
+        let hits = before.search(&[1.0, 0.0], 5, Rows::Matching(&group2), None);
+        assert_eq!(ids(&before, &hits), ["b"]);
+        let hits = after.search(&[1.0, 0.0], 5, Rows::Matching(&group2), None);
+        assert_eq!(ids(&after, &hits), ["b", "a"]);
+        assert_eq!(hits[1].score, 1.0, "the vector is kept");
+        assert_eq!(after.len(), 2);
+        assert_eq!(after.metadata(hits[1].position), &meta(2));
+    }
+
+    #[test]
     fn parallel_scan_equals_serial() {
         let mut idx = Builder::new(4, Metric::Euclidean);
         for i in 0..(PARALLEL_MIN_ROWS + 500) {
             let x = (i % 97) as f32;
-            idx.upsert(&format!("r{i}"), &[x, 1.0, (i % 13) as f32, 2.0]);
+            idx.upsert(&format!("r{i}"), &[x, 1.0, (i % 13) as f32, 2.0], Metadata::Null);
         }
         let snap = idx.snapshot();
         let all: HashSet<String> = (0..snap.len()).map(|i| format!("r{i}")).collect();
-        let parallel = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, None, None);
-        let serial = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, Some(&all), None);
+        let parallel = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, Rows::All, None);
+        let serial = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, Rows::Allowed(&all), None);
         assert_eq!(ids(&snap, &parallel), ids(&snap, &serial));
     }
 }
@@ -631,7 +696,13 @@ pub enum Change {
     },
     Upsert {
         index: String,
-        rows: Vec<(String, Vec<f32>)>,
+        rows: Vec<(String, Vec<f32>, Metadata)>,
+    },
+    /// New metadata for a stored row (its vector unchanged).
+    Metadata {
+        index: String,
+        id: String,
+        metadata: Metadata,
     },
     Delete {
         index: String,
@@ -731,6 +802,15 @@ impl Memory {
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let txn = begin(conn)?;
         Ok((txn, self.commits.load(AtomicOrdering::SeqCst)))
+    }
+
+    /// The current snapshot of `index`, when it is served from memory. Enough on its own for
+    /// a search that needs nothing from the file.
+    pub fn snapshot(&self, index: &str) -> Option<Arc<MemoryIndex>> {
+        match self.slots().get(index) {
+            Some(Slot::Ready(copy)) => Some(copy.clone()),
+            _ => None,
+        }
     }
 
     /// Held by the writer across `COMMIT` and publishing.
@@ -874,13 +954,17 @@ impl Change {
             Change::Create { index, .. }
             | Change::Drop { index }
             | Change::Upsert { index, .. }
+            | Change::Metadata { index, .. }
             | Change::Delete { index, .. } => index,
         }
     }
 
     fn apply_to(&self, builder: &mut Builder) {
         match self {
-            Change::Upsert { rows, .. } => rows.iter().for_each(|(id, v)| builder.upsert(id, v)),
+            Change::Upsert { rows, .. } => rows
+                .iter()
+                .for_each(|(id, v, m)| builder.upsert(id, v, m.clone())),
+            Change::Metadata { id, metadata, .. } => builder.set_metadata(id, metadata.clone()),
             Change::Delete { ids, .. } => ids.iter().for_each(|id| builder.remove(id)),
             Change::Create { .. } | Change::Drop { .. } => {}
         }

@@ -11,6 +11,7 @@
 pub mod documents;
 pub mod filter;
 pub mod memory;
+pub mod metadata;
 pub mod read;
 pub mod schema;
 pub mod types;
@@ -126,6 +127,9 @@ impl Store {
 
     /// Exact top-k, from the in-memory copy when it is on and loaded, else from DuckDB
     /// (or from DuckDB when `engine` asks for it). Returns the engine that answered.
+    ///
+    /// On the copy, a search that needs nothing from the file (no `$regex`, no
+    /// `include_vector`) runs on its snapshot alone: no reader connection, no DuckDB query.
     pub async fn search(
         &self,
         index: IndexInfo,
@@ -134,10 +138,18 @@ impl Store {
     ) -> Result<(Vec<read::Hit>, Engine), StoreError> {
         let memory = self.shared.memory.clone();
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
+        if want_memory && !read::needs_file(&req) {
+            if let Some(copy) = memory.snapshot(&index.name) {
+                return self
+                    .compute(move || Ok((read::search_memory(&copy, &req, None)?, Engine::Memory)))
+                    .await;
+            }
+        }
         self.read(move |conn| {
             if want_memory {
                 if let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? {
-                    return Ok((read::search_memory(conn, &index, &copy, &req)?, Engine::Memory));
+                    let file = Some((conn, &index));
+                    return Ok((read::search_memory(&copy, &req, file)?, Engine::Memory));
                 }
             }
             Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
@@ -190,6 +202,28 @@ impl Store {
     /// Let every accepted write commit, then checkpoint and close the database.
     pub async fn shutdown(&self) {
         self.shared.writer.shutdown().await;
+    }
+
+    /// Run `f` off the async runtime, counted among the reads running at once, with no
+    /// connection.
+    async fn compute<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self
+            .shared
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("search task failed: {e}")))?
     }
 
     /// Run `f` on an idle reader connection, off the async runtime.

@@ -12,6 +12,8 @@ use duckdb::{params, params_from_iter, Connection, ToSql};
 use serde_json::{Map, Value};
 
 use super::filter::CompiledFilter;
+use super::memory::{MemoryIndex, Rows};
+use super::metadata::Metadata;
 use super::types::{quoted, vector_literal, IndexInfo, Metric, StoreError};
 
 /// Most results one search may return.
@@ -189,7 +191,10 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
     };
     let mut idx = super::memory::Builder::new(index.dimension, index.metric);
     let mut stmt = conn
-        .prepare(&format!("SELECT id, vector FROM {}", quoted(&index.name)))
+        .prepare(&format!(
+            "SELECT id, vector, metadata::VARCHAR FROM {}",
+            quoted(&index.name)
+        ))
         .map_err(|e| fail(&e))?;
     for batch in stmt.query_arrow([]).map_err(|e| fail(&e))? {
         let ids = cast(batch.column(0), &DataType::Utf8).map_err(|e| fail(&e))?;
@@ -208,6 +213,11 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
             .downcast_ref::<Float32Array>()
             .ok_or_else(|| fail(&"vector values are not FLOAT"))?;
         let values = values.values();
+        let metadata = cast(batch.column(2), &DataType::Utf8).map_err(|e| fail(&e))?;
+        let metadata = metadata
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| fail(&"metadata column is not text"))?;
         let offset = vectors.offset() * index.dimension;
         for row in 0..batch.num_rows() {
             // A NULL vector (possible in a table someone else wrote) has no place in a scan.
@@ -215,7 +225,11 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
                 continue;
             }
             let start = offset + row * index.dimension;
-            idx.upsert(ids.value(row), &values[start..start + index.dimension]);
+            let id = ids.value(row);
+            let text = (!metadata.is_null(row)).then(|| metadata.value(row));
+            let meta = Metadata::parse(text)
+                .map_err(|e| fail(&format!("metadata of id {id:?} is not JSON: {e}")))?;
+            idx.upsert(id, &values[start..start + index.dimension], meta);
         }
     }
     Ok(idx)
@@ -284,31 +298,57 @@ pub fn details(
     Ok(out)
 }
 
-/// Exact top-k from the in-memory copy. The caller took `memory` and a read transaction on
-/// `conn` at the same commit, so the filter query, the scan and the details agree.
+/// Whether a search on the in-memory copy needs the file too: a filter only DuckDB can
+/// evaluate (`$regex`), or stored vectors to return.
+pub fn needs_file(req: &SearchRequest) -> bool {
+    req.include_vector || req.filter.as_ref().is_some_and(|f| f.in_memory().is_none())
+}
+
+/// Exact top-k from the in-memory copy: filter, scores and metadata all from `memory`.
+/// When [`needs_file`] says so, `file` is a reader connection in a read transaction at the
+/// same commit as `memory` (see [`super::memory::Memory::begin_read`]), and the index.
 pub fn search_memory(
-    conn: &Connection,
-    index: &IndexInfo,
-    memory: &super::memory::MemoryIndex,
+    memory: &MemoryIndex,
     req: &SearchRequest,
+    file: Option<(&Connection, &IndexInfo)>,
 ) -> Result<Vec<Hit>, StoreError> {
-    let allowed = match &req.filter {
-        Some(f) => Some(filter_ids(conn, index, f)?),
-        None => None,
+    let needs = || StoreError::Internal("this search needs the file, and was given none".into());
+    let allowed;
+    let rows = match &req.filter {
+        None => Rows::All,
+        Some(f) => match f.in_memory() {
+            Some(tree) => Rows::Matching(tree),
+            None => {
+                let (conn, index) = file.ok_or_else(needs)?;
+                allowed = filter_ids(conn, index, f)?;
+                Rows::Allowed(&allowed)
+            }
+        },
     };
-    let scored = memory.search(&req.vector, req.top_k, allowed.as_ref(), req.min_score);
-    let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
-    let mut details = details(conn, index, &ids, req.include_vector)?;
+    let scored = memory.search(&req.vector, req.top_k, rows, req.min_score);
+    let mut vectors = if req.include_vector {
+        let (conn, index) = file.ok_or_else(needs)?;
+        let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
+        details(conn, index, &ids, true)?
+    } else {
+        std::collections::HashMap::new()
+    };
     let mut hits = Vec::with_capacity(scored.len());
-    for (s, id) in scored.iter().zip(ids) {
-        let (metadata, vector) = details
-            .remove(&id)
-            .ok_or_else(|| StoreError::Internal(format!("id {id:?} is in memory but not in the file")))?;
+    for s in &scored {
+        let id = memory.id(s.position).to_string();
+        let vector = if req.include_vector {
+            let (_, vector) = vectors
+                .remove(&id)
+                .ok_or_else(|| StoreError::Internal(format!("id {id:?} is in memory but not in the file")))?;
+            vector
+        } else {
+            None
+        };
         hits.push(Hit {
-            id,
+            metadata: memory.metadata(s.position).to_map(),
             score: s.score as f64,
-            metadata,
             vector,
+            id,
         });
     }
     Ok(hits)

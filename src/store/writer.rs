@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::documents::{self, Accepted, EmbeddedDocument, NewDocument};
 use super::filter::CompiledFilter;
 use super::memory::{Builder, Change, Keeper, Memory};
+use super::metadata::Metadata;
 use super::schema;
 use super::types::*;
 use super::Catalog;
@@ -541,7 +542,10 @@ impl Writer {
             "INSERT OR REPLACE INTO {} SELECT id, vector, metadata::JSON FROM temp.main.{stage}; DELETE FROM temp.main.{stage};",
             quoted(index)
         ))?;
-        let rows = rows.iter().map(|r| (r.id.clone(), r.vector.clone())).collect();
+        let rows = rows
+            .iter()
+            .map(|r| (r.id.clone(), r.vector.clone(), Metadata::object(&r.metadata)))
+            .collect();
         self.changes.push(Change::Upsert {
             index: index.to_string(),
             rows,
@@ -572,6 +576,16 @@ impl Writer {
             docs,
             &mut self.next_seq,
         )?;
+        // An unchanged text only rewrote the stored row's metadata.
+        for (doc, answer) in docs.iter().zip(&accepted) {
+            if answer.status == documents::Acceptance::Unchanged {
+                self.changes.push(Change::Metadata {
+                    index: index.to_string(),
+                    id: doc.id.clone(),
+                    metadata: Metadata::object(&doc.metadata),
+                });
+            }
+        }
         Ok(WriteOutcome::Accepted(accepted))
     }
 
@@ -709,6 +723,14 @@ impl Writer {
             ))));
         }
         let ids = [id.to_string()];
+        // The in-memory copy gets the metadata as DuckDB made it (a merge patch is DuckDB's).
+        let stored: Option<String> = self.conn.query_row(
+            &format!("SELECT metadata::VARCHAR FROM {} WHERE id = ?", quoted(index)),
+            params![id],
+            |r| r.get(0),
+        )?;
+        let stored = Metadata::parse(stored.as_deref())
+            .map_err(|e| OpError::Failed(format!("the metadata stored for id {id:?} is not JSON: {e}")))?;
         if let Some(v) = vector {
             // A new vector supersedes any text still waiting to be embedded for this id.
             documents::forget(&self.conn, index, &ids)?;
@@ -716,9 +738,14 @@ impl Writer {
             self.supersede(index, Some(ids.to_vec()));
             self.changes.push(Change::Upsert {
                 index: index.to_string(),
-                rows: vec![(id.to_string(), v.to_vec())],
+                rows: vec![(id.to_string(), v.to_vec(), stored)],
             });
         } else if let Some(m) = metadata {
+            self.changes.push(Change::Metadata {
+                index: index.to_string(),
+                id: id.to_string(),
+                metadata: stored,
+            });
             // A version waiting to be embedded gets the same change, so that it does not
             // bring the old metadata back when it lands.
             documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;

@@ -1,0 +1,269 @@
+//! The in-memory back-end of the filter language: a [`Filter`] evaluated in Rust over a row's
+//! [`Metadata`], so a search on the in-memory copy never asks DuckDB which rows match.
+//!
+//! It must mean exactly what the SQL back-end ([`super::sql`]) means: the same candidates
+//! (the value at the path, then the elements when it is an array), the same type-strict
+//! comparisons (strings byte by byte, numbers as `f64`), the same null rules. The seeded
+//! differential test at the bottom of this file holds the two equal on random metadata and
+//! random filters. `$regex` is not evaluated here (see [`super::CompiledFilter::in_memory`]).
+
+use std::cmp::Ordering;
+
+use super::{Candidate, Cmp, Filter, Operand, Path};
+use crate::store::metadata::Metadata;
+
+impl Filter {
+    /// Whether a row with this stored metadata matches. Only for filters that
+    /// [`super::CompiledFilter::in_memory`] hands out: a `$regex` test never matches here.
+    pub fn matches(&self, row: &Metadata) -> bool {
+        match self {
+            Filter::Const(c) => *c,
+            Filter::And(parts) => parts.iter().all(|p| p.matches(row)),
+            Filter::Or(parts) => parts.iter().any(|p| p.matches(row)),
+            Filter::Not(inner) => !inner.matches(row),
+            Filter::Any(path, test) => {
+                let value = resolve(row, path);
+                passes(test, value)
+                    || matches!(value, Some(Metadata::Array(items)) if items.iter().any(|i| passes(test, Some(i))))
+            }
+            Filter::Exists(path) => resolve(row, path).is_some(),
+            Filter::Substring(path, needle) => {
+                matches!(resolve(row, path), Some(Metadata::Text(s)) if s.contains(needle.as_str()))
+            }
+            Filter::Size(path, n) => {
+                matches!(resolve(row, path), Some(Metadata::Array(items)) if items.len() as u64 == *n)
+            }
+        }
+    }
+}
+
+/// The value at `path`; `None` when a segment is missing or crosses a non-object.
+fn resolve<'a>(row: &'a Metadata, path: &Path) -> Option<&'a Metadata> {
+    path.segments
+        .iter()
+        .try_fold(row, |value, segment| value.get(segment))
+}
+
+/// One candidate (`None`: the field is missing) against one test.
+fn passes(test: &Candidate, value: Option<&Metadata>) -> bool {
+    match test {
+        Candidate::Null => matches!(value, None | Some(Metadata::Null)),
+        Candidate::Compare(operand, cmp) => value.is_some_and(|v| compare(v, operand, *cmp)),
+        Candidate::OneOf { values, null } => {
+            (*null && matches!(value, None | Some(Metadata::Null)))
+                || value.is_some_and(|v| values.iter().any(|o| compare(v, o, Cmp::Eq)))
+        }
+        Candidate::Regex(_) => false,
+    }
+}
+
+/// `value <cmp> operand` when both are of one kind; false otherwise.
+fn compare(value: &Metadata, operand: &Operand, cmp: Cmp) -> bool {
+    let order = match (value, operand) {
+        (Metadata::Text(v), Operand::Text(o)) => v.as_bytes().cmp(o.as_bytes()),
+        (Metadata::Number(v), Operand::Number(o)) => match v.as_f64().and_then(|v| v.partial_cmp(o)) {
+            Some(order) => order,
+            None => return false,
+        },
+        (Metadata::Bool(v), Operand::Bool(o)) => v.cmp(o),
+        _ => return false,
+    };
+    match cmp {
+        Cmp::Eq => order == Ordering::Equal,
+        Cmp::Gt => order == Ordering::Greater,
+        Cmp::Gte => order != Ordering::Less,
+        Cmp::Lt => order == Ordering::Less,
+        Cmp::Lte => order != Ordering::Greater,
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    //! Random metadata and random filters, answered by DuckDB (the SQL back-end) and by
+    //! [`Filter::matches`]: the answers must be the same row for row. Seeded; the seed is
+    //! printed with any difference (set `FILTER_SEED` to replay one).
+
+    use duckdb::{params, Connection};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use serde_json::{json, Map, Value};
+
+    use super::super::compile;
+    use crate::store::metadata::Metadata;
+
+    const KEYS: [&str; 5] = ["a", "b", "user-id", "n", "tags"];
+    const TEXTS: [&str; 9] = [
+        "",
+        "x",
+        "X",
+        "xy",
+        "u1",
+        "é",
+        "2026-01-10",
+        "2026-1",
+        "z\u{1F600}",
+    ];
+    const NUMBERS: [f64; 9] = [0.0, -0.0, 1.0, 1.5, -2.0, 5.0, 1e300, 9007199254740993.0, 0.1];
+
+    fn scalar(rng: &mut StdRng) -> Value {
+        match rng.random_range(0..10) {
+            0 => Value::Null,
+            1 => json!(rng.random_bool(0.5)),
+            2..=4 => json!(TEXTS[rng.random_range(0..TEXTS.len())]),
+            5 => json!(rng.random_range(-3i64..8)),
+            6 => json!(u64::MAX - rng.random_range(0..2u64)),
+            _ => json!(NUMBERS[rng.random_range(0..NUMBERS.len())]),
+        }
+    }
+
+    fn value(rng: &mut StdRng, depth: usize) -> Value {
+        match rng.random_range(0..10) {
+            0..=5 => scalar(rng),
+            6 | 7 => Value::Array(
+                (0..rng.random_range(0..4))
+                    .map(|_| value(rng, depth + 1))
+                    .collect(),
+            ),
+            _ if depth < 2 => object(rng, depth + 1),
+            _ => scalar(rng),
+        }
+    }
+
+    fn object(rng: &mut StdRng, depth: usize) -> Value {
+        let mut map = Map::new();
+        for key in KEYS {
+            if rng.random_bool(0.5) {
+                map.insert(key.to_string(), value(rng, depth));
+            }
+        }
+        Value::Object(map)
+    }
+
+    fn path(rng: &mut StdRng) -> String {
+        let first = KEYS[rng.random_range(0..KEYS.len())];
+        if rng.random_bool(0.25) {
+            format!("{first}.{}", KEYS[rng.random_range(0..KEYS.len())])
+        } else {
+            first.to_string()
+        }
+    }
+
+    fn operand(rng: &mut StdRng) -> Value {
+        let v = scalar(rng);
+        if v.is_null() && rng.random_bool(0.5) {
+            json!("x")
+        } else {
+            v
+        }
+    }
+
+    fn field_test(rng: &mut StdRng, depth: usize) -> Value {
+        let list =
+            |rng: &mut StdRng| Value::Array((0..rng.random_range(0..4)).map(|_| operand(rng)).collect());
+        let ordered = |rng: &mut StdRng| {
+            if rng.random_bool(0.5) {
+                json!(TEXTS[rng.random_range(0..TEXTS.len())])
+            } else {
+                json!(NUMBERS[rng.random_range(0..NUMBERS.len())])
+            }
+        };
+        match rng.random_range(0..15) {
+            0 => operand(rng),
+            1 => json!({"$eq": operand(rng)}),
+            2 => json!({"$ne": operand(rng)}),
+            3 => json!({"$gt": ordered(rng)}),
+            4 => json!({"$gte": ordered(rng)}),
+            5 => json!({"$lt": ordered(rng), "$gt": ordered(rng)}),
+            6 => json!({"$lte": ordered(rng)}),
+            7 => json!({"$in": list(rng)}),
+            8 => json!({"$nin": list(rng)}),
+            9 => json!({"$exists": rng.random_bool(0.5)}),
+            10 => json!({"$contains": operand(rng)}),
+            11 => json!({"$contains": list(rng)}),
+            12 => json!({"$all": list(rng)}),
+            13 => json!({"$size": rng.random_range(0..3)}),
+            _ if depth < 3 => json!({"$not": field_test(rng, depth + 1)})
+                .as_object()
+                .filter(|o| o["$not"].is_object())
+                .map(|o| Value::Object(o.clone()))
+                .unwrap_or_else(|| json!({"$exists": true})),
+            _ => json!({"$exists": false}),
+        }
+    }
+
+    fn filter(rng: &mut StdRng, depth: usize) -> Value {
+        let mut map = Map::new();
+        for _ in 0..rng.random_range(0..3) {
+            match rng.random_range(0..8) {
+                0 if depth < 3 => {
+                    let op = ["$and", "$or", "$nor"][rng.random_range(0..3)];
+                    let parts = (0..rng.random_range(1..3))
+                        .map(|_| filter(rng, depth + 1))
+                        .collect();
+                    map.insert(op.to_string(), Value::Array(parts));
+                }
+                1 if depth < 3 => {
+                    map.insert("$not".to_string(), filter(rng, depth + 1));
+                }
+                _ => {
+                    map.insert(path(rng), field_test(rng, 0));
+                }
+            }
+        }
+        Value::Object(map)
+    }
+
+    #[test]
+    fn memory_and_sql_agree_on_random_filters() {
+        let seed = std::env::var("FILTER_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20261123u64);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (i INTEGER, metadata JSON)")
+            .unwrap();
+        let mut rows = Vec::new();
+        for i in 0..300 {
+            let stored: Option<String> = match i {
+                0 => None,
+                1 => Some("null".into()),
+                2 => Some("[1, \"x\"]".into()),
+                3 => Some("\"x\"".into()),
+                _ => Some(object(&mut rng, 0).to_string()),
+            };
+            conn.execute("INSERT INTO t VALUES (?, ?)", params![i, stored])
+                .unwrap();
+            rows.push(Metadata::parse(stored.as_deref()).unwrap());
+        }
+        let mut compared = 0;
+        for round in 0..1500 {
+            let raw = filter(&mut rng, 0);
+            let Ok(compiled) = compile(&raw) else { continue };
+            let tree = compiled.in_memory().expect("no $regex is generated");
+            let sql = format!("SELECT i FROM t WHERE {} ORDER BY i", compiled.sql);
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let from_sql: Vec<usize> = stmt
+                .query_map(duckdb::params_from_iter(compiled.params.iter()), |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+                .map(|r| r.unwrap() as usize)
+                .collect();
+            let in_memory: Vec<usize> = (0..rows.len()).filter(|i| tree.matches(&rows[*i])).collect();
+            if from_sql != in_memory {
+                let only_sql: Vec<_> = from_sql.iter().filter(|i| !in_memory.contains(i)).collect();
+                let only_memory: Vec<_> = in_memory.iter().filter(|i| !from_sql.contains(i)).collect();
+                let example = only_sql
+                    .first()
+                    .or(only_memory.first())
+                    .map(|i| rows[**i].to_value());
+                panic!(
+                    "seed {seed}, round {round}: filter {raw} differs; only SQL {only_sql:?}, only memory {only_memory:?}; e.g. {example:?}"
+                );
+            }
+            compared += 1;
+        }
+        assert!(compared > 1000, "only {compared} filters compiled");
+    }
+}

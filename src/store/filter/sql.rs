@@ -1,0 +1,460 @@
+//! The SQL back-end of the filter language: a [`Filter`] as a DuckDB boolean expression over
+//! a `metadata JSON` column, with every user value and path bound as a `?` parameter.
+//!
+//! It owns the SQL text and nothing else: validation and meaning are the parser's
+//! ([`super`]). Every expression produced here is TRUE or FALSE, never NULL.
+
+use super::{Candidate, Cmp, Filter, FilterParam, Operand, Path};
+
+/// Name of the lambda variable that stands for one candidate value of a field. Prefixed so
+/// it cannot be mistaken for a column of the caller's query.
+const ELEM: &str = "filter_elem";
+
+/// The SQL text of `filter` and the values for its placeholders, in order.
+pub(super) fn compile(filter: &Filter) -> (String, Vec<FilterParam>) {
+    let sql = expression(filter);
+    (sql.text, sql.params)
+}
+
+/// SQL text with its parameters. Text and parameters only ever grow together, so the order
+/// of `?` in the text and of values in `params` cannot drift apart.
+#[derive(Debug, Clone, Default)]
+struct Sql {
+    text: String,
+    params: Vec<FilterParam>,
+}
+
+impl Sql {
+    fn raw(text: &str) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    fn then(mut self, text: &str) -> Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(mut self, param: FilterParam) -> Sql {
+        self.text.push('?');
+        self.params.push(param);
+        self
+    }
+
+    fn append(mut self, other: Sql) -> Sql {
+        self.text.push_str(&other.text);
+        self.params.extend(other.params);
+        self
+    }
+}
+
+fn expression(filter: &Filter) -> Sql {
+    match filter {
+        Filter::Const(true) => Sql::raw("TRUE"),
+        Filter::Const(false) => Sql::raw("FALSE"),
+        Filter::And(parts) => join(parts, " AND "),
+        Filter::Or(parts) => join(parts, " OR "),
+        Filter::Not(inner) => Sql::raw("(NOT ").append(expression(inner)).then(")"),
+        Filter::Any(path, test) => any_value(path, candidate(test)),
+        Filter::Exists(path) => Sql::raw("coalesce(json_exists(metadata, ")
+            .bind(value_path(path))
+            .then("), false)"),
+        Filter::Substring(path, needle) => substring(path, needle),
+        Filter::Size(path, n) => Sql::raw("coalesce(json_type(metadata, ")
+            .bind(value_path(path))
+            .then(") = 'ARRAY' AND json_array_length(metadata, ")
+            .bind(value_path(path))
+            .then(") = ")
+            .bind(FilterParam::Number(*n as f64))
+            .then(", false)"),
+    }
+}
+
+/// Parts joined by `op`, parenthesized so callers can nest the result freely.
+fn join(parts: &[Filter], op: &str) -> Sql {
+    let mut out = Sql::raw("(");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out = out.then(op);
+        }
+        out = out.append(expression(part));
+    }
+    out.then(")")
+}
+
+/// The value at the path, as JSON (SQL NULL when missing). Segments are quoted so `-` in a
+/// key is not read as path syntax.
+fn value_path(path: &Path) -> FilterParam {
+    let quoted: Vec<String> = path.segments.iter().map(|s| format!("\"{s}\"")).collect();
+    FilterParam::Text(format!("$.{}", quoted.join(".")))
+}
+
+/// The elements of the array at the path (an empty list when it is not an array).
+fn elements_path(path: &Path) -> FilterParam {
+    match value_path(path) {
+        FilterParam::Text(p) => FilterParam::Text(format!("{p}[*]")),
+        other => other,
+    }
+}
+
+/// True when the field's value, or any element of it when it is an array, satisfies `pred`
+/// (written over [`ELEM`]). The candidate list is never NULL (a missing field gives `[NULL]`),
+/// so the result is TRUE or FALSE.
+fn any_value(path: &Path, pred: Sql) -> Sql {
+    Sql::raw("(len(list_filter(list_concat([json_extract(metadata, ")
+        .bind(value_path(path))
+        .then(")], json_extract(metadata, ")
+        .bind(elements_path(path))
+        .then(&format!(")), lambda {ELEM}: "))
+        .append(pred)
+        .then(")) > 0)")
+}
+
+/// Substring test on a string field. `contains()` rather than `LIKE`, so `%` and `_` in the
+/// user's text are plain characters.
+fn substring(path: &Path, needle: &str) -> Sql {
+    Sql::raw("coalesce(json_type(metadata, ")
+        .bind(value_path(path))
+        .then(") = 'VARCHAR' AND contains(json_extract_string(metadata, ")
+        .bind(value_path(path))
+        .then("), ")
+        .bind(FilterParam::Text(needle.to_owned()))
+        .then("), false)")
+}
+
+fn candidate(test: &Candidate) -> Sql {
+    match test {
+        Candidate::Null => is_null(),
+        Candidate::Compare(value, cmp) => compare(value, *cmp),
+        Candidate::OneOf { values, null } => member_of(values, *null),
+        Candidate::Regex(pattern) => Sql::raw(&format!(
+            "(json_type({ELEM}) = 'VARCHAR' AND regexp_matches(json_extract_string({ELEM}, '$'), "
+        ))
+        .bind(FilterParam::Text(pattern.clone()))
+        .then("))"),
+    }
+}
+
+/// Type test and typed reading of [`ELEM`] for one kind of operand. The type test keeps
+/// comparisons type-strict; `TRY_CAST` keeps a wrong type from raising an error, since SQL
+/// does not promise to evaluate the test first.
+fn typed(kind: &Operand) -> (String, String) {
+    match kind {
+        Operand::Text(_) => (
+            format!("json_type({ELEM}) = 'VARCHAR'"),
+            format!("json_extract_string({ELEM}, '$')"),
+        ),
+        Operand::Number(_) => (
+            format!("json_type({ELEM}) IN ('BIGINT', 'UBIGINT', 'DOUBLE')"),
+            format!("TRY_CAST({ELEM} AS DOUBLE)"),
+        ),
+        Operand::Bool(_) => (
+            format!("json_type({ELEM}) = 'BOOLEAN'"),
+            format!("TRY_CAST({ELEM} AS BOOLEAN)"),
+        ),
+    }
+}
+
+/// Missing and JSON null are the same to a filter, as in MongoDB.
+fn is_null() -> Sql {
+    Sql::raw(&format!("(coalesce(json_type({ELEM}), 'NULL') = 'NULL')"))
+}
+
+fn param(value: &Operand) -> FilterParam {
+    match value {
+        Operand::Text(t) => FilterParam::Text(t.clone()),
+        Operand::Number(n) => FilterParam::Number(*n),
+        Operand::Bool(b) => FilterParam::Bool(*b),
+    }
+}
+
+/// `ELEM <cmp> value`, typed.
+fn compare(value: &Operand, cmp: Cmp) -> Sql {
+    let op = match cmp {
+        Cmp::Eq => "=",
+        Cmp::Gt => ">",
+        Cmp::Gte => ">=",
+        Cmp::Lt => "<",
+        Cmp::Lte => "<=",
+    };
+    let (is_kind, read) = typed(value);
+    Sql::raw(&format!("({is_kind} AND {read} {op} "))
+        .bind(param(value))
+        .then(")")
+}
+
+/// `ELEM` equals one of `values`: one typed `IN (...)` per kind present, then the null test.
+fn member_of(values: &[Operand], null: bool) -> Sql {
+    let kinds = [
+        Operand::Text(String::new()),
+        Operand::Number(0.0),
+        Operand::Bool(false),
+    ];
+    let mut parts: Vec<Sql> = kinds.iter().filter_map(|kind| typed_in(kind, values)).collect();
+    if null {
+        parts.push(is_null());
+    }
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    let mut out = Sql::raw("(");
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out = out.then(" OR ");
+        }
+        out = out.append(part);
+    }
+    out.then(")")
+}
+
+fn typed_in(kind: &Operand, values: &[Operand]) -> Option<Sql> {
+    let params: Vec<FilterParam> = values
+        .iter()
+        .filter(|v| std::mem::discriminant(*v) == std::mem::discriminant(kind))
+        .map(param)
+        .collect();
+    if params.is_empty() {
+        return None;
+    }
+    let (is_kind, read) = typed(kind);
+    let mut sql = Sql::raw(&format!("({is_kind} AND {read} IN ("));
+    for (i, p) in params.into_iter().enumerate() {
+        if i > 0 {
+            sql = sql.then(", ");
+        }
+        sql = sql.bind(p);
+    }
+    Some(sql.then("))"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compile;
+    use duckdb::{params, Connection};
+    use serde_json::{json, Value};
+
+    use super::super::FilterParam;
+
+    pub(crate) const ROWS: &[(&str, Option<&str>)] = &[
+        (
+            "a",
+            Some(
+                r#"{"userId":"u1","n":5,"price":9.5,"tags":["x","y"],"flag":true,"nil":null,
+                "createdAt":"2026-01-10","nested":{"deep":{"k":"v"}},"user-id":"dash",
+                "title":"Hello 100% World"}"#,
+            ),
+        ),
+        (
+            "b",
+            Some(
+                r#"{"userId":"u2","n":"5","tags":"x","flag":false,"createdAt":"2025-12-31",
+                "nums":[1,2,3],"title":"hello_world"}"#,
+            ),
+        ),
+        (
+            "c",
+            Some(
+                r#"{"userId":"u1","n":10,"tags":["y","z"],"nested":{"deep":{"k":"w"}},
+                "nums":[3,4],"createdAt":"2026-02-01"}"#,
+            ),
+        ),
+        ("d", Some("{}")),
+        ("e", None),
+        (
+            "f",
+            Some(r#"{"n":-1.5,"tags":[1,"1",null,true],"flag":"true","nums":[]}"#),
+        ),
+    ];
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (id VARCHAR, metadata JSON)")
+            .expect("create");
+        for (id, metadata) in ROWS {
+            conn.execute("INSERT INTO t VALUES (?, ?)", params![id, metadata])
+                .expect("insert");
+        }
+        conn
+    }
+
+    fn ids(conn: &Connection, filter: Value) -> Vec<String> {
+        let compiled = compile(&filter).expect("compiles");
+        let sql = format!("SELECT id FROM t WHERE {} ORDER BY id", compiled.sql);
+        let mut stmt = conn.prepare(&sql).expect("prepares");
+        let rows = stmt
+            .query_map(duckdb::params_from_iter(compiled.params.iter()), |row| {
+                row.get::<_, String>(0)
+            })
+            .expect("runs");
+        rows.collect::<duckdb::Result<Vec<_>>>().expect("reads")
+    }
+
+    /// The same filter through SQL and through the in-memory evaluator.
+    fn check(conn: &Connection, filter: Value, expected: &[&str]) {
+        assert_eq!(ids(conn, filter.clone()), expected, "SQL, filter {filter}");
+        let compiled = compile(&filter).expect("compiles");
+        if let Some(tree) = compiled.in_memory() {
+            let in_memory: Vec<&str> = ROWS
+                .iter()
+                .filter(|(_, text)| {
+                    let value = text.map_or(Value::Null, |t| serde_json::from_str(t).expect("json"));
+                    tree.matches(&crate::store::metadata::Metadata::from(&value))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(in_memory, expected, "in memory, filter {filter}");
+        }
+    }
+
+    #[test]
+    fn empty_filter_is_true() {
+        let c = compile(&json!({})).expect("compiles");
+        assert_eq!(c.sql, "TRUE");
+        assert!(c.params.is_empty());
+        check(&db(), json!({}), &["a", "b", "c", "d", "e", "f"]);
+    }
+
+    #[test]
+    fn path_and_values_are_bound_not_pasted() {
+        let c = compile(&json!({"user-id": {"$eq": "x'); DROP TABLE t; --"}})).expect("compiles");
+        assert!(!c.sql.contains("user-id") && !c.sql.contains("DROP"), "{}", c.sql);
+        assert_eq!(
+            c.params,
+            vec![
+                FilterParam::Text("$.\"user-id\"".into()),
+                FilterParam::Text("$.\"user-id\"[*]".into()),
+                FilterParam::Text("x'); DROP TABLE t; --".into()),
+            ]
+        );
+        assert_eq!(c.sql.matches('?').count(), c.params.len());
+    }
+
+    #[test]
+    fn eq_is_type_strict_and_searches_arrays() {
+        let conn = db();
+        check(&conn, json!({"userId": "u1"}), &["a", "c"]);
+        check(&conn, json!({"userId": {"$eq": "u2"}}), &["b"]);
+        check(&conn, json!({"n": 5}), &["a"]);
+        check(&conn, json!({"n": 5.0}), &["a"]);
+        check(&conn, json!({"n": "5"}), &["b"]);
+        check(&conn, json!({"n": -1.5}), &["f"]);
+        check(&conn, json!({"tags": "x"}), &["a", "b"]);
+        check(&conn, json!({"tags": 1}), &["f"]);
+        check(&conn, json!({"tags": "1"}), &["f"]);
+        check(&conn, json!({"flag": true}), &["a"]);
+        check(&conn, json!({"flag": false}), &["b"]);
+        check(&conn, json!({"flag": "true"}), &["f"]);
+        check(&conn, json!({"tags": true}), &["f"]);
+        check(&conn, json!({"nested.deep.k": "v"}), &["a"]);
+        check(&conn, json!({"user-id": "dash"}), &["a"]);
+    }
+
+    #[test]
+    fn null_matches_missing_and_json_null() {
+        let conn = db();
+        check(&conn, json!({"nil": null}), &["a", "b", "c", "d", "e", "f"]);
+        check(&conn, json!({"flag": null}), &["c", "d", "e"]);
+        check(&conn, json!({"tags": null}), &["d", "e", "f"]);
+        check(&conn, json!({"flag": {"$ne": null}}), &["a", "b", "f"]);
+    }
+
+    #[test]
+    fn ne_matches_missing_fields() {
+        let conn = db();
+        check(&conn, json!({"userId": {"$ne": "u1"}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"tags": {"$ne": "x"}}), &["c", "d", "e", "f"]);
+        check(&conn, json!({"n": {"$ne": 5}}), &["b", "c", "d", "e", "f"]);
+    }
+
+    #[test]
+    fn ordering_compares_numbers_and_strings_separately() {
+        let conn = db();
+        check(&conn, json!({"n": {"$gt": 4}}), &["a", "c"]);
+        check(&conn, json!({"n": {"$gte": 5, "$lt": 10}}), &["a"]);
+        check(&conn, json!({"n": {"$lte": 5}}), &["a", "f"]);
+        check(&conn, json!({"n": {"$lt": 0}}), &["f"]);
+        check(&conn, json!({"nums": {"$gt": 3}}), &["c"]);
+        check(&conn, json!({"createdAt": {"$gte": "2026-01-01"}}), &["a", "c"]);
+        check(&conn, json!({"createdAt": {"$lt": "2026-01-01"}}), &["b"]);
+        check(&conn, json!({"n": {"$gt": "4"}}), &["b"]);
+    }
+
+    #[test]
+    fn in_and_nin() {
+        let conn = db();
+        check(&conn, json!({"userId": {"$in": ["u2", "zz"]}}), &["b"]);
+        check(&conn, json!({"tags": {"$in": ["z", 1]}}), &["c", "f"]);
+        check(&conn, json!({"n": {"$in": [5, 10]}}), &["a", "c"]);
+        check(
+            &conn,
+            json!({"flag": {"$in": [false, null]}}),
+            &["b", "c", "d", "e"],
+        );
+        check(&conn, json!({"n": {"$in": []}}), &[]);
+        check(&conn, json!({"userId": {"$nin": ["u1"]}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"tags": {"$nin": ["y", true]}}), &["b", "d", "e"]);
+        check(&conn, json!({"n": {"$nin": []}}), &["a", "b", "c", "d", "e", "f"]);
+    }
+
+    #[test]
+    fn exists() {
+        let conn = db();
+        check(&conn, json!({"nil": {"$exists": true}}), &["a"]);
+        check(&conn, json!({"flag": {"$exists": true}}), &["a", "b", "f"]);
+        check(&conn, json!({"flag": {"$exists": false}}), &["c", "d", "e"]);
+        check(&conn, json!({"nested.deep": {"$exists": true}}), &["a", "c"]);
+    }
+
+    #[test]
+    fn contains_all_and_size() {
+        let conn = db();
+        check(&conn, json!({"tags": {"$contains": "y"}}), &["a", "c"]);
+        check(&conn, json!({"tags": {"$contains": ["x", "y"]}}), &["a"]);
+        check(&conn, json!({"title": {"$contains": "World"}}), &["a"]);
+        check(&conn, json!({"title": {"$contains": "100%"}}), &["a"]);
+        check(&conn, json!({"title": {"$contains": "o_w"}}), &["b"]);
+        check(&conn, json!({"title": {"$contains": "%"}}), &["a"]);
+        check(&conn, json!({"nums": {"$contains": 3}}), &["b", "c"]);
+        check(&conn, json!({"tags": {"$all": ["y", "z"]}}), &["c"]);
+        check(&conn, json!({"tags": {"$all": ["x"]}}), &["a", "b"]);
+        check(&conn, json!({"tags": {"$all": []}}), &[]);
+        check(&conn, json!({"nums": {"$size": 0}}), &["f"]);
+        check(&conn, json!({"tags": {"$size": 2}}), &["a", "c"]);
+    }
+
+    #[test]
+    fn not_and_regex() {
+        let conn = db();
+        check(&conn, json!({"n": {"$not": {"$gt": 4}}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"userId": {"$regex": "^u[12]$"}}), &["a", "b", "c"]);
+        check(
+            &conn,
+            json!({"title": {"$regex": "^hello", "$options": "i"}}),
+            &["a", "b"],
+        );
+        check(&conn, json!({"title": {"$regex": "^hello"}}), &["b"]);
+        check(&conn, json!({"tags": {"$regex": "^[xz]$"}}), &["a", "b", "c"]);
+    }
+
+    #[test]
+    fn logical_operators() {
+        let conn = db();
+        check(&conn, json!({"$or": [{"userId": "u2"}, {"n": 10}]}), &["b", "c"]);
+        check(&conn, json!({"$and": [{"userId": "u1"}, {"tags": "x"}]}), &["a"]);
+        check(
+            &conn,
+            json!({"$nor": [{"userId": "u1"}, {"tags": "x"}]}),
+            &["d", "e", "f"],
+        );
+        check(&conn, json!({"$not": {"userId": "u1"}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"userId": "u1", "tags": "y"}), &["a", "c"]);
+        check(
+            &conn,
+            json!({"$or": [{"$and": [{"userId": "u1"}, {"n": {"$gt": 6}}]}, {"flag": false}]}),
+            &["b", "c"],
+        );
+        check(&conn, json!({"$and": [{}]}), &["a", "b", "c", "d", "e", "f"]);
+    }
+}
