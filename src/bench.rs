@@ -178,6 +178,18 @@ async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> R
                     described["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
                 ),
             ));
+            let stats = server.call("stats", json!({})).await?;
+            let mib = |v: &Value| {
+                v.as_f64()
+                    .map_or("n/a".to_string(), |b| format!("{:.1} MiB", b / 1048576.0))
+            };
+            rows.push(row(
+                format!(
+                    "owner memory after a restart, {size} x {dim} loaded ({:.1} MiB of raw vectors): resident / DuckDB's own",
+                    (size * dim * 4) as f64 / 1048576.0
+                ),
+                format!("{} / {}", mib(&stats["resident_bytes"]), mib(&stats["duckdb_memory_bytes"])),
+            ));
             let queries = vectors(99, 50, dim);
             for engine in ["memory", "duckdb"] {
                 for filtered in [false, true] {
@@ -200,6 +212,13 @@ async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> R
                     ));
                 }
             }
+            for streams in [1usize, 8] {
+                let (rate, p50, p99) = concurrent_searches(&server, &queries, streams, cfg.searches).await?;
+                rows.push(row(
+                    format!("search top-10, {size} x {dim}, memory engine, no filter, {streams} at once: throughput, p50 / p99"),
+                    format!("{rate:.0} searches/s, {} / {}", ms(p50), ms(p99)),
+                ));
+            }
             let (one, all) = flat_scan(&data, &queries[0]);
             rows.push(row(
                 format!("flat f32 scan reference, {size} x {dim}, in process: 1 thread / all cores"),
@@ -209,6 +228,36 @@ async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> R
         }
     }
     Ok(())
+}
+
+/// `streams` clients searching back to back on one server, `total` searches in all:
+/// searches per second, and the latency percentiles over every search.
+async fn concurrent_searches(
+    server: &ChildServer,
+    queries: &[Vec<f32>],
+    streams: usize,
+    total: usize,
+) -> Result<(f64, Duration, Duration)> {
+    let each = total.div_ceil(streams).max(10);
+    let started = Instant::now();
+    let runs = (0..streams).map(|s| async move {
+        let mut times = Vec::with_capacity(each);
+        for i in 0..each {
+            let args = json!({"index": "bench", "vector": queries[(s * 7 + i) % queries.len()], "top_k": 10});
+            let t = Instant::now();
+            server.call("search", args).await?;
+            times.push(t.elapsed());
+        }
+        Ok::<_, anyhow::Error>(times)
+    });
+    let mut times: Vec<Duration> = futures::future::try_join_all(runs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let rate = times.len() as f64 / started.elapsed().as_secs_f64();
+    times.sort();
+    Ok((rate, percentile(&times, 0.5), percentile(&times, 0.99)))
 }
 
 /// The seed scenario of Stride's bug: 4 parallel upserts of one id, 20 rounds, in one

@@ -115,6 +115,13 @@ async fn memory_engine_returns_exactly_what_duckdb_returns() {
         stats["memory_bytes"].as_u64().unwrap() > 100_000 * 1024 * 4,
         "{stats}"
     );
+    // The whole process, and DuckDB's own share of it, are reported too.
+    let resident = stats["resident_bytes"].as_u64().unwrap();
+    assert!(resident > stats["memory_bytes"].as_u64().unwrap(), "{stats}");
+    assert!(
+        stats["duckdb_memory_bytes"].as_u64().unwrap() < resident,
+        "{stats}"
+    );
     let filters = [
         None,
         Some(json!({"group": 3})),

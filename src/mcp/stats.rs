@@ -38,6 +38,10 @@ pub struct StatsResult {
     pub documents_committed: u64,
     /// Bytes of all in-memory index copies.
     pub memory_bytes: usize,
+    /// Resident memory of this whole process (Linux; absent elsewhere), in bytes.
+    pub resident_bytes: Option<u64>,
+    /// Memory DuckDB itself holds (its buffer pool and more), in bytes.
+    pub duckdb_memory_bytes: Option<u64>,
     pub last_error: Option<String>,
     pub model: String,
     /// `loading`, `ready` or `failed`.
@@ -92,6 +96,8 @@ impl StrideServer {
             texts_embedded: p.texts_embedded,
             documents_committed: p.committed,
             memory_bytes,
+            resident_bytes: resident_bytes(),
+            duckdb_memory_bytes: self.store()?.duckdb_memory().await.ok(),
             last_error: p.last_error,
             model: p.model,
             model_state: p.model_state.label().into(),
@@ -108,4 +114,13 @@ impl StrideServer {
             parked_count: p.parked_count,
         }))
     }
+}
+
+/// This process's resident set, from `/proc/self/statm` (its second field, in pages).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system; it has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).ok().map(|p| pages * p)
 }

@@ -28,6 +28,12 @@
 //! bounded heap, and the scan split over the cores for large indexes. Scores and
 //! tie-breaking are those of the DuckDB path in [`super::read`], the reference.
 //!
+//! Scans run on one bounded pool ([`Memory::run`], a `rayon` pool of one thread per core),
+//! never on threads made per search, so many searches at once share the cores instead of
+//! multiplying threads. The pool's threads run at a lower CPU priority than the rest of
+//! the process (Linux: nice +10): when searches keep every core busy, the writer's commits
+//! still get the CPU first, and with nothing else to do the searches lose nothing.
+//!
 //! This module runs no SQL beyond opening and closing read transactions; loading is done by
 //! the store, which hands rows in, and what a filter means is [`super::filter`]'s.
 
@@ -37,6 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use duckdb::Connection;
+use rayon::prelude::*;
 
 use super::filter::Filter;
 use super::metadata::Metadata;
@@ -44,6 +51,10 @@ use super::types::{Metric, StoreError};
 
 /// Rows below which one thread scans alone: splitting costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 16_384;
+/// Smallest share of a split scan: small enough to balance between busy threads.
+const PART_MIN_ROWS: usize = 8_192;
+/// How much lower the search threads' CPU priority is than the writer's (a nice value).
+const SEARCH_NICE: libc::c_int = 10;
 /// Rows per chunk: the most a single-row upsert copies (1 MiB at 1024 dimensions).
 const CHUNK_ROWS: usize = 256;
 
@@ -355,28 +366,20 @@ impl Scan<'_> {
         heap.into_vec()
     }
 
+    /// The rows split in parts (a few per thread of the current pool), scanned by whichever
+    /// threads are free, each part's best merged.
     fn parallel(&self) -> Vec<Scored> {
         let rows = self.index.rows;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-        let chunk = rows.div_ceil(threads);
+        let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
+        let chunk = rows.div_ceil(parts);
+        let found: Vec<Vec<Scored>> = (0..parts)
+            .into_par_iter()
+            .map(|t| self.rows((t * chunk).min(rows)..((t + 1) * chunk).min(rows)))
+            .collect();
         let mut merged = TopK::new(self.index, self.k);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = (0..threads)
-                .map(|t| {
-                    let start = (t * chunk).min(rows);
-                    let end = ((t + 1) * chunk).min(rows);
-                    scope.spawn(move || self.rows(start..end))
-                })
-                .collect();
-            for part in parts {
-                // A scan thread only does arithmetic on slices it was given; if it panicked
-                // the rows it held would be missing, so the search must fail loudly too.
-                let hits = part.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                for hit in hits {
-                    merged.offer(hit);
-                }
-            }
-        });
+        for hit in found.into_iter().flatten() {
+            merged.offer(hit);
+        }
         merged.into_vec()
     }
 }
@@ -571,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_loaded_copy_gets_the_changes_committed_while_it_was_read() {
-        let memory = Memory::new(true, 1 << 30);
+        let memory = Memory::new(true, 1 << 30).unwrap();
         memory.mark_loading(["goals".to_string()]);
         let mut keeper = Keeper::default();
         let upsert = |id: &str, x: f32| Change::Upsert {
@@ -731,6 +734,8 @@ pub struct Memory {
     slots: Mutex<HashMap<String, Slot>>,
     /// Commits published so far: how a loaded copy knows which changes it lacks.
     commits: AtomicU64,
+    /// Where scans run (see the module comment).
+    pool: rayon::ThreadPool,
 }
 
 /// Ends a read transaction opened by [`Memory::begin_read`] when dropped.
@@ -760,14 +765,42 @@ fn begin(conn: &Connection) -> Result<ReadTransaction<'_>, StoreError> {
 }
 
 impl Memory {
-    pub fn new(enabled: bool, limit_bytes: usize) -> Memory {
-        Memory {
+    pub fn new(enabled: bool, limit_bytes: usize) -> Result<Memory, StoreError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("stride-search-{i}"))
+            .start_handler(|_| lower_priority())
+            .panic_handler(|_| tracing::error!("a search panicked; it answers with an error"))
+            .build()
+            .map_err(|e| StoreError::internal("starting the search threads", e))?;
+        Ok(Memory {
             limit_bytes,
             enabled,
             gate: RwLock::new(()),
             slots: Mutex::new(HashMap::new()),
             commits: AtomicU64::new(0),
-        }
+            pool,
+        })
+    }
+
+    /// Run `f` on the search pool and wait for it without blocking the async runtime.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.spawn(move || {
+            // The receiver may have gone (the caller gave up): nothing to answer then.
+            let _ = tx.send(f());
+        });
+        rx.await
+            .map_err(|_| StoreError::Internal("a search stopped before it answered".into()))
+    }
+
+    /// Run `f` on the search pool from a blocking thread (a search that also reads the file).
+    pub fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.pool.install(f)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -845,6 +878,23 @@ impl Memory {
             .collect()
     }
 }
+
+/// Make the calling thread yield the CPU to the rest of the process when cores are short.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // Linux keeps a nice value per thread; PRIO_PROCESS with a thread id sets that thread's.
+    // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, SEARCH_NICE)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "lowering a search thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// The writer's side of every copy: one [`Builder`] per index served from memory, and the
 /// changes committed while an index loads. Lives on the writer thread only.

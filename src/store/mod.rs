@@ -83,7 +83,7 @@ impl Store {
         let memory = Arc::new(Memory::new(
             options.engine == Engine::Memory,
             options.memory_limit,
-        ));
+        )?);
         if memory.enabled {
             memory.mark_loading(catalog.keys().cloned());
         }
@@ -140,19 +140,35 @@ impl Store {
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         if want_memory && !read::needs_file(&req) {
             if let Some(copy) = memory.snapshot(&index.name) {
-                return self
-                    .compute(move || Ok((read::search_memory(&copy, &req, None)?, Engine::Memory)))
-                    .await;
+                let pool = memory.clone();
+                let hits = pool
+                    .run(move || read::search_memory(&memory, &copy, &req, None))
+                    .await??;
+                return Ok((hits, Engine::Memory));
             }
         }
         self.read(move |conn| {
             if want_memory {
                 if let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? {
                     let file = Some((conn, &index));
-                    return Ok((read::search_memory(&copy, &req, file)?, Engine::Memory));
+                    return Ok((read::search_memory(&memory, &copy, &req, file)?, Engine::Memory));
                 }
             }
             Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
+        })
+        .await
+    }
+
+    /// Bytes DuckDB holds in memory, by its own account (`duckdb_memory()`).
+    pub async fn duckdb_memory(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| StoreError::internal("reading DuckDB's memory use", e))
         })
         .await
     }
@@ -202,28 +218,6 @@ impl Store {
     /// Let every accepted write commit, then checkpoint and close the database.
     pub async fn shutdown(&self) {
         self.shared.writer.shutdown().await;
-    }
-
-    /// Run `f` off the async runtime, counted among the reads running at once, with no
-    /// connection.
-    async fn compute<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-    {
-        let permit = self
-            .shared
-            .reading
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f()
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("search task failed: {e}")))?
     }
 
     /// Run `f` on an idle reader connection, off the async runtime.

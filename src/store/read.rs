@@ -308,6 +308,7 @@ pub fn needs_file(req: &SearchRequest) -> bool {
 /// When [`needs_file`] says so, `file` is a reader connection in a read transaction at the
 /// same commit as `memory` (see [`super::memory::Memory::begin_read`]), and the index.
 pub fn search_memory(
+    pool: &super::memory::Memory,
     memory: &MemoryIndex,
     req: &SearchRequest,
     file: Option<(&Connection, &IndexInfo)>,
@@ -325,7 +326,7 @@ pub fn search_memory(
             }
         },
     };
-    let scored = memory.search(&req.vector, req.top_k, rows, req.min_score);
+    let scored = pool.install(|| memory.search(&req.vector, req.top_k, rows, req.min_score));
     let mut vectors = if req.include_vector {
         let (conn, index) = file.ok_or_else(needs)?;
         let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
