@@ -18,6 +18,9 @@ use crate::store::{Engine, StoreOptions};
 pub const DEFAULT_DB_FILE: &str = "stride-vectors.duckdb";
 
 /// The command line. Without a subcommand the program serves MCP on stdio.
+/// DuckDB's memory limit while the in-memory copy serves searches (see `--duckdb-memory-mb`).
+const DEFAULT_DUCKDB_MEMORY_MB: u32 = 64;
+
 #[derive(Debug, Parser)]
 #[command(name = "stride-vectors", version, about, long_about = None)]
 pub struct Cli {
@@ -97,6 +100,14 @@ pub struct ServeArgs {
     /// DuckDB worker threads (0: DuckDB's default, one per core).
     #[arg(long, default_value_t = 0)]
     pub duckdb_threads: u32,
+
+    /// DuckDB's own memory limit in MiB (its buffer pool and query memory). DuckDB keeps
+    /// what it has read cached up to its limit, so with the in-memory copy on (the default)
+    /// it defaults to 64: searches do not read DuckDB's cache, and the vectors are not held
+    /// twice. With `--search-engine duckdb`, or when set to 0, DuckDB's own default applies
+    /// (80% of the machine's memory). Blocks over the limit go to DuckDB's temporary files.
+    #[arg(long, env = "STRIDE_VECTORS_DUCKDB_MEMORY_MB")]
+    pub duckdb_memory_mb: Option<u32>,
 
     /// Search engine: `memory` (an in-memory copy of every index, kept in step by the
     /// writer) or `duckdb` (DuckDB's brute-force scan, the reference).
@@ -216,6 +227,11 @@ impl ServeArgs {
             store: StoreOptions {
                 max_batch: self.max_batch as usize,
                 threads: self.duckdb_threads,
+                duckdb_memory_mb: match (self.duckdb_memory_mb, self.search_engine) {
+                    (Some(mb), _) => mb,
+                    (None, Engine::Memory) => DEFAULT_DUCKDB_MEMORY_MB,
+                    (None, Engine::Duckdb) => 0,
+                },
                 engine: self.search_engine,
                 memory_limit: (self.memory_limit_mb as usize).saturating_mul(1 << 20),
             },

@@ -11,7 +11,9 @@
 //!   JSON Schemas. No SQL here: tools call [`store`].
 //! - [`store`]: DuckDB and nothing else. [`store::schema`] (DDL, Mastra layout, bookkeeping),
 //!   [`store::writer`] (the single writer actor), [`store::read`] (search, describe),
-//!   [`store::filter`] (the metadata filter language compiled to parameterized SQL).
+//!   [`store::filter`] (the metadata filter language: one parser, a SQL back-end and an
+//!   in-memory evaluator), [`store::memory`] (the in-memory copy searches are served from)
+//!   and [`store::metadata`] (a row's metadata as that copy keeps it).
 //! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers, and
 //!   [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).
 //! - [`ownership`]: one owner per database file (lock, local socket), relays for the other

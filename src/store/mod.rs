@@ -35,6 +35,8 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// DuckDB worker threads (0: DuckDB's default).
     pub threads: u32,
+    /// DuckDB's memory limit in MiB (0: DuckDB's default).
+    pub duckdb_memory_mb: u32,
     /// Default search engine.
     pub engine: Engine,
     /// Budget of the in-memory copies, in bytes.
@@ -76,7 +78,7 @@ impl Store {
     ///
     /// Fails when the file is held by another process or is not a DuckDB database.
     pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<Store> {
-        let conn = open_connection(path, options.threads)?;
+        let conn = open_connection(path, options.threads, options.duckdb_memory_mb)?;
         let catalog = schema::prepare(&conn).with_context(|| format!("preparing {}", path.display()))?;
         let template = conn.try_clone().context("cloning the DuckDB connection")?;
         let loader = conn.try_clone().context("cloning the DuckDB connection")?;
@@ -290,6 +292,12 @@ fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory, write
         tracing::debug!(index = %name, ms = started.elapsed().as_millis() as u64, "index read for memory");
         writer.loaded(name, builder, as_of);
     }
+    // Loading went through many short-lived Arrow batches; hand the freed pages back.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Read one index, unless it cannot fit the budget anyway.
@@ -316,12 +324,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Open the file read-write with extension auto-install and auto-load off: nothing may try
 /// to download at run time, and the statically linked `json` extension is all we need.
-fn open_connection(path: &Path, threads: u32) -> anyhow::Result<Connection> {
+fn open_connection(path: &Path, threads: u32, memory_mb: u32) -> anyhow::Result<Connection> {
     let mut config = Config::default()
         .enable_autoload_extension(false)?
         .with("autoinstall_known_extensions", "false")?;
     if threads > 0 {
         config = config.threads(i64::from(threads))?;
+    }
+    if memory_mb > 0 {
+        config = config.max_memory(&format!("{memory_mb}MiB"))?;
     }
     Connection::open_with_flags(path, config)
         .with_context(|| format!("opening DuckDB database {}", path.display()))
