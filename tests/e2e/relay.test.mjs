@@ -260,8 +260,9 @@ function renameIndex(value, from, to) {
 
 /** stats without what differs between processes or moves on with every call. */
 function stableStats(stats) {
-  const { role, pid, ...rest } = stats;
-  return rest;
+  // Memory is measured at the moment of the call: only its presence is the same everywhere.
+  const { role, pid, resident_bytes, duckdb_memory_bytes, ...rest } = stats;
+  return { ...rest, memoryMeasured: resident_bytes > 0 && duckdb_memory_bytes >= 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
