@@ -103,25 +103,25 @@ async fn memory_engine_returns_exactly_what_duckdb_returns() {
     fill(&db.path, &tables);
 
     let s = start_with(command_with_memory(&db.path)).await;
+    // Once every copy is loaded, DuckDB drops the blocks its loader read (about 760 MB of
+    // vectors here, against its 256 MiB limit): it keeps far less than the copies.
+    let shed = |st: &Value| st["duckdb_memory_bytes"].as_u64().is_some_and(|b| b < 64 << 20);
     let stats = wait_for_stats(&s, 300, |st| {
         st["indexes"]
             .as_array()
             .unwrap()
             .iter()
             .all(|i| i["engine"] == json!("memory"))
+            && shed(st)
     })
     .await;
     assert!(
         stats["memory_bytes"].as_u64().unwrap() > 100_000 * 1024 * 4,
         "{stats}"
     );
-    // The whole process, and DuckDB's own share of it, are reported too.
+    assert!(shed(&stats), "DuckDB kept its cache: {stats}");
     let resident = stats["resident_bytes"].as_u64().unwrap();
     assert!(resident > stats["memory_bytes"].as_u64().unwrap(), "{stats}");
-    assert!(
-        stats["duckdb_memory_bytes"].as_u64().unwrap() < resident,
-        "{stats}"
-    );
     let filters = [
         None,
         Some(json!({"group": 3})),

@@ -105,7 +105,7 @@ impl Store {
                 .name("stride-loader".into())
                 .spawn(move || {
                     load_all(&loader, &catalog, &memory, &writer);
-                    shed_cache(&loader, duckdb_memory_mb);
+                    writer.shed_cache(duckdb_memory_mb);
                 })?;
         }
         Ok(Store {
@@ -295,24 +295,6 @@ fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory, write
         };
         tracing::debug!(index = %name, ms = started.elapsed().as_millis() as u64, "index read for memory");
         writer.loaded(name, builder, as_of);
-    }
-}
-
-/// Let DuckDB drop the blocks the loader read: the copy holds those vectors now, and
-/// searches do not read them from DuckDB. DuckDB evicts unpinned blocks when its limit is
-/// lowered, so the limit is lowered for a moment and set back (to `limit_mb`, or DuckDB's
-/// default when 0). If DuckDB cannot shed that much right now, it keeps what it has.
-fn shed_cache(conn: &Connection, limit_mb: u32) {
-    if let Err(e) = conn.execute_batch("SET memory_limit = '16MiB'") {
-        tracing::debug!(error = %e, "DuckDB kept its cache after loading");
-    }
-    let restore = if limit_mb > 0 {
-        format!("SET memory_limit = '{limit_mb}MiB'")
-    } else {
-        "RESET memory_limit".to_string()
-    };
-    if let Err(e) = conn.execute_batch(&restore) {
-        tracing::error!(error = %e, "setting DuckDB's memory limit back after loading");
     }
 }
 

@@ -148,6 +148,10 @@ enum Request {
         builder: Option<Builder>,
         as_of: u64,
     },
+    /// Every index is loaded: let DuckDB drop what the loader read (see [`shed_cache`]).
+    ShedCache {
+        limit_mb: u32,
+    },
     /// Finish what was sent before, close the connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -177,6 +181,12 @@ impl WriterHandle {
             builder,
             as_of,
         });
+    }
+
+    /// Every index is loaded: have DuckDB drop the blocks the loader read, between two
+    /// transactions (blocking: the loader is a plain thread).
+    pub fn shed_cache(&self, limit_mb: u32) {
+        let _ = self.tx.blocking_send(Request::ShedCache { limit_mb });
     }
 
     /// Let queued writes commit, then close the database. Later writes get `Closed`.
@@ -270,6 +280,8 @@ impl Writer {
                         let _gate = self.memory.gate();
                         self.keeper.loaded(&self.memory, &index, builder, as_of);
                     }
+                    // Between transactions too: no write of ours holds DuckDB memory now.
+                    Request::ShedCache { limit_mb } => shed_cache(&self.conn, limit_mb),
                 }
                 if shutdown.is_none() && batch.len() < self.max_batch {
                     next = rx.try_recv().ok();
@@ -800,6 +812,25 @@ impl Writer {
             ids: rows_deleted,
         });
         Ok(WriteOutcome::Deleted { count })
+    }
+}
+
+/// Let DuckDB drop the blocks the loader read: the copy holds those vectors now, and
+/// searches do not read them from DuckDB. DuckDB evicts unpinned blocks when its limit is
+/// lowered, so the limit is lowered for a moment and set back (to `limit_mb`, or DuckDB's
+/// default when 0). Run by the writer between transactions, so that no write of ours can
+/// meet the lowered limit; if DuckDB cannot shed that much, it keeps what it has.
+fn shed_cache(conn: &Connection, limit_mb: u32) {
+    if let Err(e) = conn.execute_batch("SET memory_limit = '16MiB'") {
+        tracing::debug!(error = %e, "DuckDB kept its cache after loading");
+    }
+    let restore = if limit_mb > 0 {
+        format!("SET memory_limit = '{limit_mb}MiB'")
+    } else {
+        "RESET memory_limit".to_string()
+    };
+    if let Err(e) = conn.execute_batch(&restore) {
+        tracing::error!(error = %e, "setting DuckDB's memory limit back after loading");
     }
 }
 
