@@ -93,20 +93,30 @@ async fn an_upsert_wins_over_an_older_text_still_queued() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
     let s = server(&mock, &db).await;
+    let docs = |version: &str| {
+        let docs: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .map(|id| json!({"id": id, "text": format!("{version} text of {id}")}))
+            .collect();
+        json!(docs)
+    };
     s.ok(
         "embed",
-        json!({"index": "goals", "documents": [{"id": "a", "text": "old text"}], "wait": true}),
+        json!({"index": "goals", "documents": docs("old"), "wait": true}),
     )
     .await;
-    s.ok(
-        "embed",
-        json!({"index": "goals", "documents": [{"id": "a", "text": "newer text"}]}),
-    )
-    .await;
+    s.ok("embed", json!({"index": "goals", "documents": docs("newer")}))
+        .await;
+    // One upsert of two of the three ids: both of their queued versions are superseded
+    // (one statement for the batch), and the third id's is not.
     let raw = vec![0.25f32; DIM];
+    let raw_b = vec![-0.5f32; DIM];
     s.ok(
         "upsert",
-        json!({"index": "goals", "vectors": [{"id": "a", "vector": raw, "metadata": {"raw": true}}]}),
+        json!({"index": "goals", "vectors": [
+            {"id": "a", "vector": raw, "metadata": {"raw": true}},
+            {"id": "b", "vector": raw_b, "metadata": {"raw": "b"}},
+        ]}),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -114,6 +124,12 @@ async fn an_upsert_wins_over_an_older_text_still_queued() {
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
     assert_eq!(row["metadata"], json!({"raw": true}));
+    let row = fetch_one(&s, "goals", "b").await.expect("row");
+    assert_eq!(row["vector"], json!(raw_b));
+    assert_eq!(row["metadata"], json!({"raw": "b"}));
+    let row = fetch_one(&s, "goals", "c").await.expect("row");
+    assert_eq!(row["vector"], json!(vector_of("newer text of c")));
+    assert_eq!(s.ok("stats", json!({})).await["pending"], json!(0));
     s.stop().await;
 }
 
