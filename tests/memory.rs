@@ -390,3 +390,36 @@ async fn metadata_served_from_memory_is_what_the_file_holds() {
     assert_eq!(hits(&loaded), hits(&memory));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn duckdb_gets_its_memory_limit_back_after_the_copies_load() {
+    // The cache drop lowers DuckDB's limit for a moment. Once it is over, a batch that
+    // needs more than that moment's 16 MiB must still commit, whatever the limit was:
+    // DuckDB's default (`0`) or ours.
+    for limit in ["0", "256"] {
+        let db = temp_db();
+        let s = start(&db.path).await;
+        s.ok("create_index", json!({"index": "goals", "dimension": 384}))
+            .await;
+        s.stop().await;
+        fill(&db.path, &[("goals".to_string(), 2_000, 384)]);
+        let mut cmd = command(&db.path);
+        cmd.args(["--duckdb-memory-mb", limit]);
+        let s = start_with(cmd).await;
+        wait_for_stats(&s, 30, |st| st["indexes"][0]["engine"] == json!("memory")).await;
+        // The drop is queued right after the last copy is published.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for round in 0..3 {
+            let vectors: Vec<Value> = random_vectors(round, 1_000, 384)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| json!({"id": format!("n{round}-{i}"), "vector": v, "metadata": {"round": round}}))
+                .collect();
+            s.ok("upsert", json!({"index": "goals", "vectors": vectors}))
+                .await;
+        }
+        let d = s.ok("describe_index", json!({"index": "goals"})).await;
+        assert_eq!(d["count"], json!(5_000), "limit {limit}: {d}");
+        s.stop().await;
+    }
+}

@@ -100,12 +100,11 @@ impl Store {
         )?;
         if memory.enabled {
             let (memory, catalog, writer) = (memory.clone(), catalog.clone(), writer.clone());
-            let duckdb_memory_mb = options.duckdb_memory_mb;
             std::thread::Builder::new()
                 .name("stride-loader".into())
                 .spawn(move || {
                     load_all(&loader, &catalog, &memory, &writer);
-                    writer.shed_cache(duckdb_memory_mb);
+                    writer.shed_cache();
                 })?;
         }
         Ok(Store {

@@ -149,9 +149,7 @@ enum Request {
         as_of: u64,
     },
     /// Every index is loaded: let DuckDB drop what the loader read (see [`shed_cache`]).
-    ShedCache {
-        limit_mb: u32,
-    },
+    ShedCache,
     /// Finish what was sent before, close the connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -185,8 +183,8 @@ impl WriterHandle {
 
     /// Every index is loaded: have DuckDB drop the blocks the loader read, between two
     /// transactions (blocking: the loader is a plain thread).
-    pub fn shed_cache(&self, limit_mb: u32) {
-        let _ = self.tx.blocking_send(Request::ShedCache { limit_mb });
+    pub fn shed_cache(&self) {
+        let _ = self.tx.blocking_send(Request::ShedCache);
     }
 
     /// Let queued writes commit, then close the database. Later writes get `Closed`.
@@ -281,7 +279,7 @@ impl Writer {
                         self.keeper.loaded(&self.memory, &index, builder, as_of);
                     }
                     // Between transactions too: no write of ours holds DuckDB memory now.
-                    Request::ShedCache { limit_mb } => shed_cache(&self.conn, limit_mb),
+                    Request::ShedCache => shed_cache(&self.conn),
                 }
                 if shutdown.is_none() && batch.len() < self.max_batch {
                     next = rx.try_recv().ok();
@@ -817,20 +815,33 @@ impl Writer {
 
 /// Let DuckDB drop the blocks the loader read: the copy holds those vectors now, and
 /// searches do not read them from DuckDB. DuckDB evicts unpinned blocks when its limit is
-/// lowered, so the limit is lowered for a moment and set back (to `limit_mb`, or DuckDB's
-/// default when 0). Run by the writer between transactions, so that no write of ours can
-/// meet the lowered limit; if DuckDB cannot shed that much, it keeps what it has.
-fn shed_cache(conn: &Connection, limit_mb: u32) {
+/// lowered, so the limit is lowered for a moment and set back to exactly what it was (read
+/// first: `RESET memory_limit` was measured to leave the lowered value in place). Run by the
+/// writer between transactions, so that no write of ours meets the lowered limit; if DuckDB
+/// cannot shed that much, it keeps what it has.
+fn shed_cache(conn: &Connection) {
+    let limit: String = match conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0)) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading DuckDB's memory limit; its cache is kept");
+            return;
+        }
+    };
+    // SET takes no parameters. The value is DuckDB's own text (such as "18.8 GiB"), not a
+    // user's, and it is checked to be only digits, letters, dots and spaces.
+    if limit.is_empty()
+        || !limit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
+    {
+        tracing::warn!(limit, "DuckDB's memory limit reads oddly; its cache is kept");
+        return;
+    }
     if let Err(e) = conn.execute_batch("SET memory_limit = '16MiB'") {
         tracing::debug!(error = %e, "DuckDB kept its cache after loading");
     }
-    let restore = if limit_mb > 0 {
-        format!("SET memory_limit = '{limit_mb}MiB'")
-    } else {
-        "RESET memory_limit".to_string()
-    };
-    if let Err(e) = conn.execute_batch(&restore) {
-        tracing::error!(error = %e, "setting DuckDB's memory limit back after loading");
+    if let Err(e) = conn.execute_batch(&format!("SET memory_limit = '{limit}'")) {
+        tracing::error!(error = %e, limit, "setting DuckDB's memory limit back after loading");
     }
 }
 
