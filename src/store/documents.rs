@@ -162,11 +162,6 @@ pub fn pending_of(conn: &Connection, index: &str, id: &str) -> duckdb::Result<Op
 /// Drop the versions of `ids` waiting to be embedded: a later write superseded them.
 /// Returns how many there were.
 pub fn drop_pending(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<usize> {
-    if let [id] = ids {
-        let mut stmt =
-            conn.prepare_cached("DELETE FROM stride_vectors.pending WHERE index_name = ? AND id = ?")?;
-        return stmt.execute(params![index, id]);
-    }
     // One statement for a whole batch (a statement per id cost more than the upsert): the ids
     // are bound as one JSON array, which the crate can bind where it cannot bind a list.
     let ids = serde_json::to_string(ids).map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;

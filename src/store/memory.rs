@@ -824,7 +824,7 @@ impl Memory {
         index: &str,
     ) -> Result<Option<(Arc<MemoryIndex>, ReadTransaction<'a>)>, StoreError> {
         let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let Some(Slot::Ready(copy)) = self.slots().get(index).cloned() else {
+        let Some(copy) = self.snapshot(index) else {
             return Ok(None);
         };
         Ok(Some((copy, begin(conn)?)))

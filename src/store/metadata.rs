@@ -79,14 +79,9 @@ impl Metadata {
         }
     }
 
-    /// A hit's metadata: the object itself; `{}` for null; any other JSON value (possible in
-    /// a table someone else wrote) as `{"value": ...}`, served rather than dropped.
+    /// A hit's metadata (see [`hit_object`]).
     pub fn to_map(&self) -> Map<String, Value> {
-        match self.to_value() {
-            Value::Object(m) => m,
-            Value::Null => Map::new(),
-            other => Map::from_iter([("value".to_string(), other)]),
-        }
+        hit_object(self.to_value())
     }
 
     /// Bytes held, heap included (an estimate: allocator overhead is not counted).
@@ -101,6 +96,17 @@ impl Metadata {
                     .sum(),
                 _ => 0,
             }
+    }
+}
+
+/// Stored metadata as a hit shows it, whichever engine read it: the object itself; `{}` for
+/// null; any other JSON value (possible in a table someone else wrote) as `{"value": ...}`,
+/// served rather than dropped.
+pub fn hit_object(stored: Value) -> Map<String, Value> {
+    match stored {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        other => Map::from_iter([("value".to_string(), other)]),
     }
 }
 

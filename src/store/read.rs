@@ -121,15 +121,9 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
 /// another JSON value, which is served as `{}` or `{"value": ...}` rather than dropped.
 fn parse_metadata(id: &str, text: Option<&str>) -> Result<Map<String, Value>, StoreError> {
     let Some(text) = text else { return Ok(Map::new()) };
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(Value::Null) => Ok(Map::new()),
-        Ok(other) => Ok(Map::from_iter([("value".to_string(), other)])),
-        Err(e) => Err(StoreError::internal(
-            &format!("metadata of id {id:?} is not JSON"),
-            e,
-        )),
-    }
+    serde_json::from_str::<Value>(text)
+        .map(super::metadata::hit_object)
+        .map_err(|e| StoreError::internal(&format!("metadata of id {id:?} is not JSON"), e))
 }
 
 fn parse_vector(id: &str, text: &str) -> Result<Vec<f32>, StoreError> {

@@ -182,11 +182,11 @@ mod differential {
             11 => json!({"$contains": list(rng)}),
             12 => json!({"$all": list(rng)}),
             13 => json!({"$size": rng.random_range(0..3)}),
-            _ if depth < 3 => json!({"$not": field_test(rng, depth + 1)})
-                .as_object()
-                .filter(|o| o["$not"].is_object())
-                .map(|o| Value::Object(o.clone()))
-                .unwrap_or_else(|| json!({"$exists": true})),
+            _ if depth < 3 => match field_test(rng, depth + 1) {
+                // `$not` takes an operator object, not a bare value.
+                inner @ Value::Object(_) => json!({"$not": inner}),
+                _ => json!({"$exists": true}),
+            },
             _ => json!({"$exists": false}),
         }
     }

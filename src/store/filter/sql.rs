@@ -72,31 +72,40 @@ fn expression(filter: &Filter) -> Sql {
     }
 }
 
-/// Parts joined by `op`, parenthesized so callers can nest the result freely.
 fn join(parts: &[Filter], op: &str) -> Sql {
+    join_sql(parts.iter().map(expression).collect(), op)
+}
+
+/// Parts joined by `op`: a lone part stands as it is, several are parenthesized, so callers
+/// can nest the result freely.
+fn join_sql(mut parts: Vec<Sql>, op: &str) -> Sql {
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
     let mut out = Sql::raw("(");
-    for (i, part) in parts.iter().enumerate() {
+    for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             out = out.then(op);
         }
-        out = out.append(expression(part));
+        out = out.append(part);
     }
     out.then(")")
 }
 
-/// The value at the path, as JSON (SQL NULL when missing). Segments are quoted so `-` in a
-/// key is not read as path syntax.
-fn value_path(path: &Path) -> FilterParam {
+/// `$."a"."b"`: segments are quoted so `-` in a key is not read as path syntax.
+fn json_path(path: &Path) -> String {
     let quoted: Vec<String> = path.segments.iter().map(|s| format!("\"{s}\"")).collect();
-    FilterParam::Text(format!("$.{}", quoted.join(".")))
+    format!("$.{}", quoted.join("."))
+}
+
+/// The value at the path, as JSON (SQL NULL when missing).
+fn value_path(path: &Path) -> FilterParam {
+    FilterParam::Text(json_path(path))
 }
 
 /// The elements of the array at the path (an empty list when it is not an array).
 fn elements_path(path: &Path) -> FilterParam {
-    match value_path(path) {
-        FilterParam::Text(p) => FilterParam::Text(format!("{p}[*]")),
-        other => other,
-    }
+    FilterParam::Text(format!("{}[*]", json_path(path)))
 }
 
 /// True when the field's value, or any element of it when it is an array, satisfies `pred`
@@ -196,17 +205,7 @@ fn member_of(values: &[Operand], null: bool) -> Sql {
     if null {
         parts.push(is_null());
     }
-    if parts.len() == 1 {
-        return parts.remove(0);
-    }
-    let mut out = Sql::raw("(");
-    for (i, part) in parts.into_iter().enumerate() {
-        if i > 0 {
-            out = out.then(" OR ");
-        }
-        out = out.append(part);
-    }
-    out.then(")")
+    join_sql(parts, " OR ")
 }
 
 fn typed_in(kind: &Operand, values: &[Operand]) -> Option<Sql> {
