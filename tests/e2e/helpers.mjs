@@ -208,6 +208,31 @@ class ChildProcessTransport {
 }
 
 /**
+ * Spawn the release binary on `db` with `args` and `env`, once it has started: its child
+ * process, `stderr()` (what it logged so far, the last 500 kB to 1 MB of it) and `exited`
+ * (resolves to { code, signal }).
+ */
+async function spawnServer({ db, args = [], env = {} }) {
+  await waitForBinary();
+  const child = spawn(BIN, [...(db ? ["--db", db] : []), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let logged = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text) => {
+    logged += text;
+    if (logged.length > 1_000_000) logged = logged.slice(-500_000);
+  });
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  await new Promise((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", reject);
+  });
+  return { child, stderr: () => logged, exited };
+}
+
+/**
  * Starts `stride-vectors` (the release binary) with `--db db` (unless `db` is null: then the
  * environment decides, e.g. VECTOR_DB_DIR) and connects an SDK Client to it. Returns a handle:
  *   call(name, args)  -> structuredContent, or throws ToolError
@@ -218,33 +243,14 @@ class ChildProcessTransport {
  *   kill()            -> SIGKILL (cleanup after a failure)
  */
 export async function startServer({ db, env = {}, args = [], name = "stride-vectors-e2e" } = {}) {
-  await waitForBinary();
-  const argv = [...(db ? ["--db", db] : []), ...args];
-  const child = spawn(BIN, argv, {
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    stderr += text;
-    if (stderr.length > 1_000_000) stderr = stderr.slice(-500_000);
-  });
-  const exited = new Promise((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal }));
-  });
-  const spawned = new Promise((resolve, reject) => {
-    child.once("spawn", resolve);
-    child.once("error", reject);
-  });
-  await spawned;
+  const { child, stderr, exited } = await spawnServer({ db, args, env });
 
   const client = new Client({ name, version: "0.0.0" });
   try {
     await client.connect(new ChildProcessTransport(child), { timeout: 60_000 });
   } catch (error) {
     child.kill("SIGKILL");
-    throw new Error(`could not initialize stride-vectors: ${error.message}\nstderr:\n${stderr}`);
+    throw new Error(`could not initialize stride-vectors: ${error.message}\nstderr:\n${stderr()}`);
   }
   const { tools } = await client.listTools();
 
@@ -255,7 +261,7 @@ export async function startServer({ db, env = {}, args = [], name = "stride-vect
     pid: child.pid,
     child,
     exited,
-    stderr: () => stderr,
+    stderr,
     call: (toolName, toolArgs, options) => callTool(client, toolName, toolArgs, options),
     /** Closes stdin (what an MCP client does to end a stdio session) and waits for exit. */
     stop(timeoutMs = 60_000) {
@@ -360,22 +366,7 @@ export function isAlive(pid) {
  *   kill()                     -> SIGKILL
  */
 export async function startRawServer({ db, args = [], env = {} } = {}) {
-  await waitForBinary();
-  const child = spawn(BIN, [...(db ? ["--db", db] : []), ...args], {
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text) => {
-    stderr += text;
-    if (stderr.length > 1_000_000) stderr = stderr.slice(-500_000);
-  });
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  await new Promise((resolve, reject) => {
-    child.once("spawn", resolve);
-    child.once("error", reject);
-  });
+  const { child, stderr, exited } = await spawnServer({ db, args, env });
   child.stdin.on("error", () => {}); // a write after the process died is reported by the test itself
 
   const lines = [];
@@ -439,7 +430,7 @@ export async function startRawServer({ db, args = [], env = {} } = {}) {
     lines,
     messages,
     badLines,
-    stderr: () => stderr,
+    stderr,
     writeLine: (text) => write(`${text}\n`),
     send: (message) => write(`${JSON.stringify(message)}\n`),
     answersTo: (id) => messages.filter((m) => isResponse(m) && m.id === id),
