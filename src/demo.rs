@@ -12,13 +12,15 @@ use serde_json::{json, Value};
 
 use crate::client::ChildServer;
 
-/// Run the demo against the database at `db`; returns the lines to print.
-pub async fn run(fixtures: &Path, db: &Path) -> Result<Vec<String>> {
+/// Run the demo against the database at `db`; returns the lines to print. The server's logs
+/// are at `warn` unless `verbose`.
+pub async fn run(fixtures: &Path, db: &Path, verbose: bool) -> Result<Vec<String>> {
     let sample: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures).with_context(|| format!("reading {}", fixtures.display()))?,
     )
     .with_context(|| format!("parsing {}", fixtures.display()))?;
-    let server = ChildServer::start(db, &[]).await?;
+    let log: &[&str] = if verbose { &[] } else { &["--log", "warn"] };
+    let server = ChildServer::start(db, log).await?;
 
     let mut out = vec![format!("database: {}", db.display())];
     for index in ["student_profiles", "goals", "advice_history"] {

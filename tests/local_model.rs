@@ -148,3 +148,28 @@ async fn long_texts_are_truncated_at_256_tokens() {
     let got = model.embed(&[long]).await.unwrap();
     assert_eq!(got[0].len(), DIMENSION);
 }
+
+/// The tokenizer decides every token id: a changed one must be refused on load, naming the
+/// file, both hashes and the command that repairs it, not silently produce other vectors.
+#[tokio::test]
+async fn a_changed_tokenizer_is_refused_when_the_model_loads() {
+    let real = LocalEmbedder::find_model_dir(None).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        real.join("model.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(real.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let mut tokenizer = std::fs::read(real.join("tokenizer.json")).unwrap();
+    tokenizer.extend_from_slice(b" ");
+    std::fs::write(tmp.path().join("tokenizer.json"), tokenizer).unwrap();
+    let err = LocalEmbedder::load(tmp.path()).expect_err("a changed tokenizer must not load");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tokenizer.json")
+            && msg.contains(stride_vectors::embed::local::TOKENIZER_SHA256)
+            && msg.contains("stride-vectors model fetch"),
+        "{msg}"
+    );
+}

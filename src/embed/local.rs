@@ -2,8 +2,10 @@
 //!
 //! Owns finding the model files on disk, loading tokenizer, config and weights, and turning
 //! texts into 384-wide, mean-pooled, L2-normalised vectors that match sentence-transformers.
-//! It must not download anything (`scripts/fetch-model` does that, so the server never needs
-//! the network) and must not touch the database; it only answers [`Embedder::embed`].
+//! It must not download anything ([`super::download`] does that, before the model is
+//! loaded) and must not touch the database; it only answers [`Embedder::embed`]. It refuses
+//! weights or a tokenizer whose sha256 is not the pinned one: either would silently change
+//! every vector.
 //!
 //! The forward pass is CPU-bound, so it runs on tokio's blocking pool, never on a runtime
 //! worker: a long batch must not stall the JSON-RPC loop or the writer.
@@ -22,8 +24,11 @@ use super::{EmbedError, EmbedFuture, Embedder};
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 /// Width of every vector this model produces.
 pub const DIMENSION: usize = 384;
-/// sha256 of the `model.safetensors` that `scripts/fetch-model` installs and verifies.
+/// sha256 of the `model.safetensors` this embedder accepts (checked on every load).
 pub const MODEL_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+/// sha256 of the `tokenizer.json` this embedder accepts: the tokenizer decides the token ids,
+/// so another one would silently change every vector.
+pub const TOKENIZER_SHA256: &str = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
 
 /// sentence-transformers' `max_seq_length` for this model (sentence_bert_config.json). The
 /// tokenizer.json it ships says 128, which is not what the reference embeddings used.
@@ -31,7 +36,7 @@ const MAX_TOKENS: usize = 256;
 /// Rows per forward pass. Texts are sorted by length first, so a chunk pads little; the cap
 /// bounds the (rows x heads x len x len) attention buffers for big batches.
 const CHUNK_ROWS: usize = 32;
-/// The three files `scripts/fetch-model` puts in place.
+/// The three files `stride-vectors model fetch` puts in place.
 const REQUIRED_FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "config.json"];
 
 /// all-MiniLM-L6-v2, loaded once and shared by every `embed` call.
@@ -57,7 +62,7 @@ const _: fn() = || {
 
 impl LocalEmbedder {
     /// Where the model lives: `explicit` (`--model-dir`) when given, else the cache
-    /// directory that `scripts/fetch-model` fills. An explicit directory that lacks the
+    /// directory that `stride-vectors model fetch` fills. An explicit directory that lacks the
     /// files is an error rather than a silent fallback, so a typo in the flag is noticed.
     pub fn find_model_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbedError> {
         if let Some(dir) = explicit {
@@ -73,8 +78,11 @@ impl LocalEmbedder {
         }
     }
 
-    /// Loads tokenizer, config and weights from `dir` (see [`Self::find_model_dir`]).
+    /// Loads tokenizer, config and weights from `dir` (see [`Self::find_model_dir`]), after
+    /// checking the sha256 of the weights and the tokenizer.
     pub fn load(dir: &Path) -> Result<LocalEmbedder, EmbedError> {
+        verify(&dir.join("model.safetensors"), MODEL_SHA256)?;
+        verify(&dir.join("tokenizer.json"), TOKENIZER_SHA256)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let config = load_config(&dir.join("config.json"))?;
         let device = Device::Cpu;
@@ -251,7 +259,7 @@ fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<BertMod
         EmbedError::Permanent(format!("cannot load weights from {}: {e}", path.display()))
     };
     // SAFETY: mapping is unsafe because another process could change the file under us.
-    // The file is ours: scripts/fetch-model wrote it after checking its sha256, and nothing
+    // The file is ours: `model fetch` wrote it and `load` checked its sha256, and nothing
     // rewrites it while the server runs (a refetch replaces it with a rename, which leaves
     // this mapping on the old inode).
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(bad)?;
@@ -260,8 +268,31 @@ fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<BertMod
     BertModel::load(vb, config).map_err(bad)
 }
 
+/// Refuses a file whose sha256 is not `want`, naming both hashes and the fix.
+fn verify(path: &Path, want: &str) -> Result<(), EmbedError> {
+    let got = super::download::file_sha256(path)
+        .map_err(|e| EmbedError::Permanent(format!("cannot read {}: {e}", path.display())))?;
+    if got != want {
+        return Err(EmbedError::Permanent(format!(
+            "{} has sha256 {got}, expected {want}: the file is damaged or is not {MODEL_NAME}'s; \
+             run `stride-vectors model fetch` to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The directory the model is read from and fetched into: `explicit` when given, else the
+/// cache (see [`default_model_dir`]).
+pub fn model_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbedError> {
+    match explicit {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => default_model_dir(),
+    }
+}
+
 fn default_model_dir() -> Result<PathBuf, EmbedError> {
-    // Same rule as scripts/fetch-model; empty variables count as unset, as `${X:-}` does.
+    // Empty variables count as unset, as `${X:-}` does in a shell.
     let var = |name: &str| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
@@ -285,7 +316,7 @@ fn default_model_dir() -> Result<PathBuf, EmbedError> {
 }
 
 /// The required files absent from `dir`, or `None` when all are there.
-fn missing_files(dir: &Path) -> Option<Vec<&'static str>> {
+pub fn missing_files(dir: &Path) -> Option<Vec<&'static str>> {
     let missing: Vec<_> = REQUIRED_FILES
         .into_iter()
         .filter(|f| !dir.join(f).is_file())
@@ -296,9 +327,9 @@ fn missing_files(dir: &Path) -> Option<Vec<&'static str>> {
 fn not_found(dir: &Path, missing: &[&str], explicit: bool) -> EmbedError {
     let fix = if explicit {
         "point --model-dir at a directory holding model.safetensors, tokenizer.json and \
-         config.json, or drop the flag and run scripts/fetch-model"
+         config.json, or run `stride-vectors model fetch --model-dir DIR` to fill it"
     } else {
-        "run scripts/fetch-model to download it (about 90 MB, once), \
+        "run `stride-vectors model fetch` to download it (83.5 MB, once), \
          or pass --model-dir DIR to use a copy you already have"
     };
     EmbedError::Permanent(format!(
@@ -336,7 +367,7 @@ mod tests {
             other => panic!("expected a Permanent error, got {other:?}"),
         };
         assert!(
-            msg.contains("model.safetensors") && msg.contains("scripts/fetch-model"),
+            msg.contains("model.safetensors") && msg.contains("stride-vectors model fetch"),
             "{msg}"
         );
     }

