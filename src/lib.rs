@@ -14,8 +14,9 @@
 //!   [`store::filter`] (the metadata filter language: one parser, a SQL back-end and an
 //!   in-memory evaluator), [`store::memory`] (the in-memory copy searches are served from)
 //!   and [`store::metadata`] (a row's metadata as that copy keeps it).
-//! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers, and
-//!   [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).
+//! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers,
+//!   [`embed::download`] (fetching the local model's files: `model fetch`, or on first need)
+//!   and [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).
 //! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
 //!   processes, and take-over when the owner dies.
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
@@ -23,6 +24,9 @@
 //! - [`client`]: a small MCP client of this binary (child process on stdio).
 //! - [`demo`]: the `demo` subcommand, indexing the sample documents through [`client`].
 //! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
+//!
+//! Outside the crate: `npm/` holds the npm launcher, the per-platform binary package and the
+//! Claude Desktop bundle's manifest template, which `scripts/package` turns into `dist/`.
 
 pub mod bench;
 pub mod client;

@@ -16,6 +16,9 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 
@@ -51,6 +54,60 @@ export function modelEnv() {
     if (process.env[key] !== undefined) env[key] = process.env[key];
   }
   return env;
+}
+
+const require = createRequire(import.meta.url);
+const inspectorPkgPath = require.resolve("@modelcontextprotocol/inspector/package.json");
+const inspectorPkg = JSON.parse(readFileSync(inspectorPkgPath, "utf8"));
+/** The installed Inspector's version, and the bin that `npx @modelcontextprotocol/inspector` runs. */
+export const INSPECTOR_VERSION = inspectorPkg.version;
+export const INSPECTOR = path.join(path.dirname(inspectorPkgPath), inspectorPkg.bin.inspector);
+
+/**
+ * Runs `mcp-inspector --cli --format json -q -e <model env> ...serverArgv` (serverArgv: the
+ * server's command and its arguments, then the Inspector's `--method ...`) in `cwd`, keeping
+ * the Inspector's own files in `scratchDir`. Resolves {code, stdout, stderr, json (stdout
+ * parsed), error (the stderr envelope, if any)}.
+ */
+export function inspectorCli(serverArgv, { scratchDir, cwd, timeoutMs = 180_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const envFlags = Object.entries(modelEnv()).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
+    const argv = [INSPECTOR, "--cli", "--format", "json", "-q", ...envFlags, ...serverArgv];
+    const child = spawn(process.execPath, argv, {
+      cwd,
+      env: {
+        ...process.env,
+        // Keep the Inspector's own files (catalog, client config) out of $HOME.
+        MCP_CATALOG_PATH: path.join(scratchDir, "inspector-catalog.json"),
+        MCP_CLIENT_CONFIG_PATH: path.join(scratchDir, "inspector-client.json"),
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (t) => (stdout += t));
+    child.stderr.setEncoding("utf8").on("data", (t) => (stderr += t));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`inspector ${serverArgv.join(" ")} did not finish in ${timeoutMs} ms\nstdout:${stdout}\nstderr:${stderr}`));
+    }, timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      const parseLastJsonLine = (text) => {
+        const lines = text.trim().split("\n").filter((l) => l.startsWith("{"));
+        return lines.length ? JSON.parse(lines.at(-1)) : undefined;
+      };
+      let json;
+      try {
+        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+      } catch (e) {
+        reject(new Error(`inspector printed something that is not JSON: ${stdout}\nstderr:${stderr}`));
+        return;
+      }
+      resolve({ code, stdout, stderr, json, error: parseLastJsonLine(stderr)?.error });
+    });
+  });
 }
 
 /** Dimension of the default embedder (all-MiniLM-L6-v2). */
@@ -208,13 +265,13 @@ class ChildProcessTransport {
 }
 
 /**
- * Spawn the release binary on `db` with `args` and `env`, once it has started: its child
- * process, `stderr()` (what it logged so far, the last 500 kB to 1 MB of it) and `exited`
- * (resolves to { code, signal }).
+ * Spawn the release binary (or `command`, e.g. the npm launcher) on `db` with `args` and
+ * `env`, once it has started: its child process, `stderr()` (what it logged so far, the last
+ * 500 kB to 1 MB of it) and `exited` (resolves to { code, signal }).
  */
-async function spawnServer({ db, args = [], env = {} }) {
-  await waitForBinary();
-  const child = spawn(BIN, [...(db ? ["--db", db] : []), ...args], {
+async function spawnServer({ db, args = [], env = {}, command = BIN }) {
+  if (command === BIN) await waitForBinary();
+  const child = spawn(command, [...(db ? ["--db", db] : []), ...args], {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
@@ -242,8 +299,8 @@ async function spawnServer({ db, args = [], env = {} }) {
  *   stop()            -> closes stdin and waits for a clean exit; resolves {code, signal}
  *   kill()            -> SIGKILL (cleanup after a failure)
  */
-export async function startServer({ db, env = {}, args = [], name = "stride-vectors-e2e" } = {}) {
-  const { child, stderr, exited } = await spawnServer({ db, args, env });
+export async function startServer({ db, env = {}, args = [], name = "stride-vectors-e2e", command } = {}) {
+  const { child, stderr, exited } = await spawnServer({ db, args, env, command });
 
   const client = new Client({ name, version: "0.0.0" });
   try {
@@ -365,8 +422,8 @@ export function isAlive(pid) {
  *   stop(timeoutMs)            -> closes stdin, waits for the exit (SIGKILL after timeoutMs)
  *   kill()                     -> SIGKILL
  */
-export async function startRawServer({ db, args = [], env = {} } = {}) {
-  const { child, stderr, exited } = await spawnServer({ db, args, env });
+export async function startRawServer({ db, args = [], env = {}, command } = {}) {
+  const { child, stderr, exited } = await spawnServer({ db, args, env, command });
   child.stdin.on("error", () => {}); // a write after the process died is reported by the test itself
 
   const lines = [];

@@ -20,65 +20,31 @@
 // stderr out, leaving only the Inspector's `{"error": ...}` envelope on stderr on failure.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { BIN, MODEL_DIM, MODEL_NAME, STRIDE_PROFILES, TOOL_NAMES, makeTempDir, modelEnv, removeDir, waitForBinary } from "./helpers.mjs";
+import {
+  BIN,
+  MODEL_DIM,
+  MODEL_NAME,
+  INSPECTOR_VERSION,
+  STRIDE_PROFILES,
+  TOOL_NAMES,
+  inspectorCli,
+  makeTempDir,
+  removeDir,
+  waitForBinary,
+} from "./helpers.mjs";
 
-const require = createRequire(import.meta.url);
-const inspectorPkgPath = require.resolve("@modelcontextprotocol/inspector/package.json");
-const inspectorPkg = JSON.parse(readFileSync(inspectorPkgPath, "utf8"));
-// The bin that `npx @modelcontextprotocol/inspector` runs (the launcher).
-const INSPECTOR = path.join(path.dirname(inspectorPkgPath), inspectorPkg.bin.inspector);
 
 let dir;
 let db;
 
 /**
- * Runs `mcp-inspector --cli --format json -q <BIN> --db <db> ...args` and resolves
- * {code, stdout, stderr, json (stdout parsed), error (the stderr envelope, if any)}.
+ * Runs `mcp-inspector --cli --format json -q <BIN> --db <db> ...args` (see inspectorCli).
  */
 function inspector(args, { timeoutMs = 180_000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const envFlags = Object.entries(modelEnv()).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
-    const argv = [INSPECTOR, "--cli", "--format", "json", "-q", ...envFlags, BIN, "--db", db, ...args];
-    const child = spawn(process.execPath, argv, {
-      env: {
-        ...process.env,
-        // Keep the Inspector's own files (catalog, client config) out of $HOME.
-        MCP_CATALOG_PATH: path.join(dir, "inspector-catalog.json"),
-        MCP_CLIENT_CONFIG_PATH: path.join(dir, "inspector-client.json"),
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (t) => (stdout += t));
-    child.stderr.setEncoding("utf8").on("data", (t) => (stderr += t));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`inspector ${args.join(" ")} did not finish in ${timeoutMs} ms\nstdout:${stdout}\nstderr:${stderr}`));
-    }, timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const parseLastJsonLine = (text) => {
-        const lines = text.trim().split("\n").filter((l) => l.startsWith("{"));
-        return lines.length ? JSON.parse(lines.at(-1)) : undefined;
-      };
-      let json;
-      try {
-        json = stdout.trim() ? JSON.parse(stdout) : undefined;
-      } catch (e) {
-        reject(new Error(`inspector printed something that is not JSON: ${stdout}\nstderr:${stderr}`));
-        return;
-      }
-      resolve({ code, stdout, stderr, json, error: parseLastJsonLine(stderr)?.error });
-    });
-  });
+  return inspectorCli([BIN, "--db", db, ...args], { scratchDir: dir, timeoutMs });
 }
 
 /** tools/call through the Inspector, expecting success: returns structuredContent. */
@@ -114,7 +80,7 @@ describe("MCP Inspector CLI 2.12.0 against the release binary", { timeout: 900_0
   after(() => removeDir(dir));
 
   test("the pinned Inspector is the one under test", () => {
-    assert.equal(inspectorPkg.version, "2.12.0");
+    assert.equal(INSPECTOR_VERSION, "2.12.0");
   });
 
   test("tools/list: all 12 tools, each with input and object-rooted output schemas", async () => {
