@@ -1,0 +1,64 @@
+//! The `demo` subcommand, the README's main job: it indexes the sample Stride documents
+//! through a child server and prints searches on stdout. Its stderr is quiet by default (the
+//! client's and the server's INFO lines would bury the results) and full with `--verbose`.
+
+mod common;
+
+use std::process::Output;
+
+async fn demo(db: &std::path::Path, extra: &[&str]) -> Output {
+    tokio::process::Command::new(common::BIN)
+        .arg("demo")
+        .args([
+            "--fixtures",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/stride-sample.json"),
+        ])
+        .arg("--db")
+        .arg(db)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("STRIDE_VECTORS_LOG")
+        .output()
+        .await
+        .expect("run the demo")
+}
+
+#[tokio::test]
+async fn the_demo_prints_searches_and_logs_only_warnings_unless_verbose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("demo.duckdb");
+    let out = demo(&db, &[]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "demo failed: {stderr}");
+    assert!(
+        stdout.contains("embed student_profiles: {\"indexed\": 6}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("search goals for \"buying photo equipment\""),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains(" INFO "),
+        "a quiet demo logs no INFO lines:\n{stderr}"
+    );
+
+    // Again, verbose: everything is unchanged, and the logs are back.
+    let out = demo(&db, &["--verbose"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "demo failed: {stderr}");
+    assert!(
+        stdout.contains("embed student_profiles: {\"unchanged\": 6}"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(" INFO "),
+        "--verbose shows the INFO lines:\n{stderr}"
+    );
+}
