@@ -141,8 +141,9 @@ pub struct ServeArgs {
     pub search_engine: Engine,
 
     /// Budget of the in-memory copies, in MiB. Indexes that do not fit are searched by
-    /// DuckDB. 2048 holds about 1.3 million vectors of 384 dimensions or 500,000 of 1024.
-    #[arg(long, env = "STRIDE_VECTORS_MEMORY_LIMIT_MB", default_value_t = 2048)]
+    /// DuckDB. 3072 holds about 1.5 million vectors of 384 dimensions or 600,000 of 1024
+    /// (each row is kept in f32 and as int8 codes).
+    #[arg(long, env = "STRIDE_VECTORS_MEMORY_LIMIT_MB", default_value_t = 3072)]
     pub memory_limit_mb: u64,
 
     /// Embedding provider: `local` (all-MiniLM-L6-v2 in process), `ollama` or `openai`.

@@ -12,6 +12,7 @@ pub mod documents;
 pub mod filter;
 pub mod memory;
 pub mod metadata;
+pub mod quantized;
 pub mod read;
 pub mod schema;
 pub mod types;
