@@ -281,6 +281,7 @@ impl MemoryIndex {
             keep: k + EXTRA_CANDIDATES.max(k),
             min_score,
             rows,
+            bar: Bar::new(),
         };
         let found = if self.rows < PARALLEL_MIN_ROWS {
             scan.rows(0..self.rows)
@@ -478,6 +479,43 @@ struct CandidateScan<'a> {
     keep: usize,
     min_score: Option<f64>,
     rows: Rows<'a>,
+    /// Shared by the parts of a parallel scan (see [`Bar`]).
+    bar: Bar,
+}
+
+/// The highest "lowest kept bound" of any part's full candidate heap. The merged heap keeps
+/// the best `keep` bounds of all parts, so its lowest is at least this: a row at or below
+/// it can never be kept, and every part may turn it away without asking the filter.
+#[derive(Clone)]
+struct Bar(Arc<AtomicU64>);
+
+impl Bar {
+    fn new() -> Bar {
+        Bar(Arc::new(AtomicU64::new(f64::NEG_INFINITY.to_bits())))
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(AtomicOrdering::Relaxed))
+    }
+
+    /// Raises the bar to `to` if that is higher; returns the bar.
+    fn raise(&self, to: f64) -> f64 {
+        let mut now = self.0.load(AtomicOrdering::Relaxed);
+        loop {
+            if f64::from_bits(now) >= to {
+                return f64::from_bits(now);
+            }
+            match self.0.compare_exchange_weak(
+                now,
+                to.to_bits(),
+                AtomicOrdering::Relaxed,
+                AtomicOrdering::Relaxed,
+            ) {
+                Ok(_) => return to,
+                Err(seen) => now = seen,
+            }
+        }
+    }
 }
 
 /// What a first pass found: the kept rows with their bounds, and the highest bound of a
@@ -491,16 +529,12 @@ struct Candidates {
 impl CandidateScan<'_> {
     fn rows(&self, rows: std::ops::Range<usize>) -> Candidates {
         let mut best = BoundHeap::new(self.keep);
+        let mut bar = self.bar.get();
         for position in rows {
-            if !self.index.is_live(position) {
-                continue;
+            if position % 256 == 0 {
+                bar = self.bar.get();
             }
-            let wanted = match self.rows {
-                Rows::All => true,
-                Rows::Matching(filter) => filter.matches(self.index.metadata(position)),
-                Rows::Allowed(ids) => ids.contains(self.index.id(position)),
-            };
-            if !wanted {
+            if !self.index.is_live(position) {
                 continue;
             }
             let (codes, code) = self.index.codes(position);
@@ -511,7 +545,25 @@ impl CandidateScan<'_> {
             if self.min_score.is_some_and(|m| bound < m) {
                 continue;
             }
-            best.offer(position, bound);
+            // The filter is asked only about rows whose bound would be kept: nearly every
+            // row is turned away by its bound first, which costs less than the filter. A row
+            // turned away unasked counts as left out (as if it matched), which can only make
+            // the proof stricter.
+            if bound <= bar || !best.would_keep(bound) {
+                best.left_out(Some(bound));
+                continue;
+            }
+            let wanted = match self.rows {
+                Rows::All => true,
+                Rows::Matching(filter) => filter.matches(self.index.metadata(position)),
+                Rows::Allowed(ids) => ids.contains(self.index.id(position)),
+            };
+            if wanted {
+                best.offer(position, bound);
+                if let Some(lowest) = best.lowest_if_full() {
+                    bar = self.bar.raise(lowest);
+                }
+            }
         }
         best.finish()
     }
@@ -571,6 +623,16 @@ impl BoundHeap {
         if let Some(b) = bound {
             self.best_left_out = Some(self.best_left_out.map_or(b, |o| o.max(b)));
         }
+    }
+
+    fn lowest_if_full(&self) -> Option<f64> {
+        (self.heap.len() == self.keep)
+            .then(|| self.heap.peek().map(|r| r.0 .0 .0))
+            .flatten()
+    }
+
+    fn would_keep(&self, bound: f64) -> bool {
+        self.heap.len() < self.keep || self.heap.peek().is_some_and(|r| bound > r.0 .0 .0)
     }
 
     fn offer(&mut self, position: usize, bound: f64) {
