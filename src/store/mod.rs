@@ -99,13 +99,20 @@ impl Store {
             options.max_batch,
             superseded.clone(),
         )?;
+        let reading = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
         if memory.enabled {
             let (memory, catalog, writer) = (memory.clone(), catalog.clone(), writer.clone());
+            let reading = reading.clone();
             std::thread::Builder::new()
                 .name("stride-loader".into())
                 .spawn(move || {
                     load_all(&loader, &catalog, &memory, &writer);
+                    // Every read permit, so that no query runs while DuckDB's limit is
+                    // lowered to shed its cache (one did, and ran out of memory); reads
+                    // wait those few milliseconds instead.
+                    let all = futures::executor::block_on(reading.acquire_many(MAX_READERS as u32));
                     writer.shed_cache();
+                    drop(all);
                 })?;
         }
         Ok(Store {
@@ -114,7 +121,7 @@ impl Store {
                 writer,
                 catalog,
                 readers: Mutex::new(Vec::new()),
-                reading: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+                reading,
                 template: Mutex::new(template),
                 memory,
                 superseded,

@@ -148,8 +148,9 @@ enum Request {
         builder: Option<Builder>,
         as_of: u64,
     },
-    /// Every index is loaded: let DuckDB drop what the loader read (see [`shed_cache`]).
-    ShedCache,
+    /// Every index is loaded: let DuckDB drop what the loader read (see [`shed_cache`]);
+    /// answered once it is done.
+    ShedCache(oneshot::Sender<()>),
     /// Finish what was sent before, close the connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -182,9 +183,14 @@ impl WriterHandle {
     }
 
     /// Every index is loaded: have DuckDB drop the blocks the loader read, between two
-    /// transactions (blocking: the loader is a plain thread).
+    /// transactions, and wait until it has (blocking: the loader is a plain thread). The
+    /// caller must keep every reader out meanwhile: DuckDB's memory limit is lowered to a
+    /// few MiB for that moment, and a query running then would run out of memory.
     pub fn shed_cache(&self) {
-        let _ = self.tx.blocking_send(Request::ShedCache);
+        let (done, wait) = oneshot::channel();
+        if self.tx.blocking_send(Request::ShedCache(done)).is_ok() {
+            let _ = wait.blocking_recv();
+        }
     }
 
     /// Let queued writes commit, then close the database. Later writes get `Closed`.
@@ -279,7 +285,10 @@ impl Writer {
                         self.keeper.loaded(&self.memory, &index, builder, as_of);
                     }
                     // Between transactions too: no write of ours holds DuckDB memory now.
-                    Request::ShedCache => shed_cache(&self.conn),
+                    Request::ShedCache(done) => {
+                        shed_cache(&self.conn);
+                        let _ = done.send(());
+                    }
                 }
                 if shutdown.is_none() && batch.len() < self.max_batch {
                     next = rx.try_recv().ok();
