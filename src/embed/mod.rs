@@ -45,6 +45,18 @@ impl fmt::Display for EmbedError {
 
 impl std::error::Error for EmbedError {}
 
+/// An error's text followed by its causes: `reqwest::Error` alone says only "error sending
+/// request", and the cause (refused, timed out, an untrusted certificate) is what helps.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 impl EmbedError {
     /// The message alone, without the retry note (for a command that will not retry).
     pub fn message(&self) -> &str {
@@ -266,11 +278,9 @@ pub fn build(config: &crate::config::EmbedderConfig) -> Result<SharedEmbedder, E
                 let (dir, source) = (dir.clone(), source.clone());
                 Box::pin(async move {
                     let dir = dir?;
-                    if local::missing_files(&dir).is_some() {
+                    if let Some(missing) = local::missing_files(&dir) {
                         if !fetch {
-                            // The error that says what is missing and how to get it.
-                            let explicit = explicit.then_some(dir.as_path());
-                            local::LocalEmbedder::find_model_dir(explicit)?;
+                            return Err(local::not_found(&dir, &missing, explicit));
                         }
                         progress.set_downloading(true);
                         let fetched = download::fetch(&source, &dir, &progress.download).await;

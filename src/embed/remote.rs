@@ -49,7 +49,7 @@ async fn post_json<T: for<'de> Deserialize<'de>>(
     let resp = req
         .send()
         .await
-        .map_err(|e| Attempt::Retry(format!("POST {url}: {e}"), None))?;
+        .map_err(|e| Attempt::Retry(format!("POST {url}: {}", super::with_causes(&e)), None))?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(Attempt::NotFound);

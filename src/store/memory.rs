@@ -162,6 +162,15 @@ impl MemoryIndex {
         self.live[position / 64] & (1 << (position % 64)) != 0
     }
 
+    /// Whether `rows` lets the row at `position` through (liveness aside).
+    fn admits(&self, rows: Rows<'_>, position: usize) -> bool {
+        match rows {
+            Rows::All => true,
+            Rows::Matching(filter) => filter.matches(self.metadata(position)),
+            Rows::Allowed(ids) => ids.contains(self.id(position)),
+        }
+    }
+
     /// Bytes held: vectors, ids and metadata of every stored row (an estimate of their
     /// overhead included), and the liveness bitmap.
     pub fn bytes(&self) -> usize {
@@ -250,11 +259,7 @@ impl MemoryIndex {
             min_score,
             rows,
         };
-        let mut hits = if self.rows < PARALLEL_MIN_ROWS {
-            scan.rows(0..self.rows)
-        } else {
-            scan.parallel()
-        };
+        let mut hits = scan.run();
         hits.sort_by(|a, b| self.better(a, b));
         hits
     }
@@ -281,13 +286,9 @@ impl MemoryIndex {
             keep: k + EXTRA_CANDIDATES.max(k),
             min_score,
             rows,
-            bar: Bar::new(),
+            bar: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
         };
-        let found = if self.rows < PARALLEL_MIN_ROWS {
-            scan.rows(0..self.rows)
-        } else {
-            scan.parallel()
-        };
+        let found = scan.run();
         let mut top = TopK::new(self, k);
         for (position, _) in &found.kept {
             let score = self.score(query, *position);
@@ -433,15 +434,7 @@ impl Scan<'_> {
     fn rows(&self, rows: std::ops::Range<usize>) -> Vec<Scored> {
         let mut heap = TopK::new(self.index, self.k);
         for position in rows {
-            if !self.index.is_live(position) {
-                continue;
-            }
-            let wanted = match self.rows {
-                Rows::All => true,
-                Rows::Matching(filter) => filter.matches(self.index.metadata(position)),
-                Rows::Allowed(ids) => ids.contains(self.index.id(position)),
-            };
-            if !wanted {
+            if !self.index.is_live(position) || !self.index.admits(self.rows, position) {
                 continue;
             }
             let score = self.index.score(self.query, position);
@@ -453,22 +446,32 @@ impl Scan<'_> {
         heap.into_vec()
     }
 
-    /// The rows split in parts (a few per thread of the current pool), scanned by whichever
-    /// threads are free, each part's best merged.
-    fn parallel(&self) -> Vec<Scored> {
-        let rows = self.index.rows;
-        let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
-        let chunk = rows.div_ceil(parts);
-        let found: Vec<Vec<Scored>> = (0..parts)
-            .into_par_iter()
-            .map(|t| self.rows((t * chunk).min(rows)..((t + 1) * chunk).min(rows)))
-            .collect();
+    /// Every row, in parts scanned by whichever threads are free, each part's best merged.
+    fn run(&self) -> Vec<Scored> {
+        let parts = parts(self.index.rows);
+        if parts.len() == 1 {
+            return self.rows(parts[0].clone());
+        }
+        let found: Vec<Vec<Scored>> = parts.into_par_iter().map(|r| self.rows(r)).collect();
         let mut merged = TopK::new(self.index, self.k);
         for hit in found.into_iter().flatten() {
             merged.offer(hit);
         }
         merged.into_vec()
     }
+}
+
+/// How a scan of `rows` rows is split: one part below [`PARALLEL_MIN_ROWS`], else a few
+/// parts per thread of the current pool (small enough to balance between busy threads).
+fn parts(rows: usize) -> Vec<std::ops::Range<usize>> {
+    if rows < PARALLEL_MIN_ROWS {
+        return std::iter::once(0..rows).collect();
+    }
+    let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
+    let chunk = rows.div_ceil(parts);
+    (0..parts)
+        .map(|t| (t * chunk).min(rows)..((t + 1) * chunk).min(rows))
+        .collect()
 }
 
 /// One quantized search's first pass: the rows with the highest score bounds.
@@ -479,33 +482,33 @@ struct CandidateScan<'a> {
     keep: usize,
     min_score: Option<f64>,
     rows: Rows<'a>,
-    /// Shared by the parts of a parallel scan (see [`Bar`]).
-    bar: Bar,
+    /// The highest "lowest kept bound" of any part's full candidate heap (f64 bits), shared
+    /// by the parts of a parallel scan. The merged heap keeps the best `keep` bounds of all
+    /// parts, so its lowest is at least this: a row at or below it can never be kept, and
+    /// every part may turn it away without asking the filter.
+    bar: AtomicU64,
 }
 
-/// The highest "lowest kept bound" of any part's full candidate heap. The merged heap keeps
-/// the best `keep` bounds of all parts, so its lowest is at least this: a row at or below
-/// it can never be kept, and every part may turn it away without asking the filter.
-#[derive(Clone)]
-struct Bar(Arc<AtomicU64>);
+/// What a first pass found: the kept rows with their bounds, and the highest bound of a
+/// row that could be a hit but was not kept.
+struct Candidates {
+    kept: Vec<(usize, f64)>,
+    best_left_out: Option<f64>,
+}
 
-impl Bar {
-    fn new() -> Bar {
-        Bar(Arc::new(AtomicU64::new(f64::NEG_INFINITY.to_bits())))
-    }
-
-    fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(AtomicOrdering::Relaxed))
+impl CandidateScan<'_> {
+    fn bar(&self) -> f64 {
+        f64::from_bits(self.bar.load(AtomicOrdering::Relaxed))
     }
 
     /// Raises the bar to `to` if that is higher; returns the bar.
-    fn raise(&self, to: f64) -> f64 {
-        let mut now = self.0.load(AtomicOrdering::Relaxed);
+    fn raise_bar(&self, to: f64) -> f64 {
+        let mut now = self.bar.load(AtomicOrdering::Relaxed);
         loop {
             if f64::from_bits(now) >= to {
                 return f64::from_bits(now);
             }
-            match self.0.compare_exchange_weak(
+            match self.bar.compare_exchange_weak(
                 now,
                 to.to_bits(),
                 AtomicOrdering::Relaxed,
@@ -516,23 +519,13 @@ impl Bar {
             }
         }
     }
-}
 
-/// What a first pass found: the kept rows with their bounds, and the highest bound of a
-/// row that could be a hit but was not kept.
-#[derive(Default)]
-struct Candidates {
-    kept: Vec<(usize, f64)>,
-    best_left_out: Option<f64>,
-}
-
-impl CandidateScan<'_> {
     fn rows(&self, rows: std::ops::Range<usize>) -> Candidates {
         let mut best = BoundHeap::new(self.keep);
-        let mut bar = self.bar.get();
+        let mut bar = self.bar();
         for position in rows {
             if position % 256 == 0 {
-                bar = self.bar.get();
+                bar = self.bar();
             }
             if !self.index.is_live(position) {
                 continue;
@@ -553,29 +546,23 @@ impl CandidateScan<'_> {
                 best.left_out(Some(bound));
                 continue;
             }
-            let wanted = match self.rows {
-                Rows::All => true,
-                Rows::Matching(filter) => filter.matches(self.index.metadata(position)),
-                Rows::Allowed(ids) => ids.contains(self.index.id(position)),
-            };
-            if wanted {
+            if self.index.admits(self.rows, position) {
                 best.offer(position, bound);
                 if let Some(lowest) = best.lowest_if_full() {
-                    bar = self.bar.raise(lowest);
+                    bar = self.raise_bar(lowest);
                 }
             }
         }
         best.finish()
     }
 
-    fn parallel(&self) -> Candidates {
-        let rows = self.index.rows;
-        let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
-        let chunk = rows.div_ceil(parts);
-        let found: Vec<Candidates> = (0..parts)
-            .into_par_iter()
-            .map(|t| self.rows((t * chunk).min(rows)..((t + 1) * chunk).min(rows)))
-            .collect();
+    /// Every row, in the same parts as [`Scan::run`], the parts' candidates merged.
+    fn run(&self) -> Candidates {
+        let parts = parts(self.index.rows);
+        if parts.len() == 1 {
+            return self.rows(parts[0].clone());
+        }
+        let found: Vec<Candidates> = parts.into_par_iter().map(|r| self.rows(r)).collect();
         let mut best = BoundHeap::new(self.keep);
         for part in found {
             best.left_out(part.best_left_out);
@@ -775,7 +762,7 @@ mod tests {
         idx
     }
 
-    fn ids(idx: &MemoryIndex, hits: &[Scored]) -> Vec<String> {
+    pub(super) fn ids(idx: &MemoryIndex, hits: &[Scored]) -> Vec<String> {
         hits.iter().map(|h| idx.id(h.position).to_string()).collect()
     }
 
@@ -932,6 +919,7 @@ mod tests {
 /// nearly every query on ordinary data. `QUANT_SEED=n` replays a run.
 #[cfg(test)]
 mod quantized_tests {
+    use super::tests::ids;
     use super::*;
     use rand::{Rng, SeedableRng};
 
@@ -1048,10 +1036,6 @@ mod quantized_tests {
             "seed {seed}: {answered_plain}/{asked_plain} answered on independent rows"
         );
         eprintln!("seed {seed}: the quantized pass answered {answered} of {asked} searches");
-    }
-
-    fn ids(idx: &MemoryIndex, hits: &[Scored]) -> Vec<String> {
-        hits.iter().map(|h| idx.id(h.position).to_string()).collect()
     }
 
     #[test]

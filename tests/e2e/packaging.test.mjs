@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -88,7 +88,7 @@ describe("what scripts/package builds, installed as users install it", { timeout
     }
     dir = await makeTempDir("sv-pkg-");
     project = path.join(dir, "project");
-    await run("mkdir", ["-p", project]);
+    await mkdir(project, { recursive: true });
     await installOffline(project, [LAUNCHER_TGZ, BINARY_TGZ]);
   });
 
@@ -104,10 +104,8 @@ describe("what scripts/package builds, installed as users install it", { timeout
     assert.equal(listed.code, 0, `tools/list exited ${listed.code}\n${listed.stderr}`);
     assert.deepEqual(listed.json.result.tools.map((t) => t.name).sort(), [...TOOL_NAMES].sort());
 
-    const call = async (tool, args) => {
-      const out = await inspect(["--method", "tools/call", "--tool-name", tool, "--tool-args-json", JSON.stringify(args)]);
-      return out;
-    };
+    const call = (tool, args) =>
+      inspect(["--method", "tools/call", "--tool-name", tool, "--tool-args-json", JSON.stringify(args)]);
     let out = await call("create_index", { index: "notes", dimension: 3 });
     assert.equal(out.code, 0, out.stderr);
     out = await call("upsert", {
@@ -164,7 +162,7 @@ describe("what scripts/package builds, installed as users install it", { timeout
 
   test("without a platform package the launcher says what is missing and how to fix it", async () => {
     const bare = path.join(dir, "bare");
-    await run("mkdir", ["-p", bare]);
+    await mkdir(bare, { recursive: true });
     await installOffline(bare, [LAUNCHER_TGZ], ["--omit=optional"]);
     const out = await run(path.join(bare, "node_modules", ".bin", "stride-vectors"), ["--version"]);
     assert.equal(out.code, 1);
