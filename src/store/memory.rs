@@ -11,9 +11,11 @@
 //! row it replaces in a small liveness bitmap; dead rows are compacted away once they are a
 //! quarter of the index. A commit's cost here is its change plus one chunk and one bitmap.
 //!
-//! Each row carries its stored metadata ([`Metadata`]), so a search filters (in Rust, with
-//! the filter language's evaluator) and answers from one snapshot, with no DuckDB query at
-//! all. Two kinds of search still need the file: a filter with `$regex` (RE2 is DuckDB's)
+//! Each row carries its stored metadata ([`Metadata`]), so a search filters in Rust and
+//! answers from one snapshot, with no DuckDB query at all. A full chunk also holds its
+//! metadata as columns ([`Columns`]) that answer a filter for all its rows at once, as a row
+//! mask, so only matching rows are scored and a selective filter makes a search cheaper;
+//! the open last chunk is asked row by row (the filter language's evaluator). Two kinds of search still need the file: a filter with `$regex` (RE2 is DuckDB's)
 //! and `include_vector` (the copy holds cosine rows normalised). Those must see the file and
 //! the copy at the same commit: [`Memory::begin_read`] takes the current snapshot and opens
 //! a DuckDB read transaction on the search's connection under the read side of a *gate*;
@@ -45,6 +47,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use duckdb::Connection;
 use rayon::prelude::*;
 
+use super::columns::{self, Columns, Mask};
 use super::filter::Filter;
 use super::metadata::Metadata;
 use super::quantized::{self, QueryCode, RowCode};
@@ -56,8 +59,9 @@ const PARALLEL_MIN_ROWS: usize = 16_384;
 const PART_MIN_ROWS: usize = 8_192;
 /// How much lower the search threads' CPU priority is than the writer's (a nice value).
 const SEARCH_NICE: libc::c_int = 10;
-/// Rows per chunk: the most a single-row upsert copies (1.25 MiB at 1024 dimensions).
-const CHUNK_ROWS: usize = 256;
+/// Rows per chunk: the most a single-row upsert copies (1.25 MiB at 1024 dimensions), and the
+/// rows one filter mask covers.
+const CHUNK_ROWS: usize = columns::ROWS;
 /// Rows from which a search scans the int8 codes first (a quarter of the bytes) and
 /// rescores the best candidates in f32; below it, the f32 scan alone is as fast.
 const QUANTIZED_MIN_ROWS: usize = 65_536;
@@ -67,7 +71,8 @@ const EXTRA_CANDIDATES: usize = 64;
 
 /// Rows of one chunk: vectors row-major (unit length for cosine; a zero vector stays zero),
 /// their int8 codes (row-major too) with each row's [`RowCode`], and each row's stored
-/// metadata.
+/// metadata; once the chunk is full (and so never changes again), that metadata in columns
+/// too, which answer a filter for the whole chunk at once.
 #[derive(Debug, Clone, Default)]
 struct Chunk {
     ids: Vec<String>,
@@ -75,6 +80,7 @@ struct Chunk {
     codes: Vec<i8>,
     code: Vec<RowCode>,
     metadata: Vec<Metadata>,
+    columns: Option<Columns>,
 }
 
 /// One index in memory, as of one commit. Cloning it is cheap (it shares its chunks).
@@ -88,7 +94,7 @@ pub struct MemoryIndex {
     /// One bit per stored row: set while the row is the current version of its id.
     live: Arc<Vec<u64>>,
     live_rows: usize,
-    /// Bytes of the metadata of every stored row, live or dead.
+    /// Bytes of the metadata of every stored row, live or dead, and of the chunks' columns.
     metadata_bytes: usize,
 }
 
@@ -162,6 +168,22 @@ impl MemoryIndex {
         self.live[position / 64] & (1 << (position % 64)) != 0
     }
 
+    /// The rows of chunk `c` a search may consider: the live ones, narrowed by `rows` when
+    /// that can be answered for the whole chunk at once (a filter on a full chunk, from its
+    /// columns). With `false`, every row of the mask must still be asked ([`Self::admits`]).
+    fn chunk_rows(&self, c: usize, rows: Rows<'_>) -> (Mask, bool) {
+        let words = CHUNK_ROWS / 64;
+        let live: Mask = std::array::from_fn(|i| self.live.get(c * words + i).copied().unwrap_or(0));
+        match rows {
+            Rows::All => (live, true),
+            Rows::Matching(filter) => match &self.chunks[c].columns {
+                Some(columns) => (columns.matching(filter, live, &self.chunks[c].metadata), true),
+                None => (live, false),
+            },
+            Rows::Allowed(_) => (live, false),
+        }
+    }
+
     /// Whether `rows` lets the row at `position` through (liveness aside).
     fn admits(&self, rows: Rows<'_>, position: usize) -> bool {
         match rows {
@@ -200,6 +222,7 @@ impl MemoryIndex {
                 codes: Vec::with_capacity(CHUNK_ROWS * self.dimension),
                 code: Vec::with_capacity(CHUNK_ROWS),
                 metadata: Vec::with_capacity(CHUNK_ROWS),
+                columns: None,
             }));
         }
         let last = self.chunks.last_mut().expect("a chunk was just ensured");
@@ -210,6 +233,11 @@ impl MemoryIndex {
         chunk.code.push(code);
         self.metadata_bytes += metadata.bytes();
         chunk.metadata.push(metadata);
+        if chunk.metadata.len() == CHUNK_ROWS {
+            let columns = Columns::build(&chunk.metadata);
+            self.metadata_bytes += columns.bytes();
+            chunk.columns = Some(columns);
+        }
         self.rows += 1;
         let live = Arc::make_mut(&mut self.live);
         if live.len() * 64 < self.rows {
@@ -431,28 +459,31 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    fn rows(&self, rows: std::ops::Range<usize>) -> Vec<Scored> {
+    fn chunks(&self, chunks: std::ops::Range<usize>) -> Vec<Scored> {
         let mut heap = TopK::new(self.index, self.k);
-        for position in rows {
-            if !self.index.is_live(position) || !self.index.admits(self.rows, position) {
-                continue;
+        for c in chunks {
+            let (mask, exact) = self.index.chunk_rows(c, self.rows);
+            for position in columns::rows(mask).map(|r| c * CHUNK_ROWS + r) {
+                if !exact && !self.index.admits(self.rows, position) {
+                    continue;
+                }
+                let score = self.index.score(self.query, position);
+                if score.is_nan() || self.min_score.is_some_and(|m| (score as f64) < m) {
+                    continue;
+                }
+                heap.offer(Scored { position, score });
             }
-            let score = self.index.score(self.query, position);
-            if score.is_nan() || self.min_score.is_some_and(|m| (score as f64) < m) {
-                continue;
-            }
-            heap.offer(Scored { position, score });
         }
         heap.into_vec()
     }
 
-    /// Every row, in parts scanned by whichever threads are free, each part's best merged.
+    /// Every chunk, in parts scanned by whichever threads are free, each part's best merged.
     fn run(&self) -> Vec<Scored> {
-        let parts = parts(self.index.rows);
+        let parts = parts(self.index.chunks.len());
         if parts.len() == 1 {
-            return self.rows(parts[0].clone());
+            return self.chunks(parts[0].clone());
         }
-        let found: Vec<Vec<Scored>> = parts.into_par_iter().map(|r| self.rows(r)).collect();
+        let found: Vec<Vec<Scored>> = parts.into_par_iter().map(|r| self.chunks(r)).collect();
         let mut merged = TopK::new(self.index, self.k);
         for hit in found.into_iter().flatten() {
             merged.offer(hit);
@@ -461,16 +492,18 @@ impl Scan<'_> {
     }
 }
 
-/// How a scan of `rows` rows is split: one part below [`PARALLEL_MIN_ROWS`], else a few
+/// How a scan of `chunks` chunks is split: one part below [`PARALLEL_MIN_ROWS`], else a few
 /// parts per thread of the current pool (small enough to balance between busy threads).
-fn parts(rows: usize) -> Vec<std::ops::Range<usize>> {
+fn parts(chunks: usize) -> Vec<std::ops::Range<usize>> {
+    let rows = chunks * CHUNK_ROWS;
     if rows < PARALLEL_MIN_ROWS {
-        return std::iter::once(0..rows).collect();
+        return std::iter::once(0..chunks).collect();
     }
     let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
-    let chunk = rows.div_ceil(parts);
+    let each = chunks.div_ceil(parts);
     (0..parts)
-        .map(|t| (t * chunk).min(rows)..((t + 1) * chunk).min(rows))
+        .map(|t| (t * each).min(chunks)..((t + 1) * each).min(chunks))
+        .filter(|r| !r.is_empty())
         .collect()
 }
 
@@ -520,49 +553,47 @@ impl CandidateScan<'_> {
         }
     }
 
-    fn rows(&self, rows: std::ops::Range<usize>) -> Candidates {
+    fn chunks(&self, chunks: std::ops::Range<usize>) -> Candidates {
         let mut best = BoundHeap::new(self.keep);
-        let mut bar = self.bar();
-        for position in rows {
-            if position % 256 == 0 {
-                bar = self.bar();
-            }
-            if !self.index.is_live(position) {
-                continue;
-            }
-            let (codes, code) = self.index.codes(position);
-            let bound = self
-                .query
-                .upper_bound(quantized::dot_i8(&self.query.codes, codes), code);
-            // A row that cannot reach min_score is no hit, kept or not.
-            if self.min_score.is_some_and(|m| bound < m) {
-                continue;
-            }
-            // The filter is asked only about rows whose bound would be kept: nearly every
-            // row is turned away by its bound first, which costs less than the filter. A row
-            // turned away unasked counts as left out (as if it matched), which can only make
-            // the proof stricter.
-            if bound <= bar || !best.would_keep(bound) {
-                best.left_out(Some(bound));
-                continue;
-            }
-            if self.index.admits(self.rows, position) {
-                best.offer(position, bound);
-                if let Some(lowest) = best.lowest_if_full() {
-                    bar = self.raise_bar(lowest);
+        for c in chunks {
+            let mut bar = self.bar();
+            // A filter the columns answer leaves only matching rows in the mask; any other
+            // is asked only about rows whose bound would be kept: nearly every row is turned
+            // away by its bound first, which costs less than the filter. A row turned away
+            // unasked counts as left out (as if it matched), which can only make the proof
+            // stricter.
+            let (mask, exact) = self.index.chunk_rows(c, self.rows);
+            for position in columns::rows(mask).map(|r| c * CHUNK_ROWS + r) {
+                let (codes, code) = self.index.codes(position);
+                let bound = self
+                    .query
+                    .upper_bound(quantized::dot_i8(&self.query.codes, codes), code);
+                // A row that cannot reach min_score is no hit, kept or not.
+                if self.min_score.is_some_and(|m| bound < m) {
+                    continue;
+                }
+                if bound <= bar || !best.would_keep(bound) {
+                    best.left_out(Some(bound));
+                    continue;
+                }
+                if exact || self.index.admits(self.rows, position) {
+                    best.offer(position, bound);
+                    if let Some(lowest) = best.lowest_if_full() {
+                        bar = self.raise_bar(lowest);
+                    }
                 }
             }
         }
         best.finish()
     }
 
-    /// Every row, in the same parts as [`Scan::run`], the parts' candidates merged.
+    /// Every chunk, in the same parts as [`Scan::run`], the parts' candidates merged.
     fn run(&self) -> Candidates {
-        let parts = parts(self.index.rows);
+        let parts = parts(self.index.chunks.len());
         if parts.len() == 1 {
-            return self.rows(parts[0].clone());
+            return self.chunks(parts[0].clone());
         }
-        let found: Vec<Candidates> = parts.into_par_iter().map(|r| self.rows(r)).collect();
+        let found: Vec<Candidates> = parts.into_par_iter().map(|r| self.chunks(r)).collect();
         let mut best = BoundHeap::new(self.keep);
         for part in found {
             best.left_out(part.best_left_out);
@@ -987,6 +1018,11 @@ mod quantized_tests {
                         .filter(|_| rng.random_bool(0.2))
                         .map(|i| format!("r{i:06}"))
                         .collect();
+                    // The filter asked row by row: what the chunks' columns must answer.
+                    let matching: HashSet<String> = (0..snap.rows)
+                        .filter(|p| snap.is_live(*p) && filter.matches(snap.metadata(*p)))
+                        .map(|p| snap.id(p).to_string())
+                        .collect();
                     for q in 0..12 {
                         let query: Vec<f32> = match q % 3 {
                             // A stored row's direction: its own score is the top one.
@@ -1009,6 +1045,16 @@ mod quantized_tests {
                         } else {
                             reference
                         };
+                        if matches!(rows, Rows::Matching(_)) {
+                            let by_row = snap.search_f32(&query, k, Rows::Allowed(&matching), min);
+                            assert!(
+                                same(&reference, &by_row),
+                                "seed {seed}: n {n} {metric:?} kind {kind} query {q}: the columns' \
+                                 filter {:?} != row by row {:?}",
+                                ids(&snap, &reference),
+                                ids(&snap, &by_row)
+                            );
+                        }
                         asked += 1;
                         if kind == 0 {
                             asked_plain += 1;

@@ -8,6 +8,7 @@
 //!
 //! This module must not know about MCP: it speaks in plain Rust types and [`StoreError`].
 
+pub mod columns;
 pub mod documents;
 pub mod filter;
 pub mod memory;

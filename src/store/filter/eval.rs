@@ -79,9 +79,10 @@ fn compare(value: &Metadata, operand: &Operand, cmp: Cmp) -> bool {
 
 #[cfg(test)]
 mod differential {
-    //! Random metadata and random filters, answered by DuckDB (the SQL back-end) and by
-    //! [`Filter::matches`]: the answers must be the same row for row. Seeded; the seed is
-    //! printed with any difference (set `FILTER_SEED` to replay one).
+    //! Random metadata and random filters, answered by DuckDB (the SQL back-end), by
+    //! [`Filter::matches`] row by row, and by the in-memory copy's columns
+    //! ([`crate::store::columns`]): the answers must be the same row for row. Seeded; the
+    //! seed is printed with any difference (set `FILTER_SEED` to replay one).
 
     use duckdb::{params, Connection};
     use rand::rngs::StdRng;
@@ -89,10 +90,13 @@ mod differential {
     use serde_json::{json, Map, Value};
 
     use super::super::compile;
+    use crate::store::columns::{self, Columns};
     use crate::store::metadata::Metadata;
 
-    const KEYS: [&str; 5] = ["a", "b", "user-id", "n", "tags"];
-    const TEXTS: [&str; 9] = [
+    /// `p.q` is a key no filter path can name (a path's `.` separates segments).
+    const KEYS: [&str; 6] = ["a", "b", "user-id", "n", "tags", "p.q"];
+    /// Two texts longer than the columns copy ([`crate::store::columns::LONG_TEXT`]).
+    const TEXTS: [&str; 11] = [
         "",
         "x",
         "X",
@@ -102,6 +106,8 @@ mod differential {
         "2026-01-10",
         "2026-1",
         "z\u{1F600}",
+        "xy-a-text-longer-than-what-the-columns-copy-so-it-is-checked-row-by-row",
+        "xy-a-text-longer-than-what-the-columns-copy-so-it-is-checked-row-by-row!",
     ];
     const NUMBERS: [f64; 9] = [0.0, -0.0, 1.0, 1.5, -2.0, 5.0, 1e300, 9007199254740993.0, 0.1];
 
@@ -236,6 +242,7 @@ mod differential {
                 .unwrap();
             rows.push(Metadata::parse(stored.as_deref()).unwrap());
         }
+        let chunks: Vec<Columns> = rows.chunks(columns::ROWS).map(Columns::build).collect();
         let mut compared = 0;
         for round in 0..1500 {
             let raw = filter(&mut rng, 0);
@@ -251,6 +258,20 @@ mod differential {
                 .map(|r| r.unwrap() as usize)
                 .collect();
             let in_memory: Vec<usize> = (0..rows.len()).filter(|i| tree.matches(&rows[*i])).collect();
+            let by_columns: Vec<usize> = rows
+                .chunks(columns::ROWS)
+                .zip(&chunks)
+                .enumerate()
+                .flat_map(|(c, (chunk, cols))| {
+                    let mut all = columns::NONE;
+                    (0..chunk.len()).for_each(|r| all[r / 64] |= 1 << (r % 64));
+                    columns::rows(cols.matching(tree, all, chunk)).map(move |r| c * columns::ROWS + r)
+                })
+                .collect();
+            assert_eq!(
+                by_columns, in_memory,
+                "seed {seed}, round {round}: filter {raw}: columns differ from rows"
+            );
             if from_sql != in_memory {
                 let only_sql: Vec<_> = from_sql.iter().filter(|i| !in_memory.contains(i)).collect();
                 let only_memory: Vec<_> = in_memory.iter().filter(|i| !from_sql.contains(i)).collect();
