@@ -162,14 +162,30 @@ pub fn pending_of(conn: &Connection, index: &str, id: &str) -> duckdb::Result<Op
 /// Drop the versions of `ids` waiting to be embedded: a later write superseded them.
 /// Returns how many there were.
 pub fn drop_pending(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<usize> {
-    // One statement for a whole batch (a statement per id cost more than the upsert): the ids
-    // are bound as one JSON array, which the crate can bind where it cannot bind a list.
-    let ids = serde_json::to_string(ids).map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let ids = id_list(ids.iter().map(String::as_str))?;
     let mut stmt = conn.prepare_cached(
         "DELETE FROM stride_vectors.pending WHERE index_name = ?
          AND id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
     )?;
     stmt.execute(params![index, ids])
+}
+
+/// Forget the embedded texts of `ids` (an [`id_list`]): their rows get vectors of another
+/// origin.
+pub fn forget_embedded(conn: &Connection, index: &str, ids: &str) -> duckdb::Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM stride_vectors.documents WHERE index_name = ?
+         AND id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
+    )?;
+    stmt.execute(params![index, ids])
+}
+
+/// Ids as one JSON array, to bind where a statement works on a whole batch: the crate can
+/// bind that where it cannot bind a list, and one statement per id cost more than the
+/// upsert itself.
+pub fn id_list<'a>(ids: impl Iterator<Item = &'a str>) -> duckdb::Result<String> {
+    serde_json::to_string(&ids.collect::<Vec<_>>())
+        .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 /// Apply an `update`'s metadata to the version of `id` waiting to be embedded, if any:

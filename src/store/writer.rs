@@ -221,7 +221,6 @@ pub fn spawn(
         superseded: Vec::new(),
         listener,
         max_batch: max_batch.max(1),
-        staging: HashSet::new(),
         next_seq,
     };
     std::thread::Builder::new()
@@ -243,8 +242,6 @@ struct Writer {
     superseded: Vec<Superseded>,
     listener: SupersededListener,
     max_batch: usize,
-    /// Dimensions whose temporary staging table exists on this connection.
-    staging: HashSet<usize>,
     /// Version number of the next accepted document (see `documents`).
     next_seq: u64,
 }
@@ -398,8 +395,6 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("ROLLBACK") {
             tracing::debug!(error = %e, "rollback after a failed statement");
         }
-        // Temporary tables created in the rolled-back transaction are gone too.
-        self.staging.clear();
         self.changes.clear();
         self.superseded.clear();
     }
@@ -542,25 +537,29 @@ impl Writer {
         Ok(WriteOutcome::Upserted { ids, created_index })
     }
 
-    /// INSERT OR REPLACE deduplicated `rows` into `index` through the staging table.
+    /// Replace the stored rows of `rows`' ids (deduplicated) in `index`: one statement deletes
+    /// the old versions, then the Arrow appender adds the new ones straight into the table
+    /// (the duckdb crate cannot bind array values, and text would be slow). No staging
+    /// table and no `INSERT OR REPLACE`: both were measured to cost more than the write.
     fn write_rows(&mut self, index: &str, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.stage(dimension, rows)?;
-        let stage = staging_table(dimension);
+        let ids = documents::id_list(rows.iter().map(|r| r.id.as_str()))?;
         // The rows get new vectors: whatever text we had embedded for these ids no longer
         // describes them (an embedding commit records its hashes again right after).
-        self.conn.execute(
-            &format!(
-                "DELETE FROM stride_vectors.documents WHERE index_name = ? AND id IN (SELECT id FROM temp.main.{stage})"
-            ),
-            params![index],
-        )?;
-        self.conn.execute_batch(&format!(
-            "INSERT OR REPLACE INTO {} SELECT id, vector, metadata::JSON FROM temp.main.{stage}; DELETE FROM temp.main.{stage};",
-            quoted(index)
-        ))?;
+        documents::forget_embedded(&self.conn, index, &ids)?;
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
+                quoted(index)
+            ))?
+            .execute(params![ids])?;
+        let batch = record_batch(dimension, rows)?;
+        let mut appender = self.conn.appender(index)?;
+        appender.append_record_batch(batch)?;
+        // The appender reports constraint and conversion errors only when flushed.
+        appender.flush()?;
         let rows = rows
             .iter()
             .map(|r| (r.id.clone(), r.vector.clone(), Metadata::object(&r.metadata)))
@@ -675,24 +674,6 @@ impl Writer {
         if let Some(info) = working.get_mut(index) {
             info.model = Some(model.to_string());
         }
-        Ok(())
-    }
-
-    /// Load rows into the temporary staging table of their width through the Arrow
-    /// appender: the duckdb crate cannot bind array values, and text would be slow.
-    fn stage(&mut self, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
-        let stage = staging_table(dimension);
-        if !self.staging.contains(&dimension) {
-            self.conn.execute_batch(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {stage} (id VARCHAR, vector FLOAT[{dimension}], metadata VARCHAR)"
-            ))?;
-            self.staging.insert(dimension);
-        }
-        let batch = record_batch(dimension, rows)?;
-        let mut appender = self.conn.appender_to_catalog_and_db(&stage, "temp", "main")?;
-        appender.append_record_batch(batch)?;
-        // The appender reports constraint and conversion errors only when flushed.
-        appender.flush()?;
         Ok(())
     }
 
@@ -898,10 +879,6 @@ fn check_embeddable(info: &IndexInfo, model: &str, dimension: Option<usize>) -> 
         )));
     }
     Ok(())
-}
-
-fn staging_table(dimension: usize) -> String {
-    format!("stride_stage_{dimension}")
 }
 
 fn record_batch(dimension: usize, rows: &[VectorRow]) -> Result<RecordBatch, OpError> {
