@@ -29,6 +29,63 @@ pub fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
     })
 }
 
+/// A call's arguments exactly as they came on the wire, kept by the transport
+/// ([`super::transport`]) for the tools whose arguments are large, so they are parsed once,
+/// straight into their type, instead of into a JSON tree first. rmcp's copy of the
+/// arguments is then empty; [`raw_arguments`] gives them back where a tree is needed (a
+/// relayed call).
+#[derive(Debug, Clone)]
+pub struct RawArguments(pub Arc<str>);
+
+/// The tools whose arguments the transport keeps as [`RawArguments`].
+pub const RAW_ARGUMENT_TOOLS: &[&str] = &["upsert"];
+
+/// A tool's arguments parsed as `T` (from [`RawArguments`] when the transport kept them, else
+/// from rmcp's object), or the tool error that names the field at fault. As an extractor it
+/// never fails the call itself: a bad argument is the tool's error to report.
+pub struct Args<T>(pub Result<T, ToolError>);
+
+impl<'a, S, T: DeserializeOwned> rmcp::handler::server::common::FromContextPart<
+        rmcp::handler::server::tool::ToolCallContext<'a, S>,
+    > for Args<T>
+{
+    fn from_context_part(
+        context: &mut rmcp::handler::server::tool::ToolCallContext<'a, S>,
+    ) -> Result<Self, rmcp::ErrorData> {
+        use rmcp::handler::server::common::AsRequestContext;
+        let raw = context
+            .as_request_context()
+            .extensions
+            .get::<RawArguments>()
+            .map(|r| r.0.clone());
+        Ok(Args(match raw {
+            Some(text) => parse_text(&text),
+            None => parse(context.arguments.take().unwrap_or_default()),
+        }))
+    }
+}
+
+/// [`parse`] from JSON text, straight into `T`. A text that does not parse that way takes
+/// the object route ([`parse`]) instead, so every answer, error messages included, is the
+/// one [`parse`] gives (a typed parse refuses `1e40` for an `f32` where the object route
+/// reads infinity and the vector check names it; duplicate keys differ too).
+pub fn parse_text<T: DeserializeOwned>(text: &str) -> Result<T, ToolError> {
+    if let Ok(parsed) = serde_json::from_str(text) {
+        return Ok(parsed);
+    }
+    match serde_json::from_str::<JsonObject>(text) {
+        Ok(object) => parse(object),
+        Err(e) => Err(format!("invalid arguments: {e}")),
+    }
+}
+
+/// The arguments as an object, from [`RawArguments`] when the transport kept them there.
+pub fn raw_arguments(extensions: &rmcp::model::Extensions) -> Option<Result<JsonObject, String>> {
+    extensions
+        .get::<RawArguments>()
+        .map(|raw| serde_json::from_str(&raw.0).map_err(|e| e.to_string()))
+}
+
 /// The input schema advertised for `T`. Our argument types are plain structs, so schema
 /// generation cannot fail; if it ever did, the tool would be listed without constraints
 /// rather than taking the server down.
@@ -142,6 +199,27 @@ mod tests {
         assert!(err.contains("missing field `rows`"), "{err}");
         let err = parse::<Args>(obj(serde_json::json!({"rows": [], "topK": 3}))).unwrap_err();
         assert!(err.contains("unknown field `topK`"), "{err}");
+    }
+
+    /// Arguments the transport kept as text give the same answers, errors included.
+    #[test]
+    fn parsing_text_says_what_parsing_the_object_says() {
+        for case in [
+            r#"{"rows": [{"vector": [1.0]}, {"vector": [1.0, null]}]}"#,
+            r#"{"rows": [{"vector": [1e40]}]}"#,
+            r#"{"rows": [{"vector": ["1"]}]}"#,
+            r#"{}"#,
+            r#"{"rows": [], "topK": 3}"#,
+            r#"{"rows": [{"vector": [], "x": 1}]}"#,
+            r#"{"rows": [{"vector": [0.5, -2, 3e-3]}]}"#,
+            r#"{"rows": [{"vector": [1]}], "rows": [{"vector": [2]}]}"#,
+        ] {
+            let object: JsonObject = serde_json::from_str(case).unwrap();
+            let from_object = parse::<Args>(object).map(|a| format!("{a:?}"));
+            let from_text = parse_text::<Args>(case).map(|a| format!("{a:?}"));
+            assert_eq!(from_text, from_object, "{case}");
+        }
+        assert!(parse_text::<Args>(r#"{"rows": []} x"#).is_err(), "trailing text");
     }
 
     #[test]

@@ -196,7 +196,16 @@ impl ServerHandler for StrideServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         match self.ownership.settled(SETTLE).await {
-            Backend::Relay(link) => self.relay_call(link, request, context).await,
+            Backend::Relay(link) => {
+                // The owner needs the arguments as an object, even those the transport kept
+                // as text for a tool of ours.
+                let mut request = request;
+                if let Some(arguments) = super::args::raw_arguments(&context.extensions) {
+                    request.arguments =
+                        Some(arguments.map_err(|e| ErrorData::invalid_params(e, None))?);
+                }
+                self.relay_call(link, request, context).await
+            }
             _ => {
                 self.tool_router
                     .call(ToolCallContext::new(self, request, context))

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::args::{filter_object, input_schema, metadata_object, parse, tool_error, ToolError};
+use super::args::{filter_object, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
 use super::StrideServer;
 use crate::store::writer::{DeleteTarget, MetadataMode, WriteOp, WriteOutcome};
@@ -148,8 +148,8 @@ impl StrideServer {
         input_schema = input_schema::<UpsertArgs>(),
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
-    pub async fn upsert(&self, args: JsonObject) -> Result<Json<UpsertResult>, ToolError> {
-        let args: UpsertArgs = parse(args)?;
+    pub async fn upsert(&self, Args(args): Args<UpsertArgs>) -> Result<Json<UpsertResult>, ToolError> {
+        let args = args?;
         validate_index_name(&args.index).map_err(|e| tool_error("upsert", e))?;
         let mut rows = Vec::with_capacity(args.vectors.len());
         for (at, v) in args.vectors.into_iter().enumerate() {
