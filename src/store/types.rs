@@ -174,8 +174,9 @@ impl VectorRow {
     }
 }
 
-/// Deduplicate rows by id, keeping the last one but at the position of the first: one
-/// multi-row `INSERT OR REPLACE` with a repeated key would silently keep the first.
+/// Deduplicate rows by id, keeping the last one but at the position of the first: a batch
+/// appended with a repeated key would break the primary key (and, in a table without one,
+/// store the id twice).
 pub fn dedup_last_wins(rows: Vec<VectorRow>) -> Vec<VectorRow> {
     let mut position: std::collections::HashMap<String, usize> = Default::default();
     let mut out: Vec<VectorRow> = Vec::with_capacity(rows.len());
