@@ -103,7 +103,9 @@ where
 
 async fn load(server: &ChildServer, index: &str, data: &[Vec<f32>], batch: usize) -> Result<()> {
     for (b, chunk) in data.chunks(batch).enumerate() {
-        server.call("upsert", upsert_args(index, b * batch, chunk)).await?;
+        server
+            .call("upsert", upsert_args(index, b * batch, chunk))
+            .await?;
     }
     Ok(())
 }

@@ -45,9 +45,9 @@ pub const RAW_ARGUMENT_TOOLS: &[&str] = &["upsert"];
 /// never fails the call itself: a bad argument is the tool's error to report.
 pub struct Args<T>(pub Result<T, ToolError>);
 
-impl<'a, S, T: DeserializeOwned> rmcp::handler::server::common::FromContextPart<
-        rmcp::handler::server::tool::ToolCallContext<'a, S>,
-    > for Args<T>
+impl<'a, S, T: DeserializeOwned>
+    rmcp::handler::server::common::FromContextPart<rmcp::handler::server::tool::ToolCallContext<'a, S>>
+    for Args<T>
 {
     fn from_context_part(
         context: &mut rmcp::handler::server::tool::ToolCallContext<'a, S>,

@@ -201,8 +201,7 @@ impl ServerHandler for StrideServer {
                 // as text for a tool of ours.
                 let mut request = request;
                 if let Some(arguments) = super::args::raw_arguments(&context.extensions) {
-                    request.arguments =
-                        Some(arguments.map_err(|e| ErrorData::invalid_params(e, None))?);
+                    request.arguments = Some(arguments.map_err(|e| ErrorData::invalid_params(e, None))?);
                 }
                 self.relay_call(link, request, context).await
             }

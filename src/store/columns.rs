@@ -156,7 +156,7 @@ impl Columns {
     /// The columns of these rows (at most [`ROWS`]).
     pub fn build(rows: &[Metadata]) -> Columns {
         debug_assert!(rows.len() <= ROWS);
-        let mut found: HashMap<String, (Column, Vec<(Key, u8)>)> = HashMap::new();
+        let mut found: Found = HashMap::new();
         for (row, metadata) in rows.iter().enumerate() {
             collect(metadata, &mut String::new(), row, &mut found);
         }
@@ -167,7 +167,11 @@ impl Columns {
                 pairs.dedup();
                 column.starts.push(0);
                 for (key, row) in pairs {
-                    if column.keys.last().is_none_or(|last| last.cmp(&key) != Ordering::Equal) {
+                    if column
+                        .keys
+                        .last()
+                        .is_none_or(|last| last.cmp(&key) != Ordering::Equal)
+                    {
                         if !column.keys.is_empty() {
                             column.starts.push(column.rows.len() as u16);
                         }
@@ -222,9 +226,7 @@ impl Columns {
                 found
             }
             Filter::Not(inner) => and_not(within, self.matching(inner, within, rows)),
-            Filter::Exists(path) => self
-                .column(path)
-                .map_or(NONE, |c| and(within, c.present)),
+            Filter::Exists(path) => self.column(path).map_or(NONE, |c| and(within, c.present)),
             Filter::Any(path, test) => match self.column(path) {
                 None => {
                     // The field is missing in every row: the test sees an absent value.
@@ -277,13 +279,11 @@ fn by_row(filter: &Filter, within: Mask, rows: &[Metadata]) -> Mask {
     found
 }
 
+/// Per path while building: its column, and its (value, row) pairs not yet sorted.
+type Found = HashMap<String, (Column, Vec<(Key, u8)>)>;
+
 /// Record every path of `value` (an object; other values have no paths) for `row`.
-fn collect(
-    value: &Metadata,
-    prefix: &mut String,
-    row: usize,
-    found: &mut HashMap<String, (Column, Vec<(Key, u8)>)>,
-) {
+fn collect(value: &Metadata, prefix: &mut String, row: usize, found: &mut Found) {
     let Metadata::Object(pairs) = value else {
         return;
     };
