@@ -210,8 +210,10 @@ fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejecti
             batch: false,
         });
     }
-    if let Some(message) = tool_call(line) {
-        return Ok(Some(message));
+    match tool_call(line) {
+        Fast::Message(message) => return Ok(Some(message)),
+        Fast::Refused(rejection) => return Err(rejection),
+        Fast::NotMine => {}
     }
     let error = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
         Ok(message) => return Ok(Some(message)),
@@ -254,8 +256,22 @@ fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejecti
     })
 }
 
-/// A `tools/call` request, read in one pass into the message rmcp's own parse makes of it,
-/// or `None` for anything else and anything unusual (which then takes rmcp's parse).
+/// What the fast path makes of a line (made once per line and matched at once, so the
+/// variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Fast {
+    /// A `tools/call` request, as rmcp's own parse would make it.
+    Message(RxJsonRpcMessage<RoleServer>),
+    /// A `tools/call` request (it has an id) whose params are wrong. rmcp would take it as
+    /// an unknown method and answer -32601 "method not found"; the caller is owed -32602
+    /// and the field at fault.
+    Refused(Rejection),
+    /// Anything else: rmcp's parse decides.
+    NotMine,
+}
+
+/// A `tools/call` request, read in one pass into the message rmcp's own parse makes of it;
+/// anything else and anything unusual takes rmcp's parse.
 ///
 /// Why: rmcp reads a message through several buffered layers (an untagged enum, flattened
 /// fields, the method tag), each a copy of the whole message in serde's `Content`. For an
@@ -265,7 +281,7 @@ fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejecti
 /// The arguments of the tools in [`RAW_ARGUMENT_TOOLS`] are not even made a JSON tree: they
 /// travel as [`RawArguments`] in the request's extensions, and the tool parses them once,
 /// into its own types ([`super::args::Args`]).
-fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
+fn tool_call(line: &[u8]) -> Fast {
     use rmcp::model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, InputResponses, JsonObject, JsonRpcMessage,
         JsonRpcRequest, JsonRpcVersion2_0, RequestId, RequestMetaObject,
@@ -300,14 +316,59 @@ fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
         request_state: Option<String>,
     }
 
+    /// Just enough of a message to know whether it is a `tools/call` request.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[allow(dead_code)]
+        jsonrpc: JsonRpcVersion2_0,
+        id: RequestId,
+        method: String,
+        #[serde(default, deserialize_with = "present")]
+        result: bool,
+        #[serde(default, deserialize_with = "present")]
+        error: bool,
+    }
+
     fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         serde::de::IgnoredAny::deserialize(d).map(|_| true)
     }
 
+    /// -32602 for a `tools/call` request whose params fail to read, or `NotMine`.
+    fn refuse(line: &[u8], problem: impl FnOnce() -> String) -> Fast {
+        match serde_json::from_slice::<Head>(line) {
+            Ok(head) if head.method == "tools/call" && !head.result && !head.error => {
+                Fast::Refused(Rejection {
+                    id: serde_json::to_value(&head.id).ok(),
+                    code: -32602,
+                    message: format!("Invalid params: {}", problem()),
+                    batch: false,
+                })
+            }
+            _ => Fast::NotMine,
+        }
+    }
+
     use serde::Deserialize;
-    let wire: Wire = serde_json::from_slice(line).ok()?;
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let wire: Wire = match serde_path_to_error::deserialize(&mut de) {
+        Ok(wire) => wire,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.to_string();
+            let at = format!(" at line {} column {}", inner.line(), inner.column());
+            let message = message.strip_suffix(&at).unwrap_or(&message).to_string();
+            return refuse(line, || {
+                if path == "." {
+                    message
+                } else {
+                    format!("{path}: {message}")
+                }
+            });
+        }
+    };
     if wire.method != "tools/call" || wire.result || wire.error {
-        return None;
+        return Fast::NotMine;
     }
     let raw = wire.params.arguments;
     // Kept as text only when it is an object (then it parses as one later, for sure).
@@ -317,7 +378,14 @@ fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
     let mut kept = None;
     match raw {
         Some(raw) if keep => kept = Some(RawArguments(Arc::from(raw.get()))),
-        Some(raw) => params.arguments = serde_json::from_str::<Option<JsonObject>>(raw.get()).ok()?,
+        Some(raw) => match serde_json::from_str::<Option<JsonObject>>(raw.get()) {
+            Ok(arguments) => params.arguments = arguments,
+            Err(_) => {
+                return refuse(line, || {
+                    format!("params.arguments: must be a JSON object, got {}", kind(raw.get()))
+                })
+            }
+        },
         None => {}
     }
     params.input_responses = wire.params.input_responses;
@@ -329,10 +397,22 @@ fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
     if let Some(kept) = kept {
         request.extensions.insert(kept);
     }
-    Some(JsonRpcMessage::Request(JsonRpcRequest::new(
+    Fast::Message(JsonRpcMessage::Request(JsonRpcRequest::new(
         wire.id,
         ClientRequest::CallToolRequest(request),
     )))
+}
+
+/// What kind of JSON value `text` (valid JSON) is, for a message.
+fn kind(text: &str) -> &'static str {
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
 }
 
 /// Deepest nesting of `[` and `{` outside strings (an upper bound for malformed text).
@@ -482,6 +562,33 @@ mod tests {
         classify(br#"{"id":5,"hello":"world"}"#).unwrap_err().to_line()
     }
 
+    /// rmcp takes a `tools/call` with wrong params for an unknown method (-32601); the
+    /// caller gets -32602 and the field at fault instead.
+    #[test]
+    fn a_tool_call_with_wrong_params_is_told_which() {
+        let refused = |line: &str| classify(line.as_bytes()).unwrap_err();
+        let r = refused(
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"upsert","arguments":[1]}}"#,
+        );
+        assert_eq!((r.id, r.code), (Some(3.into()), -32602));
+        assert_eq!(
+            r.message,
+            "Invalid params: params.arguments: must be a JSON object, got an array"
+        );
+        let r = refused(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":5}}"#);
+        assert_eq!((r.id, r.code), (Some("a".into()), -32602));
+        assert!(
+            r.message
+                .starts_with("Invalid params: params.name: invalid type: integer `5`"),
+            "{}",
+            r.message
+        );
+        let r = refused(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call"}"#);
+        assert_eq!(r.message, "Invalid params: missing field `params`");
+        // Not a call: rmcp decides, as before.
+        assert!(classify(br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#).is_ok());
+    }
+
     #[test]
     fn a_filter_the_tool_can_refuse_still_reaches_the_tool() {
         // 58 levels of $and are 116 levels of JSON with the envelope: under serde_json's
@@ -515,7 +622,7 @@ mod tests {
             parts.shuffle(rng);
             format!("{{{}}}", parts.join(","))
         }
-        let (mut fast_answered, mut calls_accepted) = (0, 0);
+        let (mut fast_answered, mut calls_accepted, mut refused) = (0, 0, 0);
         for round in 0..20_000 {
             let meta = pick(
                 &mut rng,
@@ -577,18 +684,21 @@ mod tests {
                 ("other", (rng.random_range(0..4) == 0).then(|| "true".to_string())),
             ];
             let line = object(&mut rng, fields);
-            let fast = tool_call(line.as_bytes()).map(|mut message| {
-                // Arguments kept as text are the arguments: put them back to compare.
-                if let rmcp::model::JsonRpcMessage::Request(r) = &mut message {
-                    if let rmcp::model::ClientRequest::CallToolRequest(call) = &mut r.request {
-                        if let Some(raw) = call.extensions.get::<RawArguments>() {
-                            assert!(call.params.arguments.is_none());
-                            call.params.arguments = Some(serde_json::from_str(&raw.0).unwrap());
+            let fast = match tool_call(line.as_bytes()) {
+                Fast::Message(mut message) => {
+                    // Arguments kept as text are the arguments: put them back to compare.
+                    if let rmcp::model::JsonRpcMessage::Request(r) = &mut message {
+                        if let rmcp::model::ClientRequest::CallToolRequest(call) = &mut r.request {
+                            if let Some(raw) = call.extensions.get::<RawArguments>() {
+                                assert!(call.params.arguments.is_none());
+                                call.params.arguments = Some(serde_json::from_str(&raw.0).unwrap());
+                            }
                         }
                     }
+                    Fast::Message(message)
                 }
-                message
-            });
+                other => other,
+            };
             let reference = serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line.as_bytes());
             let is_call = matches!(
                 &reference,
@@ -597,7 +707,7 @@ mod tests {
             );
             calls_accepted += usize::from(is_call);
             match (&fast, &reference) {
-                (Some(fast), Ok(reference)) => {
+                (Fast::Message(fast), Ok(reference)) => {
                     fast_answered += 1;
                     assert_eq!(
                         serde_json::to_value(fast).unwrap(),
@@ -605,15 +715,30 @@ mod tests {
                         "seed {seed}, round {round}: {line}"
                     );
                 }
-                (Some(_), Err(e)) => {
+                (Fast::Message(_), Err(e)) => {
                     panic!("seed {seed}, round {round}: rmcp refuses ({e}) what the fast parse took: {line}")
                 }
-                (None, _) => assert!(
+                (Fast::Refused(rejection), _) => {
+                    refused += 1;
+                    assert!(
+                        !is_call,
+                        "seed {seed}, round {round}: refused a call rmcp takes: {line}"
+                    );
+                    assert_eq!(rejection.code, -32602, "{line}");
+                    assert!(rejection.id.is_some(), "{line}");
+                    assert!(
+                        rejection.message.starts_with("Invalid params: "),
+                        "{}",
+                        rejection.message
+                    );
+                }
+                (Fast::NotMine, _) => assert!(
                     !is_call,
                     "seed {seed}, round {round}: a call only rmcp took: {line}"
                 ),
             }
         }
+        assert!(refused > 100, "seed {seed}: only {refused} refused");
         assert!(
             fast_answered > 200,
             "seed {seed}: only {fast_answered} calls generated"
