@@ -165,24 +165,19 @@ impl Columns {
             .map(|(path, (mut column, mut pairs))| {
                 pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
                 pairs.dedup();
-                column.starts.push(0);
+                // starts[i] is where the rows of keys[i] begin; the last entry ends them.
                 for (key, row) in pairs {
                     if column
                         .keys
                         .last()
                         .is_none_or(|last| last.cmp(&key) != Ordering::Equal)
                     {
-                        if !column.keys.is_empty() {
-                            column.starts.push(column.rows.len() as u16);
-                        }
                         column.keys.push(key);
+                        column.starts.push(column.rows.len() as u16);
                     }
                     column.rows.push(row);
                 }
                 column.starts.push(column.rows.len() as u16);
-                if column.keys.is_empty() {
-                    column.starts = vec![0];
-                }
                 (path.into_boxed_str(), column)
             })
             .collect();

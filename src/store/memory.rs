@@ -15,8 +15,9 @@
 //! answers from one snapshot, with no DuckDB query at all. A full chunk also holds its
 //! metadata as columns ([`Columns`]) that answer a filter for all its rows at once, as a row
 //! mask, so only matching rows are scored and a selective filter makes a search cheaper;
-//! the open last chunk is asked row by row (the filter language's evaluator). Two kinds of search still need the file: a filter with `$regex` (RE2 is DuckDB's)
-//! and `include_vector` (the copy holds cosine rows normalised). Those must see the file and
+//! the open last chunk is asked row by row (the filter language's evaluator). Two kinds of
+//! search still need the file: a filter with `$regex` (RE2 is DuckDB's) and
+//! `include_vector` (the copy holds cosine rows normalised). Those must see the file and
 //! the copy at the same commit: [`Memory::begin_read`] takes the current snapshot and opens
 //! a DuckDB read transaction on the search's connection under the read side of a *gate*;
 //! the writer holds the write side only across `COMMIT` and publishing. So both views are
@@ -477,13 +478,9 @@ impl Scan<'_> {
         heap.into_vec()
     }
 
-    /// Every chunk, in parts scanned by whichever threads are free, each part's best merged.
+    /// Every chunk ([`in_parts`]), each part's best merged.
     fn run(&self) -> Vec<Scored> {
-        let parts = parts(self.index.chunks.len());
-        if parts.len() == 1 {
-            return self.chunks(parts[0].clone());
-        }
-        let found: Vec<Vec<Scored>> = parts.into_par_iter().map(|r| self.chunks(r)).collect();
+        let found = in_parts(self.index.chunks.len(), |r| self.chunks(r));
         let mut merged = TopK::new(self.index, self.k);
         for hit in found.into_iter().flatten() {
             merged.offer(hit);
@@ -492,18 +489,22 @@ impl Scan<'_> {
     }
 }
 
-/// How a scan of `chunks` chunks is split: one part below [`PARALLEL_MIN_ROWS`], else a few
-/// parts per thread of the current pool (small enough to balance between busy threads).
-fn parts(chunks: usize) -> Vec<std::ops::Range<usize>> {
+/// `scan` over `chunks` chunks split in parts, each part's answer: one part on this thread
+/// below [`PARALLEL_MIN_ROWS`], else a few parts per thread of the current pool (small enough
+/// to balance between busy threads), scanned by whichever threads are free.
+fn in_parts<T: Send>(chunks: usize, scan: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     let rows = chunks * CHUNK_ROWS;
     if rows < PARALLEL_MIN_ROWS {
-        return std::iter::once(0..chunks).collect();
+        return vec![scan(0..chunks)];
     }
     let parts = (rayon::current_num_threads() * 4).clamp(1, rows.div_ceil(PART_MIN_ROWS).max(1));
     let each = chunks.div_ceil(parts);
     (0..parts)
         .map(|t| (t * each).min(chunks)..((t + 1) * each).min(chunks))
         .filter(|r| !r.is_empty())
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(&scan)
         .collect()
 }
 
@@ -587,13 +588,9 @@ impl CandidateScan<'_> {
         best.finish()
     }
 
-    /// Every chunk, in the same parts as [`Scan::run`], the parts' candidates merged.
+    /// Every chunk ([`in_parts`]), the parts' candidates merged.
     fn run(&self) -> Candidates {
-        let parts = parts(self.index.chunks.len());
-        if parts.len() == 1 {
-            return self.chunks(parts[0].clone());
-        }
-        let found: Vec<Candidates> = parts.into_par_iter().map(|r| self.chunks(r)).collect();
+        let found = in_parts(self.index.chunks.len(), |r| self.chunks(r));
         let mut best = BoundHeap::new(self.keep);
         for part in found {
             best.left_out(part.best_left_out);

@@ -503,15 +503,17 @@ for (const revision of ["2025-11-25", MODERN]) {
 
     const cases = [
       ["unknown tool", { name: "no_such_tool", arguments: {} }],
-      ["arguments is a number", { name: "search", arguments: 5 }],
-      ["arguments is an array", { name: "fetch", arguments: [SHARED, ["v00"]] }],
-      ["no tool name", { arguments: {} }],
+      // Wrong params: -32602 naming the field (rmcp alone says -32601, method not found).
+      ["arguments is a number", { name: "search", arguments: 5 }, /params\.arguments: must be a JSON object, got a number/],
+      ["arguments is an array", { name: "fetch", arguments: [SHARED, ["v00"]] }, /params\.arguments: must be a JSON object, got an array/],
+      ["an upsert whose arguments is a string", { name: "upsert", arguments: "v00" }, /params\.arguments: must be a JSON object, got a string/],
+      ["no tool name", { arguments: {} }, /params: missing field `name`/],
       ["a tool error", { name: "search", arguments: { index: "no_such_index", vector: VECTORS[0].vector } }],
       ["a fetch", { name: "fetch", arguments: { index: SHARED, ids: ["v00", "v02", "none"] } }],
       ["a search", { name: "search", arguments: { index: SHARED, vector: VECTORS[1].vector, top_k: 2 } }],
       ["an upsert", { name: "upsert", arguments: { index: SHARED, vectors: VECTORS.slice(3, 5) } }],
     ];
-    cases.forEach(([what, params], n) => {
+    cases.forEach(([what, params, invalidParams], n) => {
       test(`${what}: the relay answers at once, exactly as the owner`, async () => {
         const id = `case-${n}`;
         const fromOwner = await owner.call(params, { id, timeoutMs: 10_000 });
@@ -519,6 +521,10 @@ for (const revision of ["2025-11-25", MODERN]) {
         const fromRelay = await relay.call(params, { id, timeoutMs: RPC_ERROR_TIMEOUT_MS }).catch((error) => ({ noAnswer: error.message }));
         const ms = Date.now() - started;
         assertSameOutcome(fromRelay, fromOwner, `${what}: relay vs owner`);
+        if (invalidParams) {
+          assert.equal(fromOwner.error?.code, -32602, `${what}: ${JSON.stringify(fromOwner)}`);
+          assert.match(fromOwner.error.message, invalidParams, what);
+        }
         assert.ok(ms < FAST_MS, `${what}: the relay answered in ${ms} ms`);
         if (revision === MODERN && fromOwner.result) assert.equal(fromOwner.result.resultType, "complete");
       });
