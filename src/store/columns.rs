@@ -8,7 +8,7 @@
 //! It owns that representation and how a [`Filter`] is answered from it. It must mean
 //! exactly what [`Filter::matches`] means row by row (the differential test in
 //! [`super::filter::eval`] checks the three: SQL, rows, columns). What the columns cannot
-//! answer (`$contains` on a string, `$size`, and texts longer than [`LONG_TEXT`], which are
+//! answer (`$contains` on a string, `$size`, `$elemMatch`, and texts longer than [`LONG_TEXT`], which are
 //! not copied here) it hands to [`Filter::matches`] for just the rows still in question.
 //! It never sees SQL, and a chunk's columns never change: a chunk is full, and immutable,
 //! before they are built.
@@ -41,6 +41,8 @@ pub struct Columns {
 struct Column {
     /// Rows where the path resolves (to any value, null included).
     present: Mask,
+    /// Rows where the value at the path is null (not an element of an array).
+    null: Mask,
     /// Rows holding a text longer than [`LONG_TEXT`] (as the value or an element).
     long: Mask,
     /// Distinct scalar values, sorted by [`Key::cmp`].
@@ -222,6 +224,9 @@ impl Columns {
             }
             Filter::Not(inner) => and_not(within, self.matching(inner, within, rows)),
             Filter::Exists(path) => self.column(path).map_or(NONE, |c| and(within, c.present)),
+            Filter::NotNull(path) => self
+                .column(path)
+                .map_or(NONE, |c| and(within, and_not(c.present, c.null))),
             Filter::Any(path, test) => match self.column(path) {
                 None => {
                     // The field is missing in every row: the test sees an absent value.
@@ -242,7 +247,7 @@ impl Columns {
                     or(sure, by_row(filter, and_not(and(within, unsure), sure), rows))
                 }
             },
-            Filter::Substring(..) | Filter::Size(..) => by_row(filter, within, rows),
+            Filter::Substring(..) | Filter::Size(..) | Filter::ElemMatch(..) => by_row(filter, within, rows),
         }
     }
 
@@ -301,6 +306,10 @@ fn collect(value: &Metadata, prefix: &mut String, row: usize, found: &mut Found)
         match field {
             Metadata::Array(items) => items.iter().for_each(&mut add),
             Metadata::Object(_) => collect(field, prefix, row, found),
+            Metadata::Null => {
+                set(&mut column.null, row);
+                add(field)
+            }
             scalar => add(scalar),
         }
         prefix.truncate(before);

@@ -1,21 +1,27 @@
-// What this proves: the metadata filter language means what src/store/filter.rs documents,
+// What this proves: the metadata filter language means what src/store/filter/mod.rs documents,
 // on both search engines. A seeded generator writes ~300 rows of deliberately awkward metadata
 // (missing fields, one field holding numbers, floats, negatives, strings, ISO dates,
 // numeric-looking strings, booleans and null across rows; arrays of strings, of numbers, of
-// mixed values, empty, nested, holding objects; nested objects reached with dotted paths; rows
-// with empty metadata) into a dim-8 cosine index through `upsert`, then runs a few hundred
-// random filters (every operator: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains $all
-// $size $regex/$options $not $and $or $nor, implicit equality, dotted paths, nesting a few
-// levels) plus Stride's own filters as fixed cases. Each filter is searched with top_k = every
-// row, once with `engine: "memory"` and once with `engine: "duckdb"`, and evaluated by a small
-// reference evaluator below, written from the documented semantics (MongoDB's: type-strict
-// comparisons, an array matches when any element does, missing fields match $ne/$nin/$not and
-// `{f: null}`, ...). The three id sets must agree; the engines must agree on order and scores
-// (within 1e-5, also against scores computed here); equal scores are ordered by id. Some
-// generated filters are invalid on purpose: the server must reject (isError) exactly the ones
-// the validity rules below (the compile rules of filter.rs) reject. For half of the filters a
-// smaller top_k must give exactly the first hits of the full answer, on each engine. Last, a
-// filter string with a lone UTF-16 surrogate must be answered, not dropped (raw stdio).
+// mixed values, empty, nested, holding objects (reviews with a score and an author); nested
+// objects reached with dotted paths; a key named `metadata`; rows with empty metadata) into a
+// dim-8 cosine index through `upsert`, then runs a few hundred random filters (every operator:
+// $eq $ne $gt $gte $lt $lte $in $nin $exists $contains $all $size $regex/$options $not
+// $elemMatch (on elements themselves and on objects) $and $or $nor, empty $and/$or/$nor,
+// implicit equality, dotted paths, `metadata.`-prefixed paths, nesting a few levels) plus
+// Stride's own filters as fixed cases. Each filter is searched with top_k = every row, once
+// with `engine: "memory"` and once with `engine: "duckdb"`, and evaluated by a small reference
+// evaluator below, written from the documented semantics: type-strict comparisons, an array
+// matches when any element does, and three-valued logic (a condition on a missing or null
+// field is unknown, and so is its negation: $ne, $nin, $not and $nor never match a row without
+// the field, except for the conditions that are never unknown: $exists, `{f: null}`, $ne: null,
+// $in/$nin lists holding null, and the constants $in: [], $nin: [], $all: [], $contains: []);
+// a row matches when the whole filter is true. The three id sets must agree; the engines must
+// agree on order and scores (within 1e-5, also against scores computed here); equal scores are
+// ordered by id. Some generated filters are invalid on purpose: the server must reject
+// (isError) exactly the ones the validity rules below (the parser's rules) reject. For half of
+// the filters a smaller top_k must give exactly the first hits of the full answer, on each
+// engine. Last, a filter string with a lone UTF-16 surrogate must be answered, not dropped (raw
+// stdio).
 //
 // Reproducible: FILTER_SEED=<n or text> picks the data and the filters (default below, printed
 // on failure), FILTER_CASES=<n> the number of random filters, FILTER_ROWS=<n> the rows.
@@ -148,6 +154,9 @@ const REGEXES = [
   "🙂", "^.$", "^.{3}$", "%", "_w", "\\.", "^\\s*$", "(?:py|sq)",
 ];
 const REGEX_OPTIONS = ["", "i", "m", "s", "im", "is", "ms", "ims", "si"];
+const THREADS = ["t1", "t2", "t3"];
+/** Review scores: mostly integers 1..5, a few halves and numeric-looking strings. */
+const REVIEW_SCORES = [1, 2, 3, 4, 5, 3.5, 4.5, "4", "5"];
 
 function scalarAny(r) {
   return r.weighted([
@@ -205,7 +214,42 @@ const FIELDS = [
   // A key with a dot in it is not the path "dotted.key" (that is `dotted` then `key`).
   ["dotted.key", 0.8, (r) => r.pick(TAGS)],
   ["dotted", 0.7, (r) => r.weighted([[80, () => ({ key: r.pick(TAGS) })], [20, () => r.pick(TAGS)]])],
+  // Arrays of objects, for $elemMatch on objects; some arrays hold a null, a scalar or an array.
+  ["reviews", 0.3, (r) => r.weighted([
+    [60, () => r.times(r.int(1, 4), () => review(r))],
+    [8, () => [review(r), r.pick([null, "u1", 4, [review(r)], {}])]],
+    [8, () => []],
+    [7, () => review(r)], // an object, not an array
+    [7, null],
+    [5, () => r.pick(NUMBERS)],
+    [5, () => r.times(r.int(1, 3), () => r.pick(REVIEW_SCORES))],
+  ])],
+  // Arrays of small numbers, for $elemMatch on the elements themselves ({$gte: 3, $lt: 5}).
+  ["scores", 0.3, (r) => r.weighted([
+    [60, () => r.times(r.int(1, 5), () => r.int(0, 6))],
+    [10, () => r.times(r.int(1, 3), () => r.pick([r.int(0, 6), null, String(r.int(0, 6)), r.int(0, 12) / 2]))],
+    [8, () => [[r.int(0, 6), r.int(0, 6)], r.int(0, 6)]],
+    [7, () => []],
+    [8, () => r.int(0, 6)],
+    [7, null],
+  ])],
+  // `metadata.thread_id` names `thread_id`; a key named `metadata` is an ordinary key (its
+  // `thread_id` is `metadata.metadata.thread_id`).
+  ["thread_id", 0.3, (r) => r.weighted([[85, () => r.pick(THREADS)], [10, null], [5, () => r.sample(THREADS, 2)]])],
+  ["metadata", 0.7, (r) => r.weighted([
+    [70, () => ({ thread_id: r.pick(THREADS) })], [15, () => r.pick(THREADS)], [10, () => ({})], [5, null],
+  ])],
 ];
+
+/** A review: a score and an author, either sometimes missing or null. */
+function review(r) {
+  const out = {};
+  if (r.chance(0.85)) out.score = r.weighted([[85, () => r.pick(REVIEW_SCORES)], [15, null]]);
+  if (r.chance(0.85)) out.author = r.weighted([[90, () => r.pick(USERS)], [10, null]]);
+  if (r.chance(0.3)) out.tags = r.sample(TAGS, r.int(0, 3));
+  if (r.chance(0.2)) out.meta = { lvl: r.int(0, 3) };
+  return out;
+}
 
 function metaObject(r) {
   const out = {};
@@ -284,48 +328,103 @@ const PATHS = [
   ["meta.tags", TAGS],
   ["user-id", USERS],
   ["_score", [...NUMBERS, ...NUMERIC_STRINGS]],
+  ["reviews", REVIEW_SCORES],
+  ["scores", [0, 1, 2, 3, 4, 5, 6, 2.5, "3", null]],
+  ["thread_id", THREADS],
+  ["metadata", THREADS], // an ordinary key
+  ["metadata.metadata.thread_id", THREADS], // the key `metadata`, then `thread_id`
   ["nope", []], // never present
   ["meta.b.c.d", []], // through a scalar
   ["tags.name", ["a", "b"]], // through an array of objects: a path does not walk into arrays
+  ["reviews.score", REVIEW_SCORES], // likewise
   ["meta.missing", []],
   ["dotted.key", TAGS],
 ];
-const PATH_OPERANDS = new Map(PATHS);
 /** Paths no row (or hardly any) holds a value at: picked less often. */
-const GHOST_PATHS = new Set(["nope", "meta.b.c.d", "tags.name", "meta.missing", "n.x"]);
-const PATH_WEIGHTS = PATHS.map(([path]) => [GHOST_PATHS.has(path) ? 1 : 5, path]);
+const GHOST_PATHS = new Set(["nope", "meta.b.c.d", "tags.name", "reviews.score", "meta.missing", "n.x"]);
+/** Arrays of objects and of numbers, where $elemMatch has the most to do: picked more often. */
+const ELEMENT_MATCH_PATHS = new Map([["reviews", 12], ["scores", 10]]);
+const PATH_WEIGHTS = PATHS.map(([path]) => [GHOST_PATHS.has(path) ? 1 : ELEMENT_MATCH_PATHS.get(path) ?? 5, path]);
+/**
+ * Paths inside the elements of an array, for $elemMatch's filters, and how often $elemMatch
+ * there is a filter on the elements (else operators on each element itself).
+ */
+const ELEMENT_PATHS = new Map([
+  ["reviews", [[6, "score"], [6, "author"], [2, "tags"], [2, "meta.lvl"], [1, "meta"], [1, "nope"]]],
+  ["meta", [[5, "a"], [1, "b"], [1, "x"]]],
+  ["tags", [[5, "name"], [1, "nope"]]],
+  ["n", [[5, "x"], [1, "a"]]],
+]);
+const ELEMENT_FILTER_RATE = new Map([["reviews", 0.85], ["meta", 0.6], ["n", 0.4], ["tags", 0.2]]);
+const OTHER_ELEMENT_PATHS = [[3, "score"], [3, "name"], [2, "a"], [1, "x"]];
+/** Operands by path ("reviews > score": the score of an element of reviews). */
+const PATH_OPERANDS = new Map([
+  ...PATHS,
+  ["reviews > score", REVIEW_SCORES],
+  ["reviews > author", [...USERS, null]],
+  ["reviews > tags", TAGS],
+  ["reviews > meta.lvl", [0, 1, 2, 3]],
+  ["tags > name", ["a", "b"]],
+]);
+/** How likely $elemMatch is, by path: most on the paths that often hold arrays. */
+const ELEMENT_MATCH_WEIGHT = new Map([
+  ["reviews", 60], ["scores", 20],
+  ...["tags", "nums", "goalAmount", "createdAt", "meta", "n", "meta.tags", "meta.b.d", "userId"].map((p) => [p, 6]),
+]);
+
+/** What a path names: a leading `metadata.` is the metadata object itself. */
+const stripPrefix = (path) => (path.startsWith("metadata.") ? path.slice("metadata.".length) : path);
+
+/**
+ * Where a filter's paths are read from: [] is the rows' metadata; inside $elemMatch on the
+ * array at path `p`, the scope grows by `p` and paths are read from one of its elements ("":
+ * the element itself is the array).
+ */
+function sampleRoot(r, scope) {
+  let root = r.pick(rows).stored;
+  for (const p of scope) {
+    const value = p === "" ? root : lookup(root, p);
+    if (!Array.isArray(value) || value.length === 0) return MISSING;
+    root = r.pick(value);
+  }
+  return root;
+}
+
+const operandKey = (path, scope) => [...scope, path].map(stripPrefix).filter((p) => p !== "").join(" > ");
 
 /** A scalar some row holds at `path` (itself or an element of its array), if the pick finds one. */
-function dataOperand(r, path) {
-  for (let i = 0; i < 8; i++) {
-    let value = lookup(r.pick(rows).stored, path);
+function dataOperand(r, path, scope = []) {
+  for (let i = 0; i < (scope.length ? 16 : 8); i++) {
+    const root = sampleRoot(r, scope);
+    if (root === MISSING) continue;
+    let value = path === "" ? root : lookup(root, path);
     if (Array.isArray(value) && value.length > 0) value = r.pick(value);
     if (value !== MISSING && isScalar(value)) return { value };
   }
   return null;
 }
 
-function operand(r, path) {
-  const pool = PATH_OPERANDS.get(path) ?? [];
+function operand(r, path, scope = []) {
+  const pool = PATH_OPERANDS.get(operandKey(path, scope)) ?? [];
   return r.weighted([
-    [45, () => (dataOperand(r, path) ?? { value: scalarAny(r) }).value],
+    [45, () => (dataOperand(r, path, scope) ?? { value: scalarAny(r) }).value],
     [35, () => (pool.length > 0 ? r.pick(pool) : scalarAny(r))],
     [20, () => scalarAny(r)],
   ]);
 }
 
-function orderedOperand(r, path) {
+function orderedOperand(r, path, scope) {
   for (let i = 0; i < 20; i++) {
-    const v = operand(r, path);
+    const v = operand(r, path, scope);
     if (typeof v === "number" || typeof v === "string") return v;
   }
   return r.chance(0.5) ? r.pick(NUMBERS) : r.pick(STRINGS);
 }
 
 /** Part of a string the data holds, for $contains. */
-function substringOperand(r, path) {
-  const held = dataOperand(r, path)?.value;
-  const pool = [...(PATH_OPERANDS.get(path) ?? []), ...TITLES, ...STRINGS].filter((v) => typeof v === "string");
+function substringOperand(r, path, scope) {
+  const held = dataOperand(r, path, scope)?.value;
+  const pool = [...(PATH_OPERANDS.get(operandKey(path, scope)) ?? []), ...TITLES, ...STRINGS].filter((v) => typeof v === "string");
   const s = [...(typeof held === "string" && r.chance(0.6) ? held : r.pick(pool))];
   const from = r.int(0, s.length);
   return s.slice(from, r.int(from, s.length)).join("");
@@ -333,80 +432,120 @@ function substringOperand(r, path) {
 
 const OPERATORS = [
   [10, "$eq"], [8, "$ne"], [6, "$gt"], [6, "$gte"], [6, "$lt"], [6, "$lte"], [8, "$in"], [6, "$nin"],
-  [6, "$exists"], [7, "$contains"], [4, "$all"], [4, "$size"], [7, "$regex"], [6, "$not"],
+  [6, "$exists"], [7, "$contains"], [4, "$all"], [4, "$size"], [7, "$regex"], [6, "$not"], [3, "$elemMatch"],
 ];
+/**
+ * OPERATORS, with $elemMatch's weight for `path` (see ELEMENT_MATCH_WEIGHT); on an element
+ * itself (path ""), $exists (always true there) and $size are rare.
+ */
+function operatorsFor(path, scope) {
+  const weight = ELEMENT_MATCH_WEIGHT.get(operandKey(path, scope));
+  const element = path === "" && scope.length > 0;
+  if (weight === undefined && !element) return OPERATORS;
+  return OPERATORS.map(([w, op]) => {
+    if (op === "$elemMatch" && weight !== undefined) return [weight, op];
+    if (element && (op === "$exists" || op === "$size")) return [1, op];
+    return [w, op];
+  });
+}
 
-function operatorValue(r, op, path, depth) {
+function operatorValue(r, op, path, depth, scope) {
   switch (op) {
     case "$eq":
     case "$ne":
-      return operand(r, path);
+      return operand(r, path, scope);
     case "$gt":
     case "$gte":
     case "$lt":
     case "$lte":
-      return orderedOperand(r, path);
+      return orderedOperand(r, path, scope);
     case "$in":
     case "$nin":
-      return r.times(r.weighted([[1, 0], [4, 1], [4, 2], [2, 3], [1, 4]]), () => operand(r, path));
+      return r.times(r.weighted([[1, 0], [4, 1], [4, 2], [2, 3], [1, 4]]), () => operand(r, path, scope));
     case "$exists":
       return r.chance(0.5);
     case "$contains":
       return r.weighted([
-        [45, () => substringOperand(r, path)],
-        [25, () => operand(r, path)],
-        [30, () => r.times(r.int(0, 3), () => operand(r, path))],
+        [45, () => substringOperand(r, path, scope)],
+        [25, () => operand(r, path, scope)],
+        [30, () => r.times(r.int(0, 3), () => operand(r, path, scope))],
       ]);
     case "$all":
-      return r.times(r.weighted([[1, 0], [4, 1], [4, 2], [1, 3]]), () => operand(r, path));
+      return r.times(r.weighted([[1, 0], [4, 1], [4, 2], [1, 3]]), () => operand(r, path, scope));
     case "$size":
       return r.int(0, 4);
     case "$regex":
       return r.pick(REGEXES);
     case "$not":
-      return operatorObject(r, path, depth + 1);
+      return operatorObject(r, path, depth + 1, scope);
+    case "$elemMatch": {
+      const inner = [...scope, path];
+      // A filter on each element ({score: ..., author: ...}), or operators on each element itself ({$gte: 3, $lt: 5}).
+      if (!r.chance(ELEMENT_FILTER_RATE.get(operandKey(path, scope)) ?? 0.15)) return operatorObject(r, "", depth + 1, inner);
+      for (;;) {
+        const filter = generateFilter(r, depth + 1, inner);
+        if (Object.keys(filter).length > 0) return filter;
+      }
+    }
     default:
       throw new Error(op);
   }
 }
 
-function operatorObject(r, path, depth) {
+function operatorObject(r, path, depth, scope = []) {
   const count = r.weighted([[80, 1], [17, 2], [3, 3]]);
   const out = {};
+  const operators = operatorsFor(path, scope);
   for (let i = 0; i < count * 3 && Object.keys(out).length < count; i++) {
-    const op = r.weighted(OPERATORS);
-    if (op in out || (op === "$not" && depth >= 2)) continue;
-    out[op] = operatorValue(r, op, path, depth);
+    const op = r.weighted(operators);
+    if (op in out || (op === "$not" && depth >= 2) || (op === "$elemMatch" && (scope.length >= 2 || depth >= 4))) continue;
+    out[op] = operatorValue(r, op, path, depth, scope);
     if (op === "$regex" && r.chance(0.55)) out.$options = r.pick(REGEX_OPTIONS);
   }
-  if (Object.keys(out).length === 0) out.$eq = operand(r, path);
+  if (Object.keys(out).length === 0) out.$eq = operand(r, path, scope);
   return out;
 }
 
-function fieldValue(r, path, depth) {
-  return r.chance(0.3) ? operand(r, path) : operatorObject(r, path, depth);
+function fieldValue(r, path, depth, scope) {
+  return r.chance(0.3) ? operand(r, path, scope) : operatorObject(r, path, depth, scope);
 }
 
-function generateFilter(r, depth = 0) {
-  if (depth < MAX_LOGIC_DEPTH && r.chance(depth === 0 ? 0.4 : 0.25)) return logicalClause(r, depth);
+/** A field path: at the top, sometimes written with the `metadata.` prefix. */
+function pickPath(r, scope) {
+  let path;
+  if (scope.length === 0) path = r.weighted(PATH_WEIGHTS);
+  else path = r.weighted(ELEMENT_PATHS.get(operandKey("", scope)) ?? OTHER_ELEMENT_PATHS);
+  return r.chance(0.08) ? `metadata.${path}` : path;
+}
+
+/** A filter over the metadata (scope []) or, inside $elemMatch, over an array's elements. */
+function generateFilter(r, depth = 0, scope = []) {
+  if (depth < MAX_LOGIC_DEPTH && r.chance(depth === 0 ? 0.4 : 0.25)) return logicalClause(r, depth, scope);
   if (r.chance(0.02)) return {};
   const keys = r.weighted([[80, 1], [17, 2], [3, 3]]);
   const out = {};
   for (let i = 0; i < keys; i++) {
     if (i > 0 && depth < MAX_LOGIC_DEPTH && r.chance(0.15)) {
-      Object.assign(out, logicalClause(r, depth));
+      Object.assign(out, logicalClause(r, depth, scope));
       continue;
     }
-    const path = r.weighted(PATH_WEIGHTS);
-    if (!(path in out)) out[path] = fieldValue(r, path, depth);
+    const path = pickPath(r, scope);
+    if (!(path in out)) out[path] = fieldValue(r, path, depth, scope);
   }
   return out;
 }
 
-function logicalClause(r, depth) {
+function logicalClause(r, depth, scope) {
   const op = r.weighted([[3, "$and"], [3, "$or"], [2, "$nor"], [2, "$not"]]);
-  if (op === "$not") return { $not: generateFilter(r, depth + 1) };
-  return { [op]: r.times(r.int(1, 3), () => generateFilter(r, depth + 1)) };
+  if (op === "$not") {
+    // `$not: {}` is refused (see INVALID_CLAUSES): the negated filter is never empty.
+    for (;;) {
+      const inner = generateFilter(r, depth + 1, scope);
+      if (Object.keys(inner).length > 0) return { $not: inner };
+    }
+  }
+  // Empty arrays sometimes: $and: [] and $nor: [] are true, $or: [] false.
+  return { [op]: r.times(r.weighted([[1, 0], [5, 1], [5, 2], [3, 3]]), () => generateFilter(r, depth + 1, scope)) };
 }
 
 /** Clauses the language refuses (one of each kind of mistake), to be planted in a filter. */
@@ -415,10 +554,10 @@ const INVALID_CLAUSES = [
   (r, p) => ({ [p]: { a: 1 } }),
   (r, p) => ({ [p]: {} }),
   (r, p) => ({ [p]: { $gt: 1, a: 1 } }),
-  (r, p) => ({ [p]: { [r.pick(["$foo", "$elemMatch", "$type", "$mod", "$eq "])]: 1 } }),
+  (r, p) => ({ [p]: { [r.pick(["$foo", "$elemmatch", "$type", "$mod", "$eq "])]: 1 } }),
   (r, p) => ({ [p]: { [r.pick(["$and", "$or"])]: [{ x: 1 }] } }),
   (r) => ({ [r.pick(["$foo", "$where", "$text", "$"])]: [{ x: 1 }] }),
-  (r) => ({ [r.pick(["1a", "a..b", ".a", "a.", "a b", "a'b", 'a"b', "a[0]", "a*", "é", "", "a.$b", "-a", "a.1"])]: 1 }),
+  (r) => ({ [r.pick(["1a", "a..b", ".a", "a.", "a b", "a'b", 'a"b', "a[0]", "a*", "é", "", "a.$b", "-a", "a.1", "metadata.", "metadata..a"])]: 1 }),
   (r, p) => ({ [p]: { [r.pick(["$in", "$nin", "$all"])]: r.pick(["x", 1, null, true, { a: 1 }]) } }),
   (r, p) => ({ [p]: { [r.pick(["$in", "$nin", "$all"])]: [operand(r, p), r.pick([[1], { a: 1 }, []])] } }),
   (r, p) => ({ [p]: { [r.pick(["$gt", "$gte", "$lt", "$lte"])]: r.pick([true, false, null, [1], { a: 1 }]) } }),
@@ -430,8 +569,19 @@ const INVALID_CLAUSES = [
   (r, p) => ({ [p]: { $options: r.pick(["i", ""]) } }),
   (r, p) => ({ [p]: { $not: r.pick([1, "a", null, [], {}, { a: 1 }, { $foo: 1 }, { $gt: 1, a: 1 }, { $options: "i" }]) } }),
   (r, p) => ({ [p]: { $contains: r.pick([null, { a: 1 }, [[1]], [{}]]) } }),
-  (r) => ({ [r.pick(["$and", "$or", "$nor"])]: r.pick([[], {}, [1], ["a"], [[]], [null], "x", null, { a: 1 }]) }),
-  (r) => ({ $not: r.pick([1, "a", null, [], [{}], true]) }),
+  (r) => ({ [r.pick(["$and", "$or", "$nor"])]: r.pick([{}, [1], ["a"], [[]], [null], [{}, 1], "x", null, { a: 1 }]) }),
+  (r) => ({ $not: r.pick([1, "a", null, [], [{}], true, {}, {}]) }),
+  (r, p) => ({
+    [p]: {
+      $elemMatch: r.pick([
+        1, "a", null, true, [], [{ a: 1 }], {}, // not a non-empty object
+        { $gt: 1, a: 1 }, { $or: [], $gt: 1 }, { $nor: [{ a: 1 }], $exists: true }, // operators and conditions mixed
+        { $foo: 1 }, { $options: "i" }, { $gt: true }, { $eq: [1] }, { $in: "x" }, // bad operators
+        { a: { $foo: 1 } }, { a: {} }, { a: [1] }, { a: { b: 1 } }, { "a b": 1 }, // bad conditions
+        { $not: {} }, { $not: 1 }, { $and: {} }, { $or: [1] }, { $not: { $gt: 1 } }, // bad logic ($not there negates a filter)
+      ]),
+    },
+  }),
 ];
 
 function withInvalidClause(r, filter) {
@@ -442,19 +592,23 @@ function withInvalidClause(r, filter) {
     [2, () => ({ $and: [filter, bad] })],
     [1, () => ({ $or: [bad, filter] })],
     [1, () => ({ $nor: [filter, { $not: bad }] })],
+    [1, () => ({ [r.pick(["reviews", "tags", "meta"])]: { $elemMatch: { $or: [bad] } } })],
     [2, () => ({ ...filter, ...bad })],
   ]);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validity rules: filter.rs's compile rules, written independently. `null` = valid, else the
-// name of the rule that refuses the filter.
+// Validity rules: the parser's rules (src/store/filter/mod.rs), written independently. `null`
+// = valid, else the name of the rule that refuses the filter.
 
 const MAX_DEPTH = 32;
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isScalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
 const validPath = (path) => path.split(".").every((s) => /^[A-Za-z_][A-Za-z0-9_-]*$/.test(s));
+const LOGICAL = new Set(["$and", "$or", "$nor", "$not"]);
+/** `$elemMatch`'s conditions are operators on the element itself (else a filter on it). */
+const onElement = (conditions) => Object.keys(conditions).every((k) => k.startsWith("$") && !LOGICAL.has(k));
 
 function filterRule(filter, depth = 0) {
   if (depth > MAX_DEPTH) return "nesting deeper than 32 levels";
@@ -468,16 +622,18 @@ function filterRule(filter, depth = 0) {
 
 function clauseRule(key, value, depth) {
   if (key === "$and" || key === "$or" || key === "$nor") {
-    if (!Array.isArray(value) || value.length === 0 || !value.every(isObject)) {
-      return "$and/$or/$nor need a non-empty array of filter objects";
-    }
+    // Empty arrays are fine: $and: [] and $nor: [] are true, $or: [] is false.
+    if (!Array.isArray(value) || !value.every(isObject)) return "$and/$or/$nor need an array of filter objects";
     for (const item of value) {
       const rule = filterRule(item, depth + 1);
       if (rule) return rule;
     }
     return null;
   }
-  if (key === "$not") return isObject(value) ? filterRule(value, depth + 1) : "top-level $not needs a filter object";
+  if (key === "$not") {
+    if (!isObject(value) || Object.keys(value).length === 0) return "top-level $not needs a non-empty filter object";
+    return filterRule(value, depth + 1);
+  }
   if (key.startsWith("$")) return "unknown top-level operator";
   if (!validPath(key)) return "invalid field path";
   if (Array.isArray(value)) return "field compared to an array";
@@ -534,20 +690,34 @@ function operatorRule(op, value, ops, depth) {
         return "field-level $not needs a non-empty operator object";
       }
       return operatorsRule(value, depth + 1);
+    case "$elemMatch":
+      if (!isObject(value) || Object.keys(value).length === 0) return "$elemMatch needs a non-empty object";
+      // Operators on the element itself, like a field's operator object...
+      if (onElement(value)) return operatorsRule(value, depth + 1);
+      // ...or a filter on the element: field conditions and $and/$or/$nor/$not, nothing else.
+      if (Object.keys(value).some((k) => k.startsWith("$") && !LOGICAL.has(k))) {
+        return "$elemMatch mixes operators with field conditions";
+      }
+      return filterRule(value, depth + 1);
     default:
       return "unknown field operator";
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reference evaluator: the documented semantics (filter.rs's first doc comment, MongoDB's).
+// Reference evaluator: the documented semantics (the first doc comment of
+// src/store/filter/mod.rs), three-valued. Each clause is true, false or null (unknown): a
+// condition on a field that is missing or null is unknown unless it is one of those that are
+// never unknown; AND, OR and NOT follow Kleene's logic; a row matches when the whole filter is
+// true.
 
 const MISSING = Symbol("missing");
 
-/** The value at a dotted path; objects only (a path does not walk into arrays). */
+/** The value at a dotted path; objects only (a path does not walk into arrays). A leading
+ * `metadata.` names the metadata object itself. */
 function lookup(metadata, path) {
   let current = metadata;
-  for (const segment of path.split(".")) {
+  for (const segment of stripPrefix(path).split(".")) {
     if (!isObject(current) || !Object.hasOwn(current, segment)) return MISSING;
     current = current[segment];
   }
@@ -596,67 +766,134 @@ function any(value, test) {
   return candidates(value).some(test);
 }
 
-function allOf(value, items) {
-  return items.length > 0 && items.every((item) => any(value, (c) => equalsScalar(c, item)));
+// Kleene's three-valued logic: true, false, null (unknown).
+function and3(values) {
+  let unknown = false;
+  for (const v of values) {
+    if (v === false) return false;
+    if (v === null) unknown = true;
+  }
+  return unknown ? null : true;
+}
+function or3(values) {
+  let unknown = false;
+  for (const v of values) {
+    if (v === true) return true;
+    if (v === null) unknown = true;
+  }
+  return unknown ? null : false;
+}
+const not3 = (v) => (v === null ? null : !v);
+
+/** `test()` (true or false) when the field holds a value other than null; unknown otherwise. */
+function known(value, test) {
+  return value === MISSING || value === null ? null : test();
 }
 
-function operatorsMatch(value, ops) {
-  return Object.entries(ops).every(([op, arg]) => {
-    switch (op) {
-      case "$eq":
-        return any(value, (c) => equalsScalar(c, arg));
-      case "$ne":
-        return !any(value, (c) => equalsScalar(c, arg));
-      case "$gt":
-      case "$gte":
-      case "$lt":
-      case "$lte":
-        return any(value, (c) => ordered(c, arg, op));
-      case "$in":
-        return any(value, (c) => arg.some((x) => equalsScalar(c, x)));
-      case "$nin":
-        return !any(value, (c) => arg.some((x) => equalsScalar(c, x)));
-      case "$exists":
-        return (value !== MISSING) === arg;
-      case "$contains":
-        if (Array.isArray(arg)) return allOf(value, arg);
-        if (typeof arg === "string" && typeof value === "string" && value.includes(arg)) return true;
-        return any(value, (c) => equalsScalar(c, arg));
-      case "$all":
-        return allOf(value, arg);
-      case "$size":
-        return Array.isArray(value) && value.length === arg;
-      case "$regex": {
-        const re = regex(arg, ops.$options ?? "");
-        return any(value, (c) => typeof c === "string" && re.test(c));
-      }
-      case "$options":
-        return true; // read by $regex
-      case "$not":
-        return !operatorsMatch(value, arg);
-      default:
-        throw new Error(`evaluator: unknown operator ${op}`);
-    }
+/** `$eq`: with null, never unknown (missing, null or an array holding null); else unknown on a
+ * missing or null field. */
+function eq3(value, scalar) {
+  if (scalar === null) return any(value, (c) => equalsScalar(c, null));
+  return known(value, () => any(value, (c) => equalsScalar(c, scalar)));
+}
+
+/** `$in`: [] is false; a list holding null is never unknown. */
+function in3(value, list) {
+  if (list.length === 0) return false;
+  const hit = () => any(value, (c) => list.some((x) => equalsScalar(c, x)));
+  return list.includes(null) ? hit() : known(value, hit);
+}
+
+/** `$all` and `$contains` with a list: an AND of `$eq`s; [] is false. */
+function all3(value, list) {
+  return list.length === 0 ? false : and3(list.map((x) => eq3(value, x)));
+}
+
+/** `$elemMatch`: unknown on a missing or null field, false on anything but an array, else
+ * whether some element makes the conditions true. */
+function elemMatch3(value, conditions) {
+  return known(value, () => {
+    if (!Array.isArray(value)) return false;
+    return value.some((element) =>
+      (onElement(conditions) ? operators3(element, conditions) : evaluate(conditions, element)) === true,
+    );
   });
 }
 
+/** A field's operator object (the AND of its operators) on the field's value. */
+function operators3(value, ops) {
+  return and3(
+    Object.entries(ops)
+      .filter(([op]) => !(op === "$options" && "$regex" in ops)) // read by $regex
+      .map(([op, arg]) => operator3(value, op, arg, ops)),
+  );
+}
+
+function operator3(value, op, arg, ops) {
+  switch (op) {
+    case "$eq":
+      return eq3(value, arg);
+    case "$ne":
+      return not3(eq3(value, arg));
+    case "$gt":
+    case "$gte":
+    case "$lt":
+    case "$lte":
+      return known(value, () => any(value, (c) => ordered(c, arg, op)));
+    case "$in":
+      return in3(value, arg);
+    case "$nin":
+      return not3(in3(value, arg));
+    case "$exists":
+      return (value !== MISSING) === arg;
+    case "$contains":
+      if (Array.isArray(arg)) return all3(value, arg);
+      if (typeof arg === "string") {
+        return or3([known(value, () => typeof value === "string" && value.includes(arg)), eq3(value, arg)]);
+      }
+      return eq3(value, arg);
+    case "$all":
+      return all3(value, arg);
+    case "$size":
+      return known(value, () => Array.isArray(value) && value.length === arg);
+    case "$regex": {
+      const re = regex(arg, ops.$options ?? "");
+      return known(value, () => any(value, (c) => typeof c === "string" && re.test(c)));
+    }
+    case "$not":
+      return not3(operators3(value, arg));
+    case "$elemMatch":
+      return elemMatch3(value, arg);
+    default:
+      throw new Error(`evaluator: unknown operator ${op}`);
+  }
+}
+
+/** A filter's truth on one metadata object (or, inside $elemMatch, on one element). */
+function evaluate(filter, root) {
+  return and3(
+    Object.entries(filter).map(([key, value]) => {
+      switch (key) {
+        case "$and":
+          return and3(value.map((f) => evaluate(f, root)));
+        case "$or":
+          return or3(value.map((f) => evaluate(f, root)));
+        case "$nor":
+          return not3(or3(value.map((f) => evaluate(f, root))));
+        case "$not":
+          return not3(evaluate(value, root));
+        default: {
+          const found = lookup(root, key);
+          return isObject(value) ? operators3(found, value) : eq3(found, value);
+        }
+      }
+    }),
+  );
+}
+
+/** Whether a row matches: the filter is true (not false, not unknown). */
 function matches(filter, metadata) {
-  return Object.entries(filter).every(([key, value]) => {
-    switch (key) {
-      case "$and":
-        return value.every((f) => matches(f, metadata));
-      case "$or":
-        return value.some((f) => matches(f, metadata));
-      case "$nor":
-        return !value.some((f) => matches(f, metadata));
-      case "$not":
-        return !matches(value, metadata);
-      default: {
-        const found = lookup(metadata, key);
-        return isObject(value) ? operatorsMatch(found, value) : any(found, (c) => equalsScalar(c, value));
-      }
-    }
-  });
+  return evaluate(filter, metadata) === true;
 }
 
 /** Operators used by a filter (for the coverage line). */
@@ -666,17 +903,28 @@ function operatorsIn(filter, into = new Map()) {
     for (const [op, arg] of Object.entries(ops)) {
       count(op);
       if (op === "$not") walkOps(arg);
+      if (op === "$elemMatch") {
+        if (onElement(arg)) {
+          count("$elemMatch (on elements)");
+          walkOps(arg);
+        } else {
+          count("$elemMatch (filter)");
+          operatorsIn(arg, into);
+        }
+      }
     }
   };
   for (const [key, value] of Object.entries(filter)) {
     if (key === "$and" || key === "$or" || key === "$nor") {
       count(key);
+      if (value.length === 0) count(`${key}: []`);
       value.forEach((f) => operatorsIn(f, into));
     } else if (key === "$not") {
       count("$not (top)");
       operatorsIn(value, into);
     } else {
-      if (key.includes(".")) count("dotted path");
+      if (key.startsWith("metadata.")) count("metadata. path");
+      else if (key.includes(".")) count("dotted path");
       if (isObject(value)) walkOps(value);
       else count(value === null ? "{f: null}" : "implicit $eq");
     }
@@ -684,7 +932,8 @@ function operatorsIn(filter, into = new Map()) {
   return into;
 }
 
-/** Single-field clauses of a filter: one operator each ($regex keeps its $options). */
+/** Single-field clauses of a filter: one operator each ($regex keeps its $options, $elemMatch
+ * its conditions). */
 function leafClauses(filter, into = new Map()) {
   const add = (clause) => into.set(JSON.stringify(clause), clause);
   if (!isObject(filter)) return [...into.values()];
@@ -749,7 +998,50 @@ const FIXED_FILTERS = [
   { userId: { $not: { $in: ["u1", "u2"] } } },
   {},
   { $and: [{}] },
+  // Three-valued logic: a negation never matches a row without the field, unless the
+  // condition is never unknown ($exists, null in the list, the constants).
+  { goalAmount: { $not: { $lt: 500 } } },
+  { $not: { status: "active" } },
+  { $nor: [{ status: "active" }, { outcome: "helpful" }] },
+  { userId: { $nin: ["u1", "u2"] } },
+  { userId: { $nin: ["u1", null] } },
+  { userId: { $in: ["u1", null] } },
+  { outcome: { $not: { $exists: true } } },
+  { outcome: { $not: { $eq: null } } },
+  { tags: { $in: [] } },
+  { tags: { $nin: [] } },
+  { tags: { $all: [] } },
+  { tags: { $contains: [] } },
+  { tags: { $not: { $all: [] } } },
+  { tags: { $all: [null, "x"] } },
+  { $not: { $or: [{ status: "active" }, { status: { $ne: "active" } }] } },
+  // Empty logical arrays: $and and $nor are true, $or is false.
+  { $and: [] },
+  { $nor: [] },
+  { $or: [] },
+  { $or: [{ status: "active" }, { $and: [] }] },
+  // $elemMatch on objects and on the elements themselves.
+  { reviews: { $elemMatch: { score: { $gte: 4 }, author: "u3" } } },
+  { reviews: { $elemMatch: { score: { $not: { $gte: 4 } } } } },
+  { reviews: { $elemMatch: { $or: [{ author: "u1" }, { score: 5 }] } } },
+  { reviews: { $elemMatch: { $not: { author: "u1" } } } },
+  { reviews: { $not: { $elemMatch: { score: { $lt: 3 } } } } },
+  { scores: { $elemMatch: { $gte: 3, $lt: 5 } } },
+  { scores: { $elemMatch: { $ne: 2 } } },
+  { scores: { $elemMatch: { $elemMatch: { $gte: 3 } } } },
+  { tags: { $elemMatch: { name: "a" } } },
+  // `metadata.` names the metadata itself; `metadata` alone is an ordinary key.
+  { "metadata.thread_id": "t1" },
+  { "metadata.thread_id": { $in: ["t1", "t2"] }, "metadata.outcome": "helpful" },
+  { metadata: "t1" },
+  { "metadata.metadata.thread_id": "t1" },
+  { metadata: { $exists: false } },
+  // Refused: a top-level $not needs a non-empty filter; $elemMatch's $not negates a filter.
   { $not: {} },
+  { $and: [{ $not: {} }] },
+  { reviews: { $elemMatch: {} } },
+  { reviews: { $elemMatch: { $not: { $gte: 4 } } } },
+  { reviews: { $elemMatch: { score: 4, $gte: 4 } } },
   // The depth limit (32 levels of $and/$or/$nor/$not and operator objects): the first is
   // accepted, the other two rejected.
   nested(32, { status: "active" }),
@@ -765,6 +1057,78 @@ function nested(levels, inner) {
 
 /** Filters that compile but whose $regex RE2 cannot parse: documented to fail when run. */
 const BAD_PATTERN_FILTERS = [{ title: { $regex: "(?<=a)b" } }, { title: { $regex: "(a" } }];
+
+/**
+ * The evaluator's own checks, by hand from the documented semantics: [filter, metadata, truth]
+ * with truth true, false or null (unknown). A row matches only when the truth is true.
+ */
+const EVALUATOR_CASES = [
+  [{ a: { $ne: 1 } }, {}, null],
+  [{ a: { $ne: 1 } }, { a: null }, null],
+  [{ a: { $ne: 1 } }, { a: 2 }, true],
+  [{ a: { $ne: 1 } }, { a: [1, 2] }, false],
+  [{ a: { $ne: null } }, {}, false],
+  [{ a: { $ne: null } }, { a: [1, null] }, false],
+  [{ a: { $ne: null } }, { a: 0 }, true],
+  [{ a: null }, { a: [null] }, true],
+  [{ a: { $gt: 5 } }, { a: "9" }, false],
+  [{ a: { $not: { $gt: 5 } } }, { a: "9" }, true],
+  [{ a: { $not: { $gt: 5 } } }, {}, null],
+  [{ a: { $nin: [1] } }, {}, null],
+  [{ a: { $nin: [1, null] } }, {}, false],
+  [{ a: { $nin: [1, null] } }, { a: 2 }, true],
+  [{ a: { $in: [null] } }, { a: null }, true],
+  [{ a: { $nin: [] } }, {}, true],
+  [{ a: { $in: [] } }, {}, false],
+  [{ a: { $not: { $all: [] } } }, {}, true],
+  [{ a: { $all: [null, 1] } }, {}, null],
+  [{ a: { $all: [null, 1] } }, { a: [null, 1] }, true],
+  [{ a: { $contains: "b" } }, { a: "abc" }, true],
+  [{ a: { $contains: "b" } }, { a: ["abc"] }, false],
+  [{ a: { $contains: "b" } }, { a: ["b"] }, true],
+  [{ a: { $contains: "b" } }, {}, null],
+  [{ a: { $regex: "^x" } }, { a: null }, null],
+  [{ a: { $size: 0 } }, { a: null }, null],
+  [{ a: { $size: 0 } }, { a: "x" }, false],
+  [{ a: { $exists: false } }, {}, true],
+  [{ a: { $exists: true, $gt: 1 } }, {}, false],
+  [{ a: { $not: { $exists: true, $gt: 1 } } }, {}, true],
+  [{ $nor: [{ a: 1 }] }, {}, null],
+  [{ $nor: [{ a: 1 }, { b: 1 }] }, { b: 1 }, false],
+  [{ $or: [{ a: 1 }, { b: 1 }] }, { b: 1 }, true],
+  [{ $and: [{ a: 1 }, { b: 1 }] }, { b: 2 }, false],
+  [{ $and: [] }, {}, true],
+  [{ $or: [] }, {}, false],
+  [{ $nor: [] }, {}, true],
+  [{ $not: { a: 1 } }, {}, null],
+  [{ $not: { a: 1 } }, { a: 2 }, true],
+  [{ r: { $elemMatch: { s: { $gte: 4 }, u: "u3" } } }, { r: [{ s: 5, u: "u1" }, { s: 4, u: "u3" }] }, true],
+  [{ r: { $elemMatch: { s: { $gte: 4 }, u: "u3" } } }, { r: [{ s: 5, u: "u1" }, { s: 3, u: "u3" }] }, false],
+  [{ r: { $elemMatch: { s: { $ne: 1 } } } }, { r: [{}, { s: null }] }, false],
+  [{ r: { $elemMatch: { s: { $exists: false } } } }, { r: ["x"] }, true],
+  [{ r: { $elemMatch: { s: 1 } } }, {}, null],
+  [{ r: { $elemMatch: { s: 1 } } }, { r: null }, null],
+  [{ r: { $elemMatch: { s: 1 } } }, { r: { s: 1 } }, false],
+  [{ r: { $not: { $elemMatch: { s: 1 } } } }, { r: { s: 1 } }, true],
+  [{ r: { $not: { $elemMatch: { s: 1 } } } }, { r: [] }, true],
+  [{ r: { $not: { $elemMatch: { s: 1 } } } }, {}, null],
+  [{ r: { $elemMatch: { $gte: 3, $lt: 5 } } }, { r: [1, 5, 4] }, true],
+  [{ r: { $elemMatch: { $gte: 3, $lt: 5 } } }, { r: [1, 5] }, false],
+  [{ r: { $elemMatch: { $ne: 2 } } }, { r: [null, 2] }, false],
+  [{ r: { $elemMatch: { $gte: 2 } } }, { r: [[1, 2]] }, true],
+  [{ "metadata.a": 1 }, { a: 1 }, true],
+  [{ "metadata.a": 1 }, { metadata: { a: 1 } }, null],
+  [{ "metadata.metadata.a": 1 }, { metadata: { a: 1 } }, true],
+  [{ metadata: 1 }, { metadata: 1 }, true],
+];
+
+test("the reference evaluator gives the documented truth values (by hand)", () => {
+  const wrong = EVALUATOR_CASES.filter(([filter, metadata, truth]) => filterRule(filter) !== null || evaluate(filter, metadata) !== truth);
+  assert.deepEqual(
+    wrong.map(([filter, metadata, truth]) => `${JSON.stringify(filter)} on ${JSON.stringify(metadata)}: want ${truth}, got ${filterRule(filter) ?? evaluate(filter, metadata)}`),
+    [],
+  );
+});
 
 let dir;
 let server;

@@ -33,6 +33,10 @@ impl Filter {
             Filter::Size(path, n) => {
                 matches!(resolve(row, path), Some(Metadata::Array(items)) if items.len() as u64 == *n)
             }
+            Filter::NotNull(path) => !matches!(resolve(row, path), None | Some(Metadata::Null)),
+            Filter::ElemMatch(path, inner) => {
+                matches!(resolve(row, path), Some(Metadata::Array(items)) if items.iter().any(|i| inner.matches(i)))
+            }
         }
     }
 }
@@ -147,7 +151,10 @@ mod differential {
 
     fn path(rng: &mut StdRng) -> String {
         let first = KEYS[rng.random_range(0..KEYS.len())];
-        if rng.random_bool(0.25) {
+        if rng.random_bool(0.1) {
+            // Mastra's memory names fields this way; the prefix is the metadata itself.
+            format!("metadata.{first}")
+        } else if rng.random_bool(0.25) {
             format!("{first}.{}", KEYS[rng.random_range(0..KEYS.len())])
         } else {
             first.to_string()
@@ -173,7 +180,13 @@ mod differential {
                 json!(NUMBERS[rng.random_range(0..NUMBERS.len())])
             }
         };
-        match rng.random_range(0..15) {
+        match rng.random_range(0..19) {
+            15 | 17 if depth < 2 => json!({"$elemMatch": filter(rng, 2)}),
+            16 | 18 if depth < 2 => match field_test(rng, depth + 1) {
+                // Operators on the element itself.
+                inner @ Value::Object(_) => json!({"$elemMatch": inner}),
+                _ => json!({"$elemMatch": {"$gte": ordered(rng)}}),
+            },
             0 => operand(rng),
             1 => json!({"$eq": operand(rng)}),
             2 => json!({"$ne": operand(rng)}),
@@ -203,7 +216,7 @@ mod differential {
             match rng.random_range(0..8) {
                 0 if depth < 3 => {
                     let op = ["$and", "$or", "$nor"][rng.random_range(0..3)];
-                    let parts = (0..rng.random_range(1..3))
+                    let parts = (0..rng.random_range(0..3))
                         .map(|_| filter(rng, depth + 1))
                         .collect();
                     map.insert(op.to_string(), Value::Array(parts));
@@ -219,6 +232,168 @@ mod differential {
         Value::Object(map)
     }
 
+    // -----------------------------------------------------------------------------------------
+    // The model: the documented semantics, read straight off the JSON filter in three-valued
+    // logic (`None` is unknown), with no lowering. The parser's two-valued tree must match
+    // exactly the rows the model calls true.
+
+    type Truth = Option<bool>;
+
+    fn and3(parts: impl IntoIterator<Item = Truth>) -> Truth {
+        let mut unknown = false;
+        for p in parts {
+            match p {
+                Some(false) => return Some(false),
+                None => unknown = true,
+                Some(true) => {}
+            }
+        }
+        if unknown {
+            None
+        } else {
+            Some(true)
+        }
+    }
+
+    fn or3(parts: impl IntoIterator<Item = Truth>) -> Truth {
+        and3(parts.into_iter().map(not3)).map(|b| !b)
+    }
+
+    fn not3(t: Truth) -> Truth {
+        t.map(|b| !b)
+    }
+
+    fn model_object(filter: &Value, row: Option<&Value>) -> Truth {
+        and3(
+            filter
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(key, arg)| match key.as_str() {
+                    "$and" => and3(arg.as_array().unwrap().iter().map(|f| model_object(f, row))),
+                    "$or" => or3(arg.as_array().unwrap().iter().map(|f| model_object(f, row))),
+                    "$nor" => not3(or3(arg.as_array().unwrap().iter().map(|f| model_object(f, row)))),
+                    "$not" => not3(model_object(arg, row)),
+                    path => {
+                        let path = path.strip_prefix("metadata.").unwrap_or(path);
+                        let value = row.and_then(|row| {
+                            path.split('.')
+                                .try_fold(row, |v, segment| v.as_object()?.get(segment))
+                        });
+                        model_field(arg, value)
+                    }
+                }),
+        )
+    }
+
+    fn model_field(test: &Value, value: Option<&Value>) -> Truth {
+        match test.as_object() {
+            Some(ops) => and3(
+                ops.iter()
+                    .filter(|(op, _)| op.as_str() != "$options")
+                    .map(|(op, arg)| model_operator(op, arg, value)),
+            ),
+            None => model_operator("$eq", test, value),
+        }
+    }
+
+    fn model_operator(op: &str, arg: &Value, value: Option<&Value>) -> Truth {
+        let known = value.is_some_and(|v| !v.is_null());
+        let candidates: Vec<Option<&Value>> = match value {
+            Some(Value::Array(items)) => std::iter::once(value).chain(items.iter().map(Some)).collect(),
+            _ => vec![value],
+        };
+        let is_null = |c: &Option<&Value>| c.is_none_or(Value::is_null);
+        let equal = |c: &Option<&Value>, x: &Value| match (c, x) {
+            (Some(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Some(a @ (Value::String(_) | Value::Bool(_))), b) => *a == b,
+            _ => false,
+        };
+        let eq = |x: &Value| -> Truth {
+            if x.is_null() {
+                Some(candidates.iter().any(is_null))
+            } else if !known {
+                None
+            } else {
+                Some(candidates.iter().any(|c| equal(c, x)))
+            }
+        };
+        let ordered = |x: &Value, keep: fn(std::cmp::Ordering) -> bool| -> Truth {
+            if !known {
+                return None;
+            }
+            Some(candidates.iter().any(|c| {
+                let order = match (c, x) {
+                    (Some(Value::Number(a)), Value::Number(b)) => {
+                        a.as_f64().unwrap().partial_cmp(&b.as_f64().unwrap())
+                    }
+                    (Some(Value::String(a)), Value::String(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+                    _ => None,
+                };
+                order.is_some_and(keep)
+            }))
+        };
+        let list = || arg.as_array().unwrap();
+        let one_of = || -> Truth {
+            if list().is_empty() {
+                Some(false)
+            } else if list().iter().any(Value::is_null) {
+                Some(list().iter().any(|x| eq(x) == Some(true)))
+            } else {
+                or3(list().iter().map(eq))
+            }
+        };
+        let all_of = || -> Truth {
+            if list().is_empty() {
+                Some(false)
+            } else {
+                and3(list().iter().map(eq))
+            }
+        };
+        match op {
+            "$eq" => eq(arg),
+            "$ne" => not3(eq(arg)),
+            "$gt" => ordered(arg, |o| o.is_gt()),
+            "$gte" => ordered(arg, |o| o.is_ge()),
+            "$lt" => ordered(arg, |o| o.is_lt()),
+            "$lte" => ordered(arg, |o| o.is_le()),
+            "$in" => one_of(),
+            "$nin" => not3(one_of()),
+            "$all" => all_of(),
+            "$exists" => Some(value.is_some() == arg.as_bool().unwrap()),
+            "$contains" => match arg {
+                Value::Array(_) => all_of(),
+                Value::String(needle) => {
+                    let substring =
+                        known.then(|| matches!(value, Some(Value::String(s)) if s.contains(needle.as_str())));
+                    or3([substring, eq(arg)])
+                }
+                _ => eq(arg),
+            },
+            "$size" => known
+                .then(|| matches!(value, Some(Value::Array(a)) if a.len() as u64 == arg.as_u64().unwrap())),
+            "$not" => not3(model_field(arg, value)),
+            "$elemMatch" => known.then(|| {
+                let Some(Value::Array(items)) = value else {
+                    return false;
+                };
+                let on_element =
+                    arg.as_object().unwrap().keys().all(|k| {
+                        k.starts_with('$') && !["$and", "$or", "$nor", "$not"].contains(&k.as_str())
+                    });
+                items.iter().any(|item| {
+                    let truth = if on_element {
+                        model_field(arg, Some(item))
+                    } else {
+                        model_object(arg, Some(item))
+                    };
+                    truth == Some(true)
+                })
+            }),
+            other => panic!("the model has no {other}"),
+        }
+    }
+
     #[test]
     fn memory_and_sql_agree_on_random_filters() {
         let seed = std::env::var("FILTER_SEED")
@@ -230,6 +405,7 @@ mod differential {
         conn.execute_batch("CREATE TABLE t (i INTEGER, metadata JSON)")
             .unwrap();
         let mut rows = Vec::new();
+        let mut stored_values = Vec::new();
         for i in 0..300 {
             let stored: Option<String> = match i {
                 0 => None,
@@ -241,9 +417,10 @@ mod differential {
             conn.execute("INSERT INTO t VALUES (?, ?)", params![i, stored])
                 .unwrap();
             rows.push(Metadata::parse(stored.as_deref()).unwrap());
+            stored_values.push(stored.map(|t| serde_json::from_str::<Value>(&t).unwrap()));
         }
         let chunks: Vec<Columns> = rows.chunks(columns::ROWS).map(Columns::build).collect();
-        let mut compared = 0;
+        let (mut compared, mut elem_matches, mut empty_logicals) = (0, 0, 0);
         for round in 0..1500 {
             let raw = filter(&mut rng, 0);
             let Ok(compiled) = compile(&raw) else { continue };
@@ -258,6 +435,13 @@ mod differential {
                 .map(|r| r.unwrap() as usize)
                 .collect();
             let in_memory: Vec<usize> = (0..rows.len()).filter(|i| tree.matches(&rows[*i])).collect();
+            let by_model: Vec<usize> = (0..rows.len())
+                .filter(|i| model_object(&raw, stored_values[*i].as_ref()) == Some(true))
+                .collect();
+            assert_eq!(
+                in_memory, by_model,
+                "seed {seed}, round {round}: filter {raw}: rows differ from the three-valued model"
+            );
             let by_columns: Vec<usize> = rows
                 .chunks(columns::ROWS)
                 .zip(&chunks)
@@ -284,7 +468,19 @@ mod differential {
                 );
             }
             compared += 1;
+            let text = raw.to_string();
+            elem_matches += usize::from(text.contains("$elemMatch") && !by_model.is_empty());
+            empty_logicals += usize::from(text.contains(":[]") && text.contains("\"$"));
         }
         assert!(compared > 1000, "only {compared} filters compiled");
+        // The newer operators are exercised, not just generated.
+        assert!(
+            elem_matches > 30,
+            "only {elem_matches} $elemMatch filters matched rows"
+        );
+        assert!(
+            empty_logicals > 30,
+            "only {empty_logicals} filters with an empty list"
+        );
     }
 }

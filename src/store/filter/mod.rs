@@ -20,8 +20,21 @@
 //! - A field holding an array matches when any element matches (`{tags: "x"}` matches
 //!   `tags: ["x", "y"]`). Only the array at the end of a path is searched; a path does not
 //!   walk through arrays of objects (`items.name` does not look inside `items: [{...}]`).
-//! - A missing field (or a NULL `metadata`) matches `$ne`, `$nin`, `$not` and `{field: null}`,
-//!   never `$eq`, `$gt`, `$in` and the like.
+//! - Negation follows SQL's three-valued logic, as Mastra's stores and its shared test suite
+//!   do (not MongoDB's): a condition on a field that is missing or null is *unknown*, and so
+//!   is its negation, so `{rating: {$not: {$lt: 4}}}`, `$ne`, `$nin` and `$nor` never match a
+//!   row that has no `rating`. A row matches only when the whole filter is true. Exceptions,
+//!   which are never unknown: `$exists`, `{field: null}` / `$eq: null` (missing or null) and
+//!   so `$ne: null` (present and not null), and `$in`/`$nin` lists holding `null`. The parser
+//!   resolves this once ([`lower`]): the tree it hands out is two-valued, with each negated
+//!   condition guarded by "the field is present and not null" ([`Filter::NotNull`]), so the
+//!   back-ends never see three values.
+//! - Empty `$and: []` and `$nor: []` match every row, `$or: []` none (Mastra's suite).
+//! - `$elemMatch` matches an array holding one element that passes all of its conditions:
+//!   `{reviews: {$elemMatch: {score: {$gte: 4}, author: "u3"}}}` on objects, or
+//!   `{scores: {$elemMatch: {$gte: 3, $lt: 5}}}` on scalars.
+//! - A leading `metadata.` segment names the metadata object itself, as Mastra's memory
+//!   filters write it: `metadata.thread_id` is `thread_id`.
 //! - A field compared to an array (`{tags: ["a", "b"]}`) or to an object without operators
 //!   (`{meta: {a: 1}}`) is rejected: whole-array and whole-object equality are rarely what
 //!   was meant. Use `$in`/`$all`, or a dotted path such as `meta.a`.
@@ -62,6 +75,12 @@ pub enum Filter {
     Substring(Path, String),
     /// The field holds an array of this length.
     Size(Path, u64),
+    /// The field is present and its value is not null. Only made by [`lower`], as the guard of
+    /// a negated condition.
+    NotNull(Path),
+    /// The field holds an array with an element for which the (already lowered) filter is
+    /// true, its paths read from the element (an empty path: the element itself).
+    ElemMatch(Path, Box<Filter>),
 }
 
 /// A test on one candidate value of a field.
@@ -94,7 +113,8 @@ pub enum Cmp {
     Lte,
 }
 
-/// A validated field path: dot-separated segments, each `^[A-Za-z_][A-Za-z0-9_-]*$`.
+/// A validated field path: dot-separated segments, each `^[A-Za-z_][A-Za-z0-9_-]*$`. No
+/// segments: the value itself (an array element, inside `$elemMatch`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     /// As the user wrote it, for error messages.
@@ -157,19 +177,55 @@ pub fn compile(filter: &Value) -> std::result::Result<CompiledFilter, FilterErro
     Ok(CompiledFilter { sql, params, filter })
 }
 
-/// Parse and validate a filter object.
+/// Parse and validate a filter object, and resolve its negations ([`lower`]).
 pub fn parse(filter: &Value) -> std::result::Result<Filter, FilterError> {
-    filter_object(filter, 0)
+    Ok(lower(filter_object(filter, 0)?, true))
 }
 
 impl Filter {
     fn has_regex(&self) -> bool {
         match self {
             Filter::And(parts) | Filter::Or(parts) => parts.iter().any(Filter::has_regex),
-            Filter::Not(inner) => inner.has_regex(),
+            Filter::Not(inner) | Filter::ElemMatch(_, inner) => inner.has_regex(),
             Filter::Any(_, Candidate::Regex(_)) => true,
             _ => false,
         }
+    }
+
+    /// The path a condition is about, when it is unknown on a missing or null field (see the
+    /// module doc); `None` for the conditions that are never unknown, and for `And`/`Or`/`Not`.
+    fn unknown_unless_known(&self) -> Option<&Path> {
+        match self {
+            Filter::Any(_, Candidate::Null | Candidate::OneOf { null: true, .. }) => None,
+            Filter::Any(path, _)
+            | Filter::Substring(path, _)
+            | Filter::Size(path, _)
+            | Filter::ElemMatch(path, _) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// The two-valued filter that is true exactly where `filter`, read in three-valued logic, is
+/// `truth`: `lower(f, true)` is where `f` is true, `lower(f, false)` where `f` is false (and
+/// not unknown). A negation swaps the two, `And`/`Or` swap under `false` (De Morgan), and the
+/// falsity of a condition that can be unknown is "the field is known, and the condition does
+/// not hold". The result has `Not` only around single conditions.
+fn lower(filter: Filter, truth: bool) -> Filter {
+    match filter {
+        Filter::Const(c) => Filter::Const(c == truth),
+        Filter::And(parts) => join(parts.into_iter().map(|p| lower(p, truth)).collect(), truth, truth),
+        Filter::Or(parts) => join(
+            parts.into_iter().map(|p| lower(p, truth)).collect(),
+            !truth,
+            !truth,
+        ),
+        Filter::Not(inner) => lower(*inner, !truth),
+        condition if truth => condition,
+        condition => match condition.unknown_unless_known().cloned() {
+            Some(path) => Filter::And(vec![Filter::NotNull(path), not(condition)]),
+            None => not(condition),
+        },
     }
 }
 
@@ -209,8 +265,13 @@ fn clause(key: &str, value: &Value, depth: usize) -> Result<Filter> {
         "$and" => Ok(join(sub_filters(key, value, depth)?, true, true)),
         "$or" => Ok(join(sub_filters(key, value, depth)?, false, false)),
         "$nor" => Ok(not(join(sub_filters(key, value, depth)?, false, false))),
-        "$not" if value.is_object() => Ok(not(filter_object(value, depth + 1)?)),
-        "$not" => fail(format!("\"$not\" needs a filter object, got {}", show(value))),
+        "$not" if value.as_object().is_some_and(|o| !o.is_empty()) => {
+            Ok(not(filter_object(value, depth + 1)?))
+        }
+        "$not" => fail(format!(
+            "\"$not\" needs a non-empty filter object, got {}",
+            show(value)
+        )),
         _ if key.starts_with('$') => fail(format!("unknown operator {key:?}")),
         _ => field_clause(key, value, depth),
     }
@@ -218,10 +279,10 @@ fn clause(key: &str, value: &Value, depth: usize) -> Result<Filter> {
 
 fn sub_filters(op: &str, value: &Value, depth: usize) -> Result<Vec<Filter>> {
     let items = match value.as_array() {
-        Some(items) if !items.is_empty() && items.iter().all(Value::is_object) => items,
+        Some(items) if items.iter().all(Value::is_object) => items,
         _ => {
             return fail(format!(
-                "{op:?} needs a non-empty array of filter objects, got {}",
+                "{op:?} needs an array of filter objects, got {}",
                 show(value)
             ))
         }
@@ -240,14 +301,25 @@ fn check_depth(depth: usize) -> Result<()> {
 // Field level: `{path: value}` and `{path: {$op: value, ...}}`
 
 impl Path {
+    /// A leading `metadata.` is dropped: it names the metadata object itself (Mastra's memory
+    /// writes `metadata.thread_id`).
     fn parse(name: &str) -> Result<Path> {
         if !name.split('.').all(valid_segment) {
             return fail(format!("invalid field path {name:?}"));
         }
+        let within = name.strip_prefix("metadata.").unwrap_or(name);
         Ok(Path {
             name: name.to_owned(),
-            segments: name.split('.').map(str::to_owned).collect(),
+            segments: within.split('.').map(str::to_owned).collect(),
         })
+    }
+
+    /// The element itself, inside `$elemMatch` on `field`.
+    fn element(field: &Path) -> Path {
+        Path {
+            name: format!("{}.$elemMatch", field.name),
+            segments: Vec::new(),
+        }
     }
 }
 
@@ -325,6 +397,7 @@ fn operator(field: &Path, op: &str, value: &Value, ops: &Map<String, Value>, dep
             field.name
         )),
         "$size" => size(field, value),
+        "$elemMatch" => elem_match(field, value, depth),
         _ => fail(format!("unknown operator {op:?} on field {:?}", field.name)),
     }
 }
@@ -438,6 +511,34 @@ fn negated(field: &Path, value: &Value, depth: usize) -> Result<Filter> {
             value,
         )),
     }
+}
+
+/// Conditions on one element: field conditions on objects (`{score: {$gte: 4}}`, logical
+/// operators allowed), or operators on the element itself (`{$gte: 3}`).
+fn elem_match(field: &Path, value: &Value, depth: usize) -> Result<Filter> {
+    let Some(conditions) = value.as_object().filter(|o| !o.is_empty()) else {
+        return Err(needs(
+            "$elemMatch",
+            field,
+            "a non-empty object of conditions",
+            value,
+        ));
+    };
+    let logical = |k: &str| matches!(k, "$and" | "$or" | "$nor" | "$not");
+    let on_element = conditions.keys().all(|k| k.starts_with('$') && !logical(k));
+    let inner = if on_element {
+        operator_object(&Path::element(field), conditions, depth + 1)?
+    } else if conditions.keys().any(|k| k.starts_with('$') && !logical(k)) {
+        return Err(needs(
+            "$elemMatch",
+            field,
+            "either field conditions or operators, not both",
+            value,
+        ));
+    } else {
+        filter_object(value, depth + 1)?
+    };
+    Ok(Filter::ElemMatch(field.clone(), Box::new(lower(inner, true))))
 }
 
 fn regex(field: &Path, value: &Value, options: Option<&Value>) -> Result<Filter> {
@@ -578,9 +679,15 @@ mod tests {
         assert!(error(json!({"m": {"a": 1}})).contains(r#"field "m" is compared to an object"#));
         assert!(error(json!({"m": {"$gt": 1, "a": 1}})).contains("mixes operators and plain keys"));
         assert!(error(json!({"m": {}})).contains("empty operator object"));
-        assert!(error(json!({"$or": []})).contains(r#""$or" needs a non-empty array"#));
-        assert!(error(json!({"$and": [1]})).contains(r#""$and" needs a non-empty array"#));
-        assert!(error(json!({"$not": 1})).contains(r#""$not" needs a filter object"#));
+        assert!(error(json!({"$or": {}})).contains(r#""$or" needs an array of filter objects"#));
+        assert!(error(json!({"$and": [1]})).contains(r#""$and" needs an array"#));
+        assert!(error(json!({"$not": 1})).contains(r#""$not" needs a non-empty filter object"#));
+        assert!(error(json!({"$not": {}})).contains(r#""$not" needs a non-empty filter object"#));
+        assert!(error(json!({"r": {"$elemMatch": {}}}))
+            .contains(r#""$elemMatch" on field "r" needs a non-empty object"#));
+        assert!(error(json!({"r": {"$elemMatch": {"$gt": 1, "a": 1}}})).contains("not both"));
+        assert!(error(json!({"r": {"$elemMatch": {"a": {"$foo": 1}}}}))
+            .contains(r#"unknown operator "$foo" on field "a""#));
         assert!(error(json!({"m": {"$not": 1}})).contains(r#""$not" on field "m" needs an operator object"#));
         assert!(error(json!({"m": {"$exists": 1}})).contains("true or false"));
         assert!(error(json!({"m": {"$in": [[1]]}})).contains("array of strings"));

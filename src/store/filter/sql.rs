@@ -10,10 +10,25 @@ use super::{Candidate, Cmp, Filter, FilterParam, Operand, Path};
 /// it cannot be mistaken for a column of the caller's query.
 const ELEM: &str = "filter_elem";
 
+/// The column the filter reads; inside `$elemMatch`, a lambda variable per nesting level.
+const METADATA: &str = "metadata";
+
 /// The SQL text of `filter` and the values for its placeholders, in order.
 pub(super) fn compile(filter: &Filter) -> (String, Vec<FilterParam>) {
-    let sql = expression(filter);
+    let sql = expression(
+        filter,
+        &Root {
+            name: METADATA.into(),
+            level: 0,
+        },
+    );
     (sql.text, sql.params)
+}
+
+/// What the paths of an expression start from: the metadata column, or an array element.
+struct Root {
+    name: String,
+    level: usize,
 }
 
 /// SQL text with its parameters. Text and parameters only ever grow together, so the order
@@ -50,30 +65,45 @@ impl Sql {
     }
 }
 
-fn expression(filter: &Filter) -> Sql {
+fn expression(filter: &Filter, root: &Root) -> Sql {
+    let r = root.name.as_str();
     match filter {
         Filter::Const(true) => Sql::raw("TRUE"),
         Filter::Const(false) => Sql::raw("FALSE"),
-        Filter::And(parts) => join(parts, " AND "),
-        Filter::Or(parts) => join(parts, " OR "),
-        Filter::Not(inner) => Sql::raw("(NOT ").append(expression(inner)).then(")"),
-        Filter::Any(path, test) => any_value(path, candidate(test)),
-        Filter::Exists(path) => Sql::raw("coalesce(json_exists(metadata, ")
+        Filter::And(parts) => join(parts, " AND ", root),
+        Filter::Or(parts) => join(parts, " OR ", root),
+        Filter::Not(inner) => Sql::raw("(NOT ").append(expression(inner, root)).then(")"),
+        Filter::Any(path, test) => any_value(r, path, candidate(test)),
+        Filter::Exists(path) => Sql::raw(&format!("coalesce(json_exists({r}, "))
             .bind(value_path(path))
             .then("), false)"),
-        Filter::Substring(path, needle) => substring(path, needle),
-        Filter::Size(path, n) => Sql::raw("coalesce(json_type(metadata, ")
+        Filter::NotNull(path) => Sql::raw(&format!("coalesce(json_type({r}, "))
             .bind(value_path(path))
-            .then(") = 'ARRAY' AND json_array_length(metadata, ")
+            .then(") <> 'NULL', false)"),
+        Filter::Substring(path, needle) => substring(r, path, needle),
+        Filter::Size(path, n) => Sql::raw(&format!("coalesce(json_type({r}, "))
+            .bind(value_path(path))
+            .then(&format!(") = 'ARRAY' AND json_array_length({r}, "))
             .bind(value_path(path))
             .then(") = ")
             .bind(FilterParam::Number(*n as f64))
             .then(", false)"),
+        Filter::ElemMatch(path, inner) => {
+            let item = Root {
+                name: format!("filter_item{}", root.level),
+                level: root.level + 1,
+            };
+            Sql::raw(&format!("coalesce(len(list_filter(json_extract({r}, "))
+                .bind(elements_path(path))
+                .then(&format!("), lambda {}: ", item.name))
+                .append(expression(inner, &item))
+                .then(")) > 0, false)")
+        }
     }
 }
 
-fn join(parts: &[Filter], op: &str) -> Sql {
-    join_sql(parts.iter().map(expression).collect(), op)
+fn join(parts: &[Filter], op: &str, root: &Root) -> Sql {
+    join_sql(parts.iter().map(|p| expression(p, root)).collect(), op)
 }
 
 /// Parts joined by `op`: a lone part stands as it is, several are parenthesized, so callers
@@ -92,10 +122,14 @@ fn join_sql(mut parts: Vec<Sql>, op: &str) -> Sql {
     out.then(")")
 }
 
-/// `$."a"."b"`: segments are quoted so `-` in a key is not read as path syntax.
+/// `$."a"."b"`: segments are quoted so `-` in a key is not read as path syntax. No
+/// segments: `$`, the value itself.
 fn json_path(path: &Path) -> String {
-    let quoted: Vec<String> = path.segments.iter().map(|s| format!("\"{s}\"")).collect();
-    format!("$.{}", quoted.join("."))
+    let mut out = String::from("$");
+    for segment in &path.segments {
+        out.push_str(&format!(".\"{segment}\""));
+    }
+    out
 }
 
 /// The value at the path, as JSON (SQL NULL when missing).
@@ -111,10 +145,10 @@ fn elements_path(path: &Path) -> FilterParam {
 /// True when the field's value, or any element of it when it is an array, satisfies `pred`
 /// (written over [`ELEM`]). The candidate list is never NULL (a missing field gives `[NULL]`),
 /// so the result is TRUE or FALSE.
-fn any_value(path: &Path, pred: Sql) -> Sql {
-    Sql::raw("(len(list_filter(list_concat([json_extract(metadata, ")
+fn any_value(root: &str, path: &Path, pred: Sql) -> Sql {
+    Sql::raw(&format!("(len(list_filter(list_concat([json_extract({root}, "))
         .bind(value_path(path))
-        .then(")], json_extract(metadata, ")
+        .then(&format!(")], json_extract({root}, "))
         .bind(elements_path(path))
         .then(&format!(")), lambda {ELEM}: "))
         .append(pred)
@@ -123,10 +157,12 @@ fn any_value(path: &Path, pred: Sql) -> Sql {
 
 /// Substring test on a string field. `contains()` rather than `LIKE`, so `%` and `_` in the
 /// user's text are plain characters.
-fn substring(path: &Path, needle: &str) -> Sql {
-    Sql::raw("coalesce(json_type(metadata, ")
+fn substring(root: &str, path: &Path, needle: &str) -> Sql {
+    Sql::raw(&format!("coalesce(json_type({root}, "))
         .bind(value_path(path))
-        .then(") = 'VARCHAR' AND contains(json_extract_string(metadata, ")
+        .then(&format!(
+            ") = 'VARCHAR' AND contains(json_extract_string({root}, "
+        ))
         .bind(value_path(path))
         .then("), ")
         .bind(FilterParam::Text(needle.to_owned()))
@@ -242,7 +278,7 @@ mod tests {
             Some(
                 r#"{"userId":"u1","n":5,"price":9.5,"tags":["x","y"],"flag":true,"nil":null,
                 "createdAt":"2026-01-10","nested":{"deep":{"k":"v"}},"user-id":"dash",
-                "title":"Hello 100% World"}"#,
+                "title":"Hello 100% World","reviews":[{"score":4,"author":"u3"}]}"#,
             ),
         ),
         (
@@ -256,7 +292,8 @@ mod tests {
             "c",
             Some(
                 r#"{"userId":"u1","n":10,"tags":["y","z"],"nested":{"deep":{"k":"w"}},
-                "nums":[3,4],"createdAt":"2026-02-01"}"#,
+                "nums":[3,4],"createdAt":"2026-02-01",
+                "reviews":[{"score":3,"author":"u1"},{"score":5,"author":"u2"}]}"#,
             ),
         ),
         ("d", Some("{}")),
@@ -360,11 +397,83 @@ mod tests {
     }
 
     #[test]
-    fn ne_matches_missing_fields() {
+    fn negations_never_match_a_missing_field() {
         let conn = db();
-        check(&conn, json!({"userId": {"$ne": "u1"}}), &["b", "d", "e", "f"]);
-        check(&conn, json!({"tags": {"$ne": "x"}}), &["c", "d", "e", "f"]);
-        check(&conn, json!({"n": {"$ne": 5}}), &["b", "c", "d", "e", "f"]);
+        check(&conn, json!({"userId": {"$ne": "u1"}}), &["b"]);
+        check(&conn, json!({"tags": {"$ne": "x"}}), &["c", "f"]);
+        check(&conn, json!({"n": {"$ne": 5}}), &["b", "c", "f"]);
+        // Mastra's suite: `{rating: {$not: {$lt: 4}}}` leaves out a row with no rating.
+        // b's "5" is a text: `$lt: 6` is false there (not unknown), so its negation holds.
+        check(&conn, json!({"n": {"$not": {"$lt": 6}}}), &["b", "c"]);
+        // `$exists` is never unknown, so its negation does match missing fields.
+        check(
+            &conn,
+            json!({"flag": {"$not": {"$exists": true}}}),
+            &["c", "d", "e"],
+        );
+        // Double negation gives the condition back, unknowns stay out.
+        check(&conn, json!({"userId": {"$not": {"$ne": "u1"}}}), &["a", "c"]);
+        check(
+            &conn,
+            json!({"$not": {"$not": {"userId": {"$ne": "u1"}}}}),
+            &["b"],
+        );
+    }
+
+    #[test]
+    fn empty_logical_lists_and_the_metadata_prefix() {
+        let conn = db();
+        let all = ["a", "b", "c", "d", "e", "f"];
+        check(&conn, json!({"$and": []}), &all);
+        check(&conn, json!({"$nor": []}), &all);
+        check(&conn, json!({"$or": []}), &[]);
+        check(&conn, json!({"$and": [], "userId": "u1"}), &["a", "c"]);
+        check(&conn, json!({"$and": [{"$or": []}]}), &[]);
+        check(&conn, json!({"$not": {"$or": []}}), &all);
+        check(&conn, json!({"metadata.userId": "u1"}), &["a", "c"]);
+        check(&conn, json!({"metadata.nested.deep.k": "v"}), &["a"]);
+    }
+
+    #[test]
+    fn elem_match_needs_one_element_to_pass_every_condition() {
+        let conn = db();
+        check(
+            &conn,
+            json!({"reviews": {"$elemMatch": {"score": {"$gte": 5}}}}),
+            &["c"],
+        );
+        check(
+            &conn,
+            json!({"reviews": {"$elemMatch": {"score": {"$gte": 4}, "author": "u2"}}}),
+            &["c"],
+        );
+        // Both conditions hold in c, but never in the same element.
+        check(
+            &conn,
+            json!({"reviews": {"$elemMatch": {"score": 3, "author": "u2"}}}),
+            &[],
+        );
+        check(
+            &conn,
+            json!({"reviews": {"$elemMatch": {"author": {"$in": ["u1", "u3"]}}}}),
+            &["a", "c"],
+        );
+        check(
+            &conn,
+            json!({"nums": {"$elemMatch": {"$gt": 2, "$lt": 4}}}),
+            &["b", "c"],
+        );
+        check(
+            &conn,
+            json!({"reviews": {"$not": {"$elemMatch": {"score": 4}}}}),
+            &["c"],
+        );
+        check(&conn, json!({"userId": {"$elemMatch": {"$eq": "u1"}}}), &[]);
+        check(
+            &conn,
+            json!({"reviews": {"$elemMatch": {"$or": [{"score": {"$gt": 4}}, {"author": "u3"}]}}}),
+            &["a", "c"],
+        );
     }
 
     #[test]
@@ -392,8 +501,15 @@ mod tests {
             &["b", "c", "d", "e"],
         );
         check(&conn, json!({"n": {"$in": []}}), &[]);
-        check(&conn, json!({"userId": {"$nin": ["u1"]}}), &["b", "d", "e", "f"]);
-        check(&conn, json!({"tags": {"$nin": ["y", true]}}), &["b", "d", "e"]);
+        check(&conn, json!({"userId": {"$nin": ["u1"]}}), &["b"]);
+        check(&conn, json!({"tags": {"$nin": ["y", true]}}), &["b"]);
+        // A list holding null is never unknown: missing counts as null.
+        check(&conn, json!({"userId": {"$nin": ["u1", null]}}), &["b"]);
+        check(
+            &conn,
+            json!({"userId": {"$in": ["u2", null]}}),
+            &["b", "d", "e", "f"],
+        );
         check(&conn, json!({"n": {"$nin": []}}), &["a", "b", "c", "d", "e", "f"]);
     }
 
@@ -426,7 +542,7 @@ mod tests {
     #[test]
     fn not_and_regex() {
         let conn = db();
-        check(&conn, json!({"n": {"$not": {"$gt": 4}}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"n": {"$not": {"$gt": 4}}}), &["b", "f"]);
         check(&conn, json!({"userId": {"$regex": "^u[12]$"}}), &["a", "b", "c"]);
         check(
             &conn,
@@ -444,10 +560,12 @@ mod tests {
         check(&conn, json!({"$and": [{"userId": "u1"}, {"tags": "x"}]}), &["a"]);
         check(
             &conn,
-            json!({"$nor": [{"userId": "u1"}, {"tags": "x"}]}),
-            &["d", "e", "f"],
+            json!({"$nor": [{"userId": "u2"}, {"tags": "y"}]}),
+            // f has no userId: unknown, and `$nor` of an unknown is unknown.
+            &[],
         );
-        check(&conn, json!({"$not": {"userId": "u1"}}), &["b", "d", "e", "f"]);
+        check(&conn, json!({"$nor": [{"userId": "u1"}, {"tags": "x"}]}), &[]);
+        check(&conn, json!({"$not": {"userId": "u1"}}), &["b"]);
         check(&conn, json!({"userId": "u1", "tags": "y"}), &["a", "c"]);
         check(
             &conn,
