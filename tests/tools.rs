@@ -195,10 +195,6 @@ async fn upsert_refuses_bad_rows_naming_the_row_and_writes_nothing() {
             "vectors[0].vector[1]: invalid type: null",
         ),
         (
-            json!({"index": "p", "vectors": [{"id": "z", "vector": [0, 0, 0]}]}),
-            "vectors[0] (id \"z\").vector: an all-zero vector",
-        ),
-        (
             json!({"index": "p", "vectors": [{"id": "", "vector": [1, 2, 3]}]}),
             "vectors[0].id: the id is empty",
         ),
@@ -375,7 +371,7 @@ async fn search_options_and_refusals() {
         ),
         (
             json!({"index": "advice_history", "vector": [0, 0]}),
-            "vector: an all-zero vector",
+            "vector: an all-zero vector has no direction",
         ),
         (
             json!({"index": "missing", "vector": [1, 0]}),
@@ -419,7 +415,7 @@ async fn update_merges_metadata_by_default_and_can_replace() {
         .await;
     assert_eq!(
         r,
-        json!({"index": "advice_history", "id": "tip-1", "updated": true})
+        json!({"index": "advice_history", "id": "tip-1", "updated": true, "count": 1})
     );
     let f = s
         .ok("fetch", json!({"index": "advice_history", "ids": ["tip-1"]}))
@@ -464,10 +460,176 @@ async fn update_merges_metadata_by_default_and_can_replace() {
             json!({"index": "advice_history", "id": "", "metadata": {}}),
             "id: the id is empty",
         ),
+        (
+            json!({"index": "advice_history", "id": "tip-1", "filter": {"a": 1}, "metadata": {}}),
+            "mutually exclusive",
+        ),
+        (
+            json!({"index": "advice_history", "metadata": {}}),
+            "give `id` or `filter`",
+        ),
+        (
+            json!({"index": "advice_history", "filter": {}, "metadata": {"a": 1}}),
+            "filter: an empty filter would match every row",
+        ),
+        (
+            json!({"index": "advice_history", "filter": {"a": {"$bad": 1}}, "metadata": {"a": 1}}),
+            "filter: unknown operator \"$bad\" on field \"a\"",
+        ),
     ] {
         let err = s.err("update", args.clone()).await;
         assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
     }
+    s.stop().await;
+}
+
+/// Mastra's bulk writes: `update` by filter changes every stored row it matches (and only
+/// those), `upsert` with `delete_filter` replaces a source's rows in one transaction, and
+/// `delete` refuses an empty filter. Also: an all-zero vector is stored (Mastra's stores
+/// take it) but is never a cosine hit, and searching with one under cosine is refused.
+#[tokio::test]
+async fn bulk_updates_delete_filters_and_zero_vectors() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let rows: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"id": format!("c{i}"), "vector": [1, i], "metadata": {
+                "source_id": if i < 3 { "a.pdf" } else { "b.pdf" }, "n": i}})
+        })
+        .collect();
+    s.ok(
+        "upsert",
+        json!({"index": "docs", "create_index": {"dimension": 2}, "vectors": rows}),
+    )
+    .await;
+    let r = s
+        .ok(
+            "update",
+            json!({"index": "docs", "filter": {"source_id": "a.pdf", "n": {"$gte": 1}},
+                   "metadata": {"source_id": "a.pdf", "status": "archived"}, "metadata_mode": "replace"}),
+        )
+        .await;
+    assert_eq!(r, json!({"index": "docs", "updated": true, "count": 2}));
+    let f = s
+        .ok("fetch", json!({"index": "docs", "ids": ["c0", "c1", "c2", "c3"]}))
+        .await;
+    let metadata: Vec<&Value> = f["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["metadata"])
+        .collect();
+    assert_eq!(
+        metadata,
+        [
+            &json!({"source_id": "a.pdf", "n": 0}),
+            &json!({"source_id": "a.pdf", "status": "archived"}),
+            &json!({"source_id": "a.pdf", "status": "archived"}),
+            &json!({"source_id": "b.pdf", "n": 3}),
+        ]
+    );
+    // The in-memory copy saw the change too.
+    for engine in ["memory", "duckdb"] {
+        let hits = s
+            .ok(
+                "search",
+                json!({"index": "docs", "vector": [1, 1], "top_k": 10, "engine": engine,
+                       "filter": {"status": "archived"}}),
+            )
+            .await;
+        let ids: Vec<&str> = hits["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["c1", "c2"], "{engine}");
+    }
+    let r = s
+        .ok(
+            "update",
+            json!({"index": "docs", "filter": {"source_id": "none.pdf"}, "metadata": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(r, json!({"index": "docs", "updated": false, "count": 0}));
+
+    // Re-index a.pdf as two new chunks: its three old rows go, b.pdf stays.
+    let r = s
+        .ok(
+            "upsert",
+            json!({"index": "docs", "delete_filter": {"source_id": "a.pdf"}, "vectors": [
+                {"id": "c1", "vector": [0, 1], "metadata": {"source_id": "a.pdf", "v": 2}},
+                {"id": "new", "vector": [0, 1], "metadata": {"source_id": "a.pdf", "v": 2}}]}),
+        )
+        .await;
+    assert_eq!(r["deleted"], 3);
+    assert_eq!(r["ids"], json!(["c1", "new"]));
+    let d = s.ok("describe_index", json!({"index": "docs"})).await;
+    assert_eq!(d["count"], 5);
+    for engine in ["memory", "duckdb"] {
+        let hits = s
+            .ok(
+                "search",
+                json!({"index": "docs", "vector": [0, 1], "top_k": 10, "engine": engine,
+                       "filter": {"source_id": "a.pdf"}}),
+            )
+            .await;
+        let mut ids: Vec<&str> = hits["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["c1", "new"], "{engine}");
+    }
+    // A delete_filter that is wrong refuses the whole call: nothing is written.
+    let err = s
+        .err(
+            "upsert",
+            json!({"index": "docs", "delete_filter": {"n": {"$gt": [1]}}, "vectors": [
+                {"id": "never", "vector": [1, 0]}]}),
+        )
+        .await;
+    assert!(err.contains("delete_filter: \"$gt\" on field \"n\""), "{err}");
+    let err = s
+        .err(
+            "upsert",
+            json!({"index": "docs", "delete_filter": {}, "vectors": [{"id": "never", "vector": [1, 0]}]}),
+        )
+        .await;
+    assert!(err.contains("delete_filter: an empty filter"), "{err}");
+    let err = s.err("delete", json!({"index": "docs", "filter": {}})).await;
+    assert!(
+        err.contains("filter: an empty filter would match every row"),
+        "{err}"
+    );
+    let f = s.ok("fetch", json!({"index": "docs", "ids": ["never"]})).await;
+    assert_eq!(f["missing"], json!(["never"]));
+
+    // Zero vectors: stored, and scored -1 under cosine by both engines (DuckDB's
+    // `1 - array_cosine_distance`, what Mastra reads too); a zero query is refused.
+    s.ok(
+        "upsert",
+        json!({"index": "docs", "vectors": [{"id": "zero", "vector": [0, 0]}]}),
+    )
+    .await;
+    let f = s.ok("fetch", json!({"index": "docs", "ids": ["zero"]})).await;
+    assert_eq!(f["vectors"][0]["vector"], json!([0.0, 0.0]));
+    for engine in ["memory", "duckdb"] {
+        let hits = s
+            .ok(
+                "search",
+                json!({"index": "docs", "vector": [1, 1], "top_k": 100, "engine": engine}),
+            )
+            .await;
+        let results = hits["results"].as_array().unwrap();
+        assert_eq!(results.len(), 6, "{engine}: {hits}");
+        assert_eq!(results[5]["id"], "zero", "{engine}");
+        assert_eq!(results[5]["score"], -1.0, "{engine}");
+    }
+    let err = s.err("search", json!({"index": "docs", "vector": [0, 0]})).await;
+    assert!(err.contains("all-zero vector has no direction"), "{err}");
     s.stop().await;
 }
 

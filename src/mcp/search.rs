@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::args::{filter_object, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::read::{SearchRequest, MAX_TOP_K};
-use crate::store::{filter, validate_vector, Engine};
+use crate::store::{filter, validate_vector, Engine, Metric};
 
 const DEFAULT_TOP_K: i64 = 10;
 
@@ -99,6 +99,12 @@ impl StrideServer {
             (None, None) => return Err("give `vector` (numbers) or `query` (text) to search with".into()),
         };
         validate_vector("vector", &vector, Some(info.dimension)).map_err(|e| tool_error("search", e))?;
+        if info.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
+            return Err(
+                "vector: an all-zero vector has no direction, so no cosine score can be computed with it"
+                    .into(),
+            );
+        }
         let req = SearchRequest {
             vector,
             top_k: top_k as usize,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::args::{filter_object, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
 use super::StrideServer;
-use crate::store::writer::{DeleteTarget, MetadataMode, WriteOp, WriteOutcome};
+use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
 use crate::store::{filter, read, validate_index_name, validate_vector, Metric, VectorRow};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -20,7 +20,8 @@ use crate::store::{filter, read, validate_index_name, validate_vector, Metric, V
 pub struct VectorInput {
     /// Unique id within the index (non-empty). Writing an existing id replaces that row.
     pub id: String,
-    /// The embedding: finite numbers, not all zero, as many as the index's dimension.
+    /// The embedding: finite numbers, as many as the index's dimension. An all-zero vector is
+    /// stored; it has no direction, so under cosine it scores -1.
     pub vector: Vec<f32>,
     /// Any JSON object; searchable with filters. Omitted means `{}`.
     #[serde(default)]
@@ -46,6 +47,11 @@ pub struct UpsertArgs {
     /// Create the index with this shape if it does not exist yet.
     #[serde(default)]
     pub create_index: Option<IndexShape>,
+    /// Delete every row this metadata filter matches (queued texts included) before
+    /// writing, in the same transaction: re-index a source's chunks in one call, as
+    /// `{"source_id": "guide.pdf"}`. Must not be empty.
+    #[serde(default)]
+    pub delete_filter: Option<Value>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -57,6 +63,9 @@ pub struct UpsertResult {
     pub ids: Vec<String>,
     /// True when this call created the index.
     pub created_index: bool,
+    /// Rows `delete_filter` removed before the write (only with `delete_filter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, Default)]
@@ -73,8 +82,13 @@ pub enum MetadataModeArg {
 #[serde(deny_unknown_fields)]
 pub struct UpdateArgs {
     pub index: String,
-    /// Id of an existing row.
-    pub id: String,
+    /// Id of an existing row. Give exactly one of `id` and `filter`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Metadata filter (same language as `search`): every stored row it matches is updated
+    /// (none is fine). Must not be empty.
+    #[serde(default)]
+    pub filter: Option<Value>,
     /// New vector (same dimension as the index).
     #[serde(default)]
     pub vector: Option<Vec<f32>>,
@@ -89,8 +103,13 @@ pub struct UpdateArgs {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct UpdateResult {
     pub index: String,
-    pub id: String,
+    /// The id given, when updating by id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// True when at least one row changed.
     pub updated: bool,
+    /// Rows changed.
+    pub count: usize,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -165,6 +184,10 @@ impl StrideServer {
         let create = args
             .create_index
             .map(|s| (s.dimension, s.metric.unwrap_or(Metric::Cosine)));
+        let delete_filter = match filter_object(args.delete_filter).map_err(|e| format!("delete_{e}"))? {
+            Some(f) => Some(non_empty_filter("delete_filter", &f)?),
+            None => None,
+        };
         let index = args.index;
         match self
             .store()?
@@ -172,23 +195,30 @@ impl StrideServer {
                 index: index.clone(),
                 rows,
                 create,
+                delete_filter,
             })
             .await
         {
-            Ok(WriteOutcome::Upserted { ids, created_index }) => Ok(Json(UpsertResult {
+            Ok(WriteOutcome::Upserted {
+                ids,
+                created_index,
+                deleted,
+            }) => Ok(Json(UpsertResult {
                 index,
                 upserted: ids.len(),
                 ids,
                 created_index,
+                deleted,
             })),
             Ok(other) => Err(unexpected("upsert", other)),
             Err(e) => Err(tool_error("upsert", e)),
         }
     }
 
-    /// Change one row's vector and/or metadata. Metadata is merged by default (fields you
-    /// do not mention are kept; a `null` value removes a field); pass
-    /// `metadata_mode: "replace"` to overwrite the whole object. Unknown id: error.
+    /// Change the vector and/or metadata of one row (`id`; unknown id: error) or of every
+    /// stored row a metadata `filter` matches. Metadata is merged by default (fields you do
+    /// not mention are kept; a `null` value removes a field); pass `metadata_mode: "replace"`
+    /// to overwrite the whole object.
     #[tool(
         name = "update",
         input_schema = input_schema::<UpdateArgs>(),
@@ -197,9 +227,15 @@ impl StrideServer {
     pub async fn update(&self, args: JsonObject) -> Result<Json<UpdateResult>, ToolError> {
         let args: UpdateArgs = parse(args)?;
         validate_index_name(&args.index).map_err(|e| tool_error("update", e))?;
-        if args.id.is_empty() {
-            return Err("id: the id is empty".into());
-        }
+        let target = match (args.id.clone(), filter_object(args.filter)?) {
+            (Some(id), None) if id.is_empty() => return Err("id: the id is empty".into()),
+            (Some(id), None) => Target::Ids(vec![id]),
+            (None, Some(f)) => Target::Filter(non_empty_filter("filter", &f)?),
+            (Some(_), Some(_)) => {
+                return Err("give either `id` or `filter`, not both: they are mutually exclusive".into())
+            }
+            (None, None) => return Err("give `id` or `filter` to say which rows to update".into()),
+        };
         if args.vector.is_none() && args.metadata.is_none() {
             return Err("update needs `vector`, `metadata`, or both".into());
         }
@@ -216,16 +252,17 @@ impl StrideServer {
         };
         let op = WriteOp::Update {
             index: args.index.clone(),
-            id: args.id.clone(),
+            target,
             vector: args.vector,
             metadata,
             mode,
         };
         match self.store()?.write(op).await {
-            Ok(WriteOutcome::Updated) => Ok(Json(UpdateResult {
+            Ok(WriteOutcome::Updated { count }) => Ok(Json(UpdateResult {
                 index: args.index,
                 id: args.id,
-                updated: true,
+                updated: count > 0,
+                count,
             })),
             Ok(other) => Err(unexpected("update", other)),
             Err(e) => Err(tool_error("update", e)),
@@ -247,10 +284,12 @@ impl StrideServer {
                 if let Some(at) = ids.iter().position(|id| id.is_empty()) {
                     return Err(format!("ids[{at}]: the id is empty"));
                 }
-                DeleteTarget::Ids(ids)
+                Target::Ids(ids)
             }
-            (None, Some(f)) => DeleteTarget::Filter(filter::compile(&f).map_err(|e| e.to_string())?),
-            (Some(_), Some(_)) => return Err("give either `ids` or `filter`, not both".into()),
+            (None, Some(f)) => Target::Filter(non_empty_filter("filter", &f)?),
+            (Some(_), Some(_)) => {
+                return Err("give either `ids` or `filter`, not both: they are mutually exclusive".into())
+            }
             (None, None) => return Err("give `ids` or `filter` to say what to delete".into()),
         };
         match self
@@ -310,4 +349,15 @@ impl StrideServer {
             .collect();
         Ok(Json(FetchResult { vectors, missing }))
     }
+}
+
+/// A filter for a write: compiled, and not `{}`. A write that means "every row" by accident
+/// is refused; `delete_index` drops a whole index on purpose.
+fn non_empty_filter(field: &str, filter: &Value) -> Result<filter::CompiledFilter, ToolError> {
+    if filter.as_object().is_some_and(|o| o.is_empty()) {
+        return Err(format!(
+            "{field}: an empty filter would match every row; name the rows (use delete_index to drop a whole index)"
+        ));
+    }
+    filter::compile(filter).map_err(|e| e.to_string().replacen("filter", field, 1))
 }

@@ -264,7 +264,7 @@ impl MemoryIndex {
     }
 
     /// Exact top-k of `query` over the live rows that `rows` lets through. Equal scores go
-    /// to the smaller id; rows whose score is NaN (a stored zero vector under cosine) are
+    /// to the smaller id; rows whose score is NaN (none are stored today) are
     /// never hits. A row is tested against the filter before it is scored, so a selective
     /// filter makes a search cheaper, not dearer. Large cosine and dot-product indexes are
     /// searched through their int8 codes first ([`Self::search_quantized`]), with the same
@@ -344,10 +344,12 @@ impl MemoryIndex {
         let row = self.vector(position);
         match self.metric {
             Metric::Cosine => {
-                // A zero row has no direction: DuckDB scores it NaN and so do we.
+                // A zero row has no direction. DuckDB's `array_cosine_distance` calls it 2
+                // (score -1, the lowest there is), and so do we, so both engines and Mastra
+                // rank it the same: last.
                 let s = dot(row, query);
                 if s == 0.0 && row.iter().all(|x| *x == 0.0) {
-                    f32::NAN
+                    -1.0
                 } else {
                     s
                 }
@@ -803,7 +805,7 @@ mod tests {
     }
 
     #[test]
-    fn top_k_orders_by_score_then_id_and_skips_zero_rows() {
+    fn top_k_orders_by_score_then_id_and_ranks_zero_rows_last() {
         let idx = index(
             Metric::Cosine,
             &[
@@ -816,6 +818,9 @@ mod tests {
         .snapshot();
         let hits = idx.search(&[1.0, 0.0], 3, Rows::All, None);
         assert_eq!(ids(&idx, &hits), ["a", "b", "c"]);
+        let hits = idx.search(&[0.0, 1.0], 4, Rows::All, None);
+        assert_eq!(ids(&idx, &hits), ["c", "a", "b", "z"]);
+        assert_eq!(hits[3].score, -1.0);
         let allowed: HashSet<String> = ["a", "c"].map(String::from).into();
         let hits = idx.search(&[1.0, 0.0], 2, Rows::Allowed(&allowed), None);
         assert_eq!(ids(&idx, &hits), ["a", "c"]);

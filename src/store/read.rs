@@ -60,7 +60,7 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
         ""
     };
     // The query vector is bound once as text (the crate cannot bind arrays) and cast.
-    // Rows stored by others may hold a zero vector, whose cosine is NaN: never a hit.
+    // A NaN score is never a hit (DuckDB scores a zero vector -1 under cosine, not NaN).
     let sql = format!(
         "WITH q AS (SELECT ?::FLOAT[{dim}] AS v)
          SELECT id, score, metadata{vector_out} FROM (

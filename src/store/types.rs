@@ -133,8 +133,10 @@ pub fn validate_dimension(dimension: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A vector must be finite and, since a zero vector has no direction (its cosine is NaN),
-/// not all zeros. `field` names it in the message (for example `vectors[3].vector`).
+/// A vector must be non-empty, of the index's width, and finite. An all-zero vector is
+/// accepted (Mastra's stores take it): it has no direction, so under cosine it scores -1 (as
+/// DuckDB scores it); searching *with* one under cosine is refused by `search`. `field`
+/// names the vector in the message (for example `vectors[3].vector`).
 pub fn validate_vector(field: &str, vector: &[f32], dimension: Option<usize>) -> Result<(), StoreError> {
     if vector.is_empty() {
         return Err(StoreError::invalid(format!("{field}: the vector is empty")));
@@ -149,11 +151,6 @@ pub fn validate_vector(field: &str, vector: &[f32], dimension: Option<usize>) ->
         return Err(StoreError::invalid(format!(
             "{field}[{pos}]: {} is not a finite number",
             vector[pos]
-        )));
-    }
-    if vector.iter().all(|&x| x == 0.0) {
-        return Err(StoreError::invalid(format!(
-            "{field}: an all-zero vector has no direction and cannot be searched"
         )));
     }
     Ok(())
@@ -232,8 +229,7 @@ mod tests {
     #[test]
     fn vectors_must_be_finite_nonzero_and_the_right_width() {
         assert!(validate_vector("v", &[0.0, 1.0], Some(2)).is_ok());
-        let e = validate_vector("v", &[0.0, 0.0], None).unwrap_err().to_string();
-        assert!(e.contains("all-zero"), "{e}");
+        assert!(validate_vector("v", &[0.0, 0.0], None).is_ok());
         let e = validate_vector("v", &[1.0, f32::NAN], None)
             .unwrap_err()
             .to_string();

@@ -49,22 +49,27 @@ pub enum WriteOp {
     DeleteIndex {
         name: String,
     },
-    /// Insert or replace rows; `create` makes the index first if it does not exist.
+    /// Insert or replace rows; `create` makes the index first if it does not exist. With
+    /// `delete_filter`, the rows matching it are deleted first, in the same transaction
+    /// (Mastra's `upsert({deleteFilter})`: replace every chunk of a source at once).
     Upsert {
         index: String,
         rows: Vec<VectorRow>,
         create: Option<(usize, Metric)>,
+        delete_filter: Option<CompiledFilter>,
     },
+    /// Change the vector and/or metadata of one row (an id), or of every stored row a filter
+    /// matches.
     Update {
         index: String,
-        id: String,
+        target: Target,
         vector: Option<Vec<f32>>,
         metadata: Option<Map<String, Value>>,
         mode: MetadataMode,
     },
     Delete {
         index: String,
-        target: DeleteTarget,
+        target: Target,
     },
     /// Record documents to embed as pending (or, when unchanged, just their metadata).
     /// With a known `dimension` a missing index is created for `model`.
@@ -91,8 +96,9 @@ pub enum MetadataMode {
     Replace,
 }
 
+/// The rows a delete or an update is about.
 #[derive(Debug)]
-pub enum DeleteTarget {
+pub enum Target {
     Ids(Vec<String>),
     Filter(CompiledFilter),
 }
@@ -106,12 +112,17 @@ pub enum WriteOutcome {
     IndexDeleted {
         existed: bool,
     },
-    /// Distinct ids written, in the order of their first appearance.
+    /// Distinct ids written, in the order of their first appearance; `deleted` counts the
+    /// rows a `delete_filter` removed first.
     Upserted {
         ids: Vec<String>,
         created_index: bool,
+        deleted: Option<usize>,
     },
-    Updated,
+    /// Rows changed.
+    Updated {
+        count: usize,
+    },
     Deleted {
         count: usize,
     },
@@ -427,14 +438,26 @@ impl Writer {
                 metric,
             } => self.create_index(name, *dimension, *metric, working),
             WriteOp::DeleteIndex { name } => self.delete_index(name, working),
-            WriteOp::Upsert { index, rows, create } => self.upsert(index, rows, *create, working),
+            WriteOp::Upsert {
+                index,
+                rows,
+                create,
+                delete_filter,
+            } => self.upsert(index, rows, *create, delete_filter.as_ref(), working),
             WriteOp::Update {
                 index,
-                id,
+                target,
                 vector,
                 metadata,
                 mode,
-            } => self.update(index, id, vector.as_deref(), metadata.as_ref(), *mode, working),
+            } => self.update(
+                index,
+                target,
+                vector.as_deref(),
+                metadata.as_ref(),
+                *mode,
+                working,
+            ),
             WriteOp::Delete { index, target } => self.delete(index, target, working),
             WriteOp::Accept {
                 index,
@@ -508,6 +531,7 @@ impl Writer {
         index: &str,
         rows: &[VectorRow],
         create: Option<(usize, Metric)>,
+        delete_filter: Option<&CompiledFilter>,
         working: &mut Catalog,
     ) -> OpResult {
         validate_index_name(index).map_err(OpError::Rejected)?;
@@ -527,6 +551,14 @@ impl Writer {
             self.create_index(index, dim, metric, working)?;
             created_index = true;
         }
+        // Before the insert, so the new rows are never among the deleted ones.
+        let deleted = match delete_filter {
+            Some(filter) => match self.delete(index, &Target::Filter(filter.clone()), working)? {
+                WriteOutcome::Deleted { count } => Some(count),
+                other => return Err(OpError::Failed(format!("delete answered {other:?}"))),
+            },
+            None => None,
+        };
         let rows = dedup_last_wins(rows.to_vec());
         self.write_rows(index, dimension, &rows)?;
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
@@ -534,7 +566,11 @@ impl Writer {
         // embedded for one of them must never land on top.
         documents::drop_pending(&self.conn, index, &ids)?;
         self.supersede(index, Some(ids.clone()));
-        Ok(WriteOutcome::Upserted { ids, created_index })
+        Ok(WriteOutcome::Upserted {
+            ids,
+            created_index,
+            deleted,
+        })
     }
 
     /// Replace the stored rows of `rows`' ids (deduplicated) in `index`: one statement deletes
@@ -677,19 +713,18 @@ impl Writer {
         Ok(())
     }
 
+    /// One id (an unknown id is an error), or every stored row `filter` matches (none is
+    /// fine). A version of a row still waiting to be embedded gets the same metadata change.
     fn update(
         &mut self,
         index: &str,
-        id: &str,
+        target: &Target,
         vector: Option<&[f32]>,
         metadata: Option<&Map<String, Value>>,
         mode: MetadataMode,
         working: &Catalog,
     ) -> OpResult {
         let info = existing(index, working).map_err(OpError::Rejected)?;
-        if id.is_empty() {
-            return Err(OpError::Rejected(StoreError::invalid("id: the id is empty")));
-        }
         if vector.is_none() && metadata.is_none() {
             return Err(OpError::Rejected(StoreError::invalid(
                 "update needs a vector, metadata, or both",
@@ -698,10 +733,61 @@ impl Writer {
         if let Some(v) = vector {
             validate_vector("vector", v, Some(info.dimension)).map_err(OpError::Rejected)?;
         }
+        let dimension = info.dimension;
+        let ids = match target {
+            Target::Ids(ids) => {
+                if let Some(at) = ids.iter().position(|id| id.is_empty()) {
+                    return Err(OpError::Rejected(StoreError::invalid(format!(
+                        "id: the id is empty (ids[{at}])"
+                    ))));
+                }
+                ids.clone()
+            }
+            Target::Filter(filter) => self.stored_matching(index, filter)?,
+        };
+        let mut count = 0;
+        for id in &ids {
+            if self.update_one(index, dimension, id, vector, metadata, mode)? {
+                count += 1;
+            } else if matches!(target, Target::Ids(_)) {
+                // Rows changed before this one make the transaction unclean: fail it whole.
+                let message = format!("id: no vector with id {id:?} in index \"{index}\"");
+                return Err(if count == 0 {
+                    OpError::Rejected(StoreError::invalid(message))
+                } else {
+                    OpError::Failed(message)
+                });
+            }
+        }
+        Ok(WriteOutcome::Updated { count })
+    }
+
+    /// The ids of the stored rows of `index` that `filter` matches, sorted.
+    fn stored_matching(&mut self, index: &str, filter: &CompiledFilter) -> Result<Vec<String>, OpError> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE {} ORDER BY id",
+            quoted(index),
+            filter.sql
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<duckdb::Result<Vec<_>>>()?)
+    }
+
+    /// Update one stored row; false (and nothing changed) when there is none with this id.
+    fn update_one(
+        &mut self,
+        index: &str,
+        dimension: usize,
+        id: &str,
+        vector: Option<&[f32]>,
+        metadata: Option<&Map<String, Value>>,
+        mode: MetadataMode,
+    ) -> Result<bool, OpError> {
         let mut sets = Vec::new();
         let mut values: Vec<String> = Vec::new();
         if let Some(v) = vector {
-            sets.push(format!("vector = ?::FLOAT[{}]", info.dimension));
+            sets.push(format!("vector = ?::FLOAT[{dimension}]"));
             values.push(vector_literal(v));
         }
         if let Some(m) = metadata {
@@ -715,12 +801,8 @@ impl Writer {
         }
         values.push(id.to_string());
         let sql = format!("UPDATE {} SET {} WHERE id = ?", quoted(index), sets.join(", "));
-        let changed = self.conn.execute(&sql, params_from_iter(values.iter()))?;
-        if changed == 0 {
-            // Nothing was changed, so the transaction is still clean.
-            return Err(OpError::Rejected(StoreError::invalid(format!(
-                "id: no vector with id {id:?} in index \"{index}\""
-            ))));
+        if self.conn.execute(&sql, params_from_iter(values.iter()))? == 0 {
+            return Ok(false);
         }
         let ids = [id.to_string()];
         // The in-memory copy gets the metadata as DuckDB made it (a merge patch is DuckDB's).
@@ -750,23 +832,23 @@ impl Writer {
             // bring the old metadata back when it lands.
             documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;
         }
-        Ok(WriteOutcome::Updated)
+        Ok(true)
     }
 
     /// Delete rows and the versions of them waiting to be embedded. By filter, an id goes
     /// when its stored metadata or its waiting version's metadata matches.
-    fn delete(&mut self, index: &str, target: &DeleteTarget, working: &Catalog) -> OpResult {
+    fn delete(&mut self, index: &str, target: &Target, working: &Catalog) -> OpResult {
         existing(index, working).map_err(OpError::Rejected)?;
         let table = quoted(index);
         let ids: Vec<String> = match target {
-            DeleteTarget::Ids(ids) => {
+            Target::Ids(ids) => {
                 let mut seen = HashSet::new();
                 ids.iter()
                     .filter(|id| seen.insert(id.as_str()))
                     .cloned()
                     .collect()
             }
-            DeleteTarget::Filter(filter) => {
+            Target::Filter(filter) => {
                 let mut ids = std::collections::BTreeSet::new();
                 let sql = format!("SELECT id FROM {table} WHERE {}", filter.sql);
                 let mut stmt = self.conn.prepare(&sql)?;
