@@ -78,7 +78,7 @@ struct Reader<R> {
     writer: Writer,
 }
 
-/// One line as read: whole, or cut because it was too long (the start is kept).
+/// One line as read: whole, or, when it was too long, its top level ([`Skeleton`]).
 enum Line {
     Whole(Vec<u8>),
     TooLong(Vec<u8>),
@@ -98,8 +98,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 }
             };
             let rejection = match line {
-                Line::TooLong(start) => Some(Rejection {
-                    id: recover_id(&start),
+                Line::TooLong(skeleton) => Some(Rejection {
+                    id: recover_id(&skeleton),
                     code: -32600,
                     message: format!(
                         "Invalid Request: the message is longer than {} MiB; send smaller batches",
@@ -129,15 +129,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 
     async fn read_line(&mut self) -> std::io::Result<Option<Line>> {
         let mut line = Vec::new();
-        let mut too_long = false;
+        // Once the line is too long: its top-level skeleton, to find the id wherever it is
+        // (the TypeScript SDK writes `id` last, after the params).
+        let mut skeleton: Option<Skeleton> = None;
         loop {
             let chunk = self.input.fill_buf().await?;
             if chunk.is_empty() {
                 // EOF: a last line without its newline is still a line.
-                return Ok(match (line.is_empty(), too_long) {
-                    (true, false) => None,
-                    (_, true) => Some(Line::TooLong(line)),
-                    (false, false) => Some(Line::Whole(line)),
+                return Ok(match (line.is_empty(), skeleton) {
+                    (_, Some(s)) => Some(Line::TooLong(s.out)),
+                    (true, None) => None,
+                    (false, None) => Some(Line::Whole(line)),
                 });
             }
             let (taken, done) = match chunk.iter().position(|b| *b == b'\n') {
@@ -145,32 +147,109 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 None => (chunk.len(), false),
             };
             let body = &chunk[..if done { taken - 1 } else { taken }];
-            if !too_long && line.len() + body.len() > MAX_LINE {
-                // From here on only the start is kept (to find the id), not 16 MiB of it.
-                too_long = true;
-                line.truncate(ID_PREFIX);
+            if skeleton.is_none() && line.len() + body.len() > MAX_LINE {
+                // From here on only the skeleton is kept, not 16 MiB of the line.
+                let mut s = Skeleton::default();
+                s.feed(&line);
+                line = Vec::new();
+                skeleton = Some(s);
             }
-            let keep = if too_long {
-                ID_PREFIX.saturating_sub(line.len()).min(body.len())
-            } else {
-                body.len()
-            };
-            line.extend_from_slice(&body[..keep]);
+            match &mut skeleton {
+                Some(s) => s.feed(body),
+                None => line.extend_from_slice(body),
+            }
             self.input.consume(taken);
             if done {
+                if let Some(s) = skeleton {
+                    return Ok(Some(Line::TooLong(s.out)));
+                }
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                if !too_long && line.iter().all(u8::is_ascii_whitespace) {
+                if line.iter().all(u8::is_ascii_whitespace) {
                     line.clear();
                     continue;
                 }
-                return Ok(Some(if too_long {
-                    Line::TooLong(line)
-                } else {
-                    Line::Whole(line)
-                }));
+                return Ok(Some(Line::Whole(line)));
             }
+        }
+    }
+}
+
+/// The top level of a JSON text, read a piece at a time: every member of the top-level
+/// object with object and array values emptied (`"params":{}`) and strings cut at 1 KiB, at
+/// most [`ID_PREFIX`] bytes of it. Enough for [`recover_id`], without keeping the line.
+#[derive(Default)]
+struct Skeleton {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Bytes kept of the top-level string being read.
+    string_kept: usize,
+    out: Vec<u8>,
+}
+
+impl Skeleton {
+    const STRING_KEPT: usize = 1024;
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let top = self.depth == 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if top {
+                        if self.string_kept > Self::STRING_KEPT {
+                            // Cut short: drop a dangling escape before closing the string.
+                            while self.out.last() == Some(&b'\\') {
+                                self.out.pop();
+                            }
+                        }
+                        self.keep(b'"');
+                    }
+                    continue;
+                }
+                if top {
+                    self.string_kept += 1;
+                    if self.string_kept <= Self::STRING_KEPT {
+                        self.keep(b);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => {
+                    self.in_string = true;
+                    self.string_kept = 0;
+                    if top {
+                        self.keep(b);
+                    }
+                }
+                b'{' | b'[' => {
+                    if self.depth <= 1 {
+                        self.keep(b);
+                    }
+                    self.depth += 1;
+                }
+                b'}' | b']' => {
+                    if self.depth <= 2 {
+                        self.keep(b);
+                    }
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                _ if top => self.keep(b),
+                _ => {}
+            }
+        }
+    }
+
+    fn keep(&mut self, b: u8) {
+        if self.out.len() < ID_PREFIX {
+            self.out.push(b);
         }
     }
 }
@@ -747,23 +826,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lines_are_read_whole_and_over_long_ones_keep_their_start() {
+    async fn lines_are_read_whole_and_over_long_ones_keep_their_top_level() {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let mut reader = Reader {
             input: BufReader::new(server),
             writer: Arc::new(Mutex::new(Box::new(tokio::io::sink()))),
         };
         let big = format!(r#"{{"id":9,"x":"{}"}}"#, "y".repeat(MAX_LINE));
+        // The TypeScript SDK's order: the id after 16 MiB of params, which hold decoy ids,
+        // escaped quotes and brackets inside strings.
+        let params = r#"{"id":1,"s":"a\"}{[\\","v":[0.5,{"id":2}]}"#.repeat(MAX_LINE / 40);
+        let sdk = format!(
+            r#"{{"method":"tools/call","params":{{"a":[{params}]}},"jsonrpc":"2.0","id":"last-\"q"}}"#
+        );
         tokio::spawn(async move {
             client.write_all(b"\r\n  \n{\"a\":1}\r\n").await.unwrap();
             client.write_all(big.as_bytes()).await.unwrap();
+            client.write_all(b"\n").await.unwrap();
+            client.write_all(sdk.as_bytes()).await.unwrap();
             client.write_all(b"\nlast").await.unwrap();
         });
         assert!(matches!(reader.read_line().await.unwrap(), Some(Line::Whole(l)) if l == b"{\"a\":1}"));
         match reader.read_line().await.unwrap() {
-            Some(Line::TooLong(start)) => {
-                assert_eq!(start.len(), ID_PREFIX);
-                assert_eq!(recover_id(&start), Some(9.into()));
+            Some(Line::TooLong(top)) => {
+                assert_eq!(top, br#"{"id":9,"x":""#.iter().chain(&[b'y'; 1024]).chain(br#""}"#).copied().collect::<Vec<u8>>());
+                assert_eq!(recover_id(&top), Some(9.into()));
+            }
+            _ => panic!("expected an over-long line"),
+        }
+        match reader.read_line().await.unwrap() {
+            Some(Line::TooLong(top)) => {
+                assert_eq!(
+                    top,
+                    br#"{"method":"tools/call","params":{},"jsonrpc":"2.0","id":"last-\"q"}"#
+                );
+                assert_eq!(recover_id(&top), Some("last-\"q".into()));
             }
             _ => panic!("expected an over-long line"),
         }

@@ -3,8 +3,8 @@
 // newline-delimited JSON-RPC: after `initialize` (2025-11-25) it is sent a line of garbage, a
 // truncated request, a `tools/call` whose search filter nests `$and` 100 levels deep (past
 // serde_json's recursion limit of 128 for the whole message), requests holding a 200-level
-// array and a 200-level object, a JSON object that is not JSON-RPC, and a line longer than
-// 16 MiB. Each gets a JSON-RPC error within a few seconds: -32700 (parse error) or -32600
+// array and a 200-level object, a JSON object that is not JSON-RPC, and lines longer than
+// 16 MiB (with the id first, and last as the TypeScript SDK writes it). Each gets a JSON-RPC error within a few seconds: -32700 (parse error) or -32600
 // (invalid request), carrying the request's id whenever it can be read from the line (these
 // ids come before the deep or broken part) and `id: null` when it cannot (garbage). A
 // 40-level `$and` is under the JSON limit, so it reaches the tool, which refuses it with an
@@ -125,6 +125,17 @@ describe("raw JSON-RPC on stdio: every request that carries an id gets an answer
     const answer = await sendBadLine(line, 45, 107, { timeoutMs: 15_000 });
     assertRejected(answer, 45, "over-long line");
     assert.equal(answer.error.code, -32600);
+  });
+
+  test("a line longer than 16 MiB with its id last (the TypeScript SDK's order) gets -32600 carrying its id", async () => {
+    // Decoy ids, escaped quotes and brackets inside the params must not be taken for it.
+    const chunk = '{"id":1,"s":"a\\"}{[","v":[0.5,{"id":2}]},';
+    const filler = chunk.repeat(Math.ceil((17 * 1024 * 1024) / chunk.length));
+    const line = `{"method":"tools/call","params":{"name":"upsert","arguments":{"index":"w","vectors":[${filler}{}]}},"jsonrpc":"2.0","id":"sdk-last"}`;
+    const answer = await sendBadLine(line, "sdk-last", 108, { timeoutMs: 15_000 });
+    assertRejected(answer, "sdk-last", "over-long line, id last");
+    assert.equal(answer.error.code, -32600);
+    assert.match(answer.error.message, /longer than 16 MiB/);
   });
 
   test("a 40-level $and filter reaches the tool: an error result naming the filter", async () => {
