@@ -29,7 +29,8 @@ pub struct SearchArgs {
     /// Metadata filter, MongoDB style as in Mastra: `{"outcome": "helpful"}`,
     /// `{"userId": {"$ne": "u1"}}`, `{"$and": [{"a": {"$gte": 3}}, {"tags": {"$in": ["x"]}}]}`.
     /// Operators: $eq $ne $gt $gte $lt $lte $in $nin $exists $contains $all $size $regex
-    /// (with $options i, m, s) $not $and $or $nor; nested fields with dots.
+    /// (with $options i, m, s) $elemMatch $not $and $or $nor; nested fields with dots.
+    /// Mastra's semantics: $ne, $nin, $not and $nor never match a row missing the field.
     #[serde(default)]
     pub filter: Option<Value>,
     /// Drop results scoring below this.

@@ -195,7 +195,7 @@ describe("MCP Inspector CLI 2.12.0 against the release binary", { timeout: 900_0
 
   test("update merges metadata by default; fetch returns the stored row and the missing ids", async () => {
     const upd = await call("update", ["--tool-arg", "index=docs", "id=b", 'metadata={"kind":"x","note":"moved"}']);
-    assert.deepEqual(upd, { index: "docs", id: "b", updated: true });
+    assert.deepEqual(upd, { index: "docs", id: "b", updated: true, count: 1 });
     const fetched = await call("fetch", ["--tool-arg", "index=docs", 'ids=["b","nope"]']);
     assert.deepEqual(fetched.missing, ["nope"]);
     assert.equal(fetched.vectors.length, 1);

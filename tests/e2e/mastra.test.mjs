@@ -220,7 +220,7 @@ describe("Mastra MCPClient (@mastra/mcp 2.0.0) with the binary as a stdio server
 
   test("update an advice's outcome (metadata merge): other fields kept, the filter now matches it", async () => {
     const upd = await run("update", { index: "advice_history", id: "advice-2", metadata: { outcome: "helpful" } });
-    assert.deepEqual(upd, { index: "advice_history", id: "advice-2", updated: true });
+    assert.deepEqual(upd, { index: "advice_history", id: "advice-2", updated: true, count: 1 });
 
     const fetched = await run("fetch", { index: "advice_history", ids: ["advice-2"] });
     assert.deepEqual(fetched.missing, []);
