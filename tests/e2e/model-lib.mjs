@@ -1,16 +1,18 @@
 // The randomized model test of stride-vectors (driven by model.test.mjs and scripts/torture).
 //
 // Claim under test: for every id, the last acknowledged operation wins, whatever its kind
-// (embed, upsert, update, delete, delete_index), across processes, owner crashes and restarts.
+// (embed, upsert, upsert with delete_filter, update by id or by filter, delete, delete_index),
+// across processes, owner crashes and restarts.
 //
 // Each sequence starts three stride-vectors processes on one fresh DuckDB file (the first is
 // the owner, the others relay to it), each driven by its own MCP client: 1.x SDK clients
 // (@modelcontextprotocol/sdk) and 2.x clients (@modelcontextprotocol/client, pinned to
 // revision 2026-07-28). A seeded PRNG draws the operations over 2 indexes x 6 ids, issued
 // concurrently from the clients but never two at once on one (index, id); `delete` by filter,
-// `delete_index` and `flush` are barriers (alone). Along the way the current owner is killed
-// with SIGKILL and replaced, a process is restarted cleanly (stdin closed), and at the end
-// every process is crashed or stopped and a new one must show the same data.
+// `update` by filter, `upsert` with `delete_filter`, `delete_index` and `flush` are barriers
+// (alone). Along the way the current owner is killed with SIGKILL and replaced, a process is
+// restarted cleanly (stdin closed), and at the end every process is crashed or stopped and a
+// new one must show the same data.
 //
 // The reference model keeps, per (index, id), the SET of states the server may be in
 // (row = {vector, metadata, text | null} or absent, pending = {text, metadata} or none). The
@@ -67,6 +69,8 @@ const WEIGHTS = {
   update_vector: 6,
   delete_ids: 8,
   delete_filter: 2,
+  update_filter: 2,
+  upsert_delete_filter: 2,
   delete_index: 1.2,
   flush: 2,
   search: 11,
@@ -172,6 +176,33 @@ function dedupe(states) {
 /** Every state may already have had its pending version embedded. */
 function closeStates(states) {
   return dedupe(states.flatMap((s) => (s.pend ? [s, materialized(s)] : [s])));
+}
+
+/** `update` (by id, or by filter for a selected id) applied to a state that has a row. */
+function updated(op, state) {
+  const row = { ...state.row };
+  if (op.vector) {
+    row.v = op.vector;
+    row.text = null;
+  }
+  const apply = (md) => (op.mode === "replace" ? op.metadata : mergePatch(md, op.metadata));
+  if (op.metadata !== undefined) row.md = apply(row.md);
+  let pend = state.pend;
+  // A new vector supersedes the pending version; metadata alone patches it too.
+  if (op.vector) pend = null;
+  else if (pend && op.metadata !== undefined) pend = { ...pend, md: apply(pend.md) };
+  return { row, pend };
+}
+
+/**
+ * `delete` by filter on one key: the id goes (row and pending version) when its stored row or
+ * its pending version matches. `deleted` counts it surely for a row, maybe for a pending
+ * version alone.
+ */
+function filterDeleted(state, filter) {
+  const rowHit = Boolean(state.row && matches(state.row.md, filter));
+  const hit = rowHit || Boolean(state.pend && matches(state.pend.md, filter));
+  return { state: hit ? ABSENT : state, lo: rowHit ? 1 : 0, hi: hit ? 1 : 0 };
 }
 
 /** What a fetch or a search hit shows of a row. */
@@ -366,6 +397,31 @@ function generateOp(rng) {
       return { kind: "delete", index, slot, ids: rng.sample(IDS, 1 + rng.int(3)) };
     case "delete_filter":
       return { kind: "delete_filter", index, slot, filter: { group: rng.pick(GROUPS) } };
+    case "update_filter": {
+      // `update` by filter: merge, replace or a new vector (with a merge patch or not), like
+      // the three kinds of update by id.
+      const filter = { group: rng.pick(GROUPS) };
+      switch (rng.int(3)) {
+        case 0:
+          return { kind: "update_filter", index, slot, filter, metadata: randomPatch(rng), mode: "merge" };
+        case 1:
+          return { kind: "update_filter", index, slot, filter, metadata: randomMetadata(rng), mode: "replace" };
+        default: {
+          const vector = randomVector(rng);
+          const metadata = rng.chance(0.4) ? randomPatch(rng) : undefined;
+          return { kind: "update_filter", index, slot, filter, vector, metadata, mode: "merge" };
+        }
+      }
+    }
+    case "upsert_delete_filter":
+      return {
+        kind: "upsert_delete_filter",
+        index,
+        slot,
+        create: rng.chance(0.85),
+        filter: { group: rng.pick(GROUPS) },
+        rows: randomIdList(rng).map((id) => ({ id, vector: randomVector(rng), metadata: randomMetadata(rng) })),
+      };
     case "delete_index":
       return { kind: "delete_index", index, slot };
     case "flush":
@@ -410,7 +466,9 @@ function generateSequence(rng, nOps, { kills, avoid }) {
 // ---------------------------------------------------------------------------------------
 // One sequence: a cluster of three processes, the model, the scheduler, the checks.
 
-const BARRIERS = new Set(["delete_filter", "delete_index", "flush", "check"]);
+const BARRIERS = new Set(["delete_filter", "update_filter", "upsert_delete_filter", "delete_index", "flush", "check"]);
+/** Barriers that read and write the keys of one index (the model's key operations). */
+const INDEX_KEY_OPS = ["delete_filter", "update_filter", "upsert_delete_filter", "check"];
 
 /** One sequence (exported for tests of the harness itself; runModel is the entry point). */
 export class Sequence {
@@ -783,7 +841,7 @@ export class Sequence {
     if (op.kind === "flush") {
       return op.index ? [...this.idx(op.index).keys.values()] : [...this.indexes.values()].flatMap((i) => [...i.keys.values()]);
     }
-    if (["delete_filter", "delete_index", "check"].includes(op.kind)) return [...this.idx(op.index).keys.values()];
+    if (["delete_index", ...INDEX_KEY_OPS].includes(op.kind)) return [...this.idx(op.index).keys.values()];
     return op.keyIds.map((id) => this.idx(op.index).keys.get(id));
   }
 
@@ -814,17 +872,15 @@ export class Sequence {
       case "update": {
         if (!present) return [{ state: ABSENT, ans: "noindex" }];
         if (!state.row) return [{ state, ans: "missing" }];
-        const row = { ...state.row };
-        if (op.vector) {
-          row.v = op.vector;
-          row.text = null;
-        }
-        const apply = (md) => (op.mode === "replace" ? op.metadata : mergePatch(md, op.metadata));
-        if (op.metadata !== undefined) row.md = apply(row.md);
-        let pend = state.pend;
-        if (op.vector) pend = null;
-        else if (pend && op.metadata !== undefined) pend = { ...pend, md: apply(pend.md) };
-        return [{ state: { row, pend }, ans: "ok" }];
+        return [{ state: updated(op, state), ans: "ok" }];
+      }
+      // `update` by filter: the stored rows whose metadata matches at commit time, each
+      // changed as `update` by id changes it; a pending version alone is not selected (nor is
+      // its metadata consulted). `count` is summed over the keys (lo = hi per state).
+      case "update_filter": {
+        if (!present) return [{ state: ABSENT, ans: "noindex" }];
+        if (!(state.row && matches(state.row.md, op.filter))) return [{ state, ans: { lo: 0, hi: 0 } }];
+        return [{ state: updated(op, state), ans: { lo: 1, hi: 1 } }];
       }
       // `deleted` counts rows removed; an id that only had a pending version may count or
       // not (the schema says rows, an implementation may count pending versions too).
@@ -833,9 +889,22 @@ export class Sequence {
         return [{ state: ABSENT, ans: { lo: state.row ? 1 : 0, hi: state.row || state.pend ? 1 : 0 } }];
       case "delete_filter": {
         if (!present) return [{ state: ABSENT, ans: "noindex" }];
-        const rowHit = Boolean(state.row && matches(state.row.md, op.filter));
-        const hit = rowHit || Boolean(state.pend && matches(state.pend.md, op.filter));
-        return [{ state: hit ? ABSENT : state, ans: { lo: rowHit ? 1 : 0, hi: hit ? 1 : 0 } }];
+        const { state: after, lo, hi } = filterDeleted(state, op.filter);
+        return [{ state: after, ans: { lo, hi } }];
+      }
+      // `upsert` with `delete_filter`: in one transaction, `delete` by the filter (on an index
+      // this call creates: nothing), then the rows written as by `upsert`. `deleted` is summed
+      // over the keys, as for delete_filter.
+      case "upsert_delete_filter": {
+        if (!present && !op.create) return [{ state: ABSENT, ans: "noindex" }];
+        let { state: after, lo, hi } = present ? filterDeleted(state, op.filter) : { state: ABSENT, lo: 0, hi: 0 };
+        const row = op.lastRow.get(id);
+        if (row) {
+          after = { row: { v: row.vector, md: row.metadata, text: null }, pend: null };
+          // Run twice: the second delete also removes this row when the filter matches it.
+          if (retried && matches(row.metadata, op.filter)) hi = 1;
+        }
+        return [{ state: after, ans: { lo, hi } }];
       }
       case "fetch":
       case "check":
@@ -956,13 +1025,23 @@ export class Sequence {
     // Answer-level checks.
     if (outcome.type === "ok") {
       const v = outcome.value;
-      if (op.kind === "delete" || op.kind === "delete_filter") {
+      if (op.kind === "delete" || op.kind === "delete_filter" || op.kind === "upsert_delete_filter") {
         const low = retried ? 0 : countMin;
-        if (!(v.deleted >= low && v.deleted <= countMax)) {
+        if (!(Number.isInteger(v.deleted) && v.deleted >= low && v.deleted <= countMax)) {
           throw new Violation(`${where}: deleted ${v.deleted}, the model allows ${low}..${countMax}`);
         }
       }
-      if (op.kind === "upsert") {
+      if (op.kind === "update_filter") {
+        // Run twice, the second run may find fewer rows (its patch moved them out of the filter).
+        const low = retried ? 0 : countMin;
+        if (!(Number.isInteger(v.count) && v.count >= low && v.count <= countMax)) {
+          throw new Violation(`${where}: count ${v.count}, the model allows ${low}..${countMax}`);
+        }
+        if (v.updated !== v.count > 0 || v.index !== op.index || v.id !== undefined) {
+          throw new Violation(`${where}: malformed answer ${JSON.stringify(v)}`);
+        }
+      }
+      if (op.kind === "upsert" || op.kind === "upsert_delete_filter") {
         const ids = [...new Set(op.rows.map((r) => r.id))];
         if (canon(v.ids) !== canon(ids) || v.upserted !== ids.length) {
           throw new Violation(`${where}: answered ids ${canon(v.ids)} (upserted ${v.upserted}), expected ${canon(ids)}`);
@@ -1150,6 +1229,29 @@ export class Sequence {
         return ["delete", { index: op.index, ids: op.ids }];
       case "delete_filter":
         return ["delete", { index: op.index, filter: op.filter }];
+      case "update_filter":
+        return [
+          "update",
+          {
+            index: op.index,
+            filter: op.filter,
+            ...(op.vector ? { vector: op.vector } : {}),
+            ...(op.metadata !== undefined ? { metadata: op.metadata } : {}),
+            ...(op.mode === "replace" ? { metadata_mode: "replace" } : {}),
+          },
+        ];
+      case "upsert_delete_filter":
+        op.lastRow = new Map(op.rows.map((r) => [r.id, r]));
+        op.creator = op.create;
+        return [
+          "upsert",
+          {
+            index: op.index,
+            vectors: op.rows,
+            delete_filter: op.filter,
+            ...(op.create ? { create_index: { dimension: DIM, metric: "cosine" } } : {}),
+          },
+        ];
       case "delete_index":
         return ["delete_index", { index: op.index }];
       case "flush":
@@ -1194,6 +1296,10 @@ export class Sequence {
         return `delete ${op.index} ids [${op.ids.join(",")}]`;
       case "delete_filter":
         return `delete ${op.index} filter ${canon(op.filter)}`;
+      case "update_filter":
+        return `update ${op.index} filter ${canon(op.filter)}${op.vector ? ` vector ${fmtVector(op.vector)}` : ""}${op.metadata !== undefined ? ` ${op.mode}${md(op.metadata)}` : ""}`;
+      case "upsert_delete_filter":
+        return `upsert ${op.index}${op.create ? "" : " (no create_index)"} delete_filter ${canon(op.filter)} [${op.rows.map((r) => `${r.id}:${fmtVector(r.vector)}${md(r.metadata)}`).join(", ")}]`;
       case "delete_index":
         return `delete_index ${op.index}`;
       case "flush":
@@ -1224,6 +1330,10 @@ export class Sequence {
         return `ids [${v.ids.join(",")}]${v.created_index ? " created_index" : ""}`;
       case "update":
         return "updated";
+      case "update_filter":
+        return `updated ${v.updated}, count ${v.count}`;
+      case "upsert_delete_filter":
+        return `deleted ${v.deleted}, ids [${(v.ids ?? []).join(",")}]${v.created_index ? " created_index" : ""}`;
       case "delete":
       case "delete_filter":
         return `deleted ${v.deleted}`;
@@ -1305,7 +1415,7 @@ export class Sequence {
     this.oplog.push(entry);
     op.t0abs = Date.now();
     if (op.kind === "search") this.beginSearch(op);
-    else if (op.keyIds || ["delete_filter", "check"].includes(op.kind)) this.beginKeyOp(op);
+    else if (op.keyIds || INDEX_KEY_OPS.includes(op.kind)) this.beginKeyOp(op);
     this.inflight.add(op);
     let outcome;
     const timeout = op.kind === "unknown_tool" ? UNKNOWN_TOOL_TIMEOUT_MS : CALL_TIMEOUT_MS;
@@ -1403,7 +1513,7 @@ export class Sequence {
     this.counts.ops++;
     const outcome = await this.execute(op);
     if (outcome !== "unknown") return;
-    if (["delete_index", "flush", "list", "check", "delete_filter"].includes(op.kind)) {
+    if (["delete_index", "flush", "list", ...INDEX_KEY_OPS].includes(op.kind)) {
       // A barrier whose process died (kills do not overlap barriers, but to be safe): again.
       const { n, proc, ...again } = op;
       await this.runLocked({ ...again, slot: this.sideRng.int(3) });

@@ -1,16 +1,17 @@
 // What this proves: for every id, the last acknowledged operation wins, whatever its kind
-// (embed queued or waited, upsert, update merge/replace/vector, delete by ids or by filter,
-// delete_index), across processes, owner crashes (kill -9) and restarts.
+// (embed queued or waited, upsert (also with delete_filter), update merge/replace/vector by id
+// or by filter, delete by ids or by filter, delete_index), across processes, owner crashes
+// (kill -9) and restarts.
 //
 // A seeded, randomized model test (model-lib.mjs): three stride-vectors processes on one
 // DuckDB file (owner + two relays), driven by 1.x (@modelcontextprotocol/sdk) and 2.x
 // (@modelcontextprotocol/client, revision 2026-07-28) clients, with an Ollama stand-in
 // (fake-ollama.mjs) whose vectors are known exactly. Random operations over 2 indexes x 6 ids
-// run concurrently (never two at once on one id; delete by filter, delete_index and flush
-// alone); the owner is killed and replaced 1-2 times per sequence; one process is sometimes
-// restarted cleanly; at the end every process is crashed or stopped and a new one must hold
-// exactly what the model says. Every answer, every search hit and the final contents are
-// checked against the reference model.
+// run concurrently (never two at once on one id; delete and update by filter, upsert with
+// delete_filter, delete_index and flush alone); the owner is killed and replaced 1-2 times per
+// sequence; one process is sometimes restarted cleanly; at the end every process is crashed or
+// stopped and a new one must hold exactly what the model says. Every answer, every search hit
+// and the final contents are checked against the reference model.
 //
 // Environment: MODEL_SEED (the run's seed; printed either way), MODEL_SECONDS (run sequences
 // until that many seconds elapsed, instead of MODEL_SEQUENCES, default 10), MODEL_OPS (ops per
