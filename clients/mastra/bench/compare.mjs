@@ -49,13 +49,15 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
 async function timeQueries(store, indexName, queries, filter) {
   const times = [];
   const answers = [];
+  const scores = [];
   for (const queryVector of queries) {
     const t = performance.now();
     const hits = await store.query({ indexName, queryVector, topK: 10, filter });
     times.push(performance.now() - t);
     answers.push(hits.map((h) => h.id));
+    scores.push(hits.map((h) => `${h.id}:${h.score.toFixed(7)}`));
   }
-  return { p50: percentile(times, 50), p99: percentile(times, 99), answers };
+  return { p50: percentile(times, 50), p99: percentile(times, 99), answers, scores };
 }
 
 const dir = await mkdtemp(path.join(os.tmpdir(), "stride-mastra-bench-"));
@@ -118,6 +120,15 @@ try {
     `| upsert rate | ${Math.round(strideRate).toLocaleString("en")} vectors/s (${ROWS.toLocaleString("en")} in calls of 1,000) | ${Math.round(mastraRate).toLocaleString("en")} vectors/s (${MASTRA_ROWS.toLocaleString("en")} in calls of 500) |`,
   );
   console.log(rows.join("\n"));
+  // Where the answers differ, both sides' last places with their scores.
+  for (const [name, a, b] of [["unfiltered", theirs, ours], ["filtered", theirsFiltered, oursFiltered]]) {
+    a.answers.forEach((ids, q) => {
+      if (ids.join() !== b.answers[q].join()) {
+        const tail = (r) => r.slice(-3).join(" ");
+        console.log(`${name} query ${q}: Mastra ${tail(a.scores[q])} | ours ${tail(b.scores[q])}`);
+      }
+    });
+  }
   console.log(
     `\nOf ${QUERIES} queries, Mastra gave the same top-10 as ours, in the same order / as a set: ` +
       `${agreement[0]} / ${agreement[1]} unfiltered, ${agreement[2]} / ${agreement[3]} filtered.`,
