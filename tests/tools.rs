@@ -537,13 +537,7 @@ async fn bulk_updates_delete_filters_and_zero_vectors() {
                        "filter": {"status": "archived"}}),
             )
             .await;
-        let ids: Vec<&str> = hits["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["c1", "c2"], "{engine}");
+        assert_eq!(hit_ids(&hits), ["c1", "c2"], "{engine}");
     }
     let r = s
         .ok(
@@ -574,12 +568,7 @@ async fn bulk_updates_delete_filters_and_zero_vectors() {
                        "filter": {"source_id": "a.pdf"}}),
             )
             .await;
-        let mut ids: Vec<&str> = hits["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap())
-            .collect();
+        let mut ids = hit_ids(&hits);
         ids.sort();
         assert_eq!(ids, ["c1", "new"], "{engine}");
     }

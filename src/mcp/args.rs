@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::store::filter::{self, CompiledFilter};
 use crate::store::StoreError;
 
 /// The error half of every tool's result: the message shown to the caller.
@@ -142,13 +143,29 @@ pub fn metadata_object(field: &str, value: Option<Value>) -> Result<Map<String, 
     }
 }
 
-/// A filter must be a JSON object (or absent/null).
-pub fn filter_object(value: Option<Value>) -> Result<Option<Value>, ToolError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(other) => Err(format!("filter: must be a JSON object, got {}", kind(&other))),
+/// The metadata filter given as argument `field`, compiled: absent or null is none, anything
+/// else must be a JSON object, and messages name `field`. A write (`allow_empty: false`)
+/// refuses `{}`: a write that means "every row" by accident is refused, `delete_index`
+/// drops a whole index on purpose.
+pub fn filter_arg(
+    field: &str,
+    value: Option<Value>,
+    allow_empty: bool,
+) -> Result<Option<CompiledFilter>, ToolError> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(other) => return Err(format!("{field}: must be a JSON object, got {}", kind(&other))),
+    };
+    if !allow_empty && value.as_object().is_some_and(|o| o.is_empty()) {
+        return Err(format!(
+            "{field}: an empty filter would match every row; name the rows (use delete_index to drop a whole index)"
+        ));
     }
+    // The language's messages start with "filter: "; name the argument instead.
+    filter::compile(&value)
+        .map(Some)
+        .map_err(|e| e.to_string().replacen("filter", field, 1))
 }
 
 pub fn kind(v: &Value) -> &'static str {

@@ -5,10 +5,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::args::{filter_object, input_schema, parse, tool_error, ToolError};
+use super::args::{filter_arg, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::read::{SearchRequest, MAX_TOP_K};
-use crate::store::{filter, validate_vector, Engine, Metric};
+use crate::store::{validate_vector, Engine, Metric};
 
 const DEFAULT_TOP_K: i64 = 10;
 
@@ -84,10 +84,7 @@ impl StrideServer {
         if let Some(min) = args.min_score.filter(|m| !m.is_finite()) {
             return Err(format!("min_score: must be a finite number, got {min}"));
         }
-        let filter = match filter_object(args.filter)? {
-            Some(f) => Some(filter::compile(&f).map_err(|e| e.to_string())?),
-            None => None,
-        };
+        let filter = filter_arg("filter", args.filter, true)?;
         let info = self
             .store()?
             .index_info(&args.index)

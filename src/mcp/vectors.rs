@@ -9,11 +9,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::args::{filter_object, input_schema, metadata_object, parse, tool_error, Args, ToolError};
+use super::args::{filter_arg, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
 use super::StrideServer;
 use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
-use crate::store::{filter, read, validate_index_name, validate_vector, Metric, VectorRow};
+use crate::store::{read, validate_index_name, validate_vector, Metric, VectorRow};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -184,10 +184,7 @@ impl StrideServer {
         let create = args
             .create_index
             .map(|s| (s.dimension, s.metric.unwrap_or(Metric::Cosine)));
-        let delete_filter = match filter_object(args.delete_filter).map_err(|e| format!("delete_{e}"))? {
-            Some(f) => Some(non_empty_filter("delete_filter", &f)?),
-            None => None,
-        };
+        let delete_filter = filter_arg("delete_filter", args.delete_filter, false)?;
         let index = args.index;
         match self
             .store()?
@@ -227,10 +224,10 @@ impl StrideServer {
     pub async fn update(&self, args: JsonObject) -> Result<Json<UpdateResult>, ToolError> {
         let args: UpdateArgs = parse(args)?;
         validate_index_name(&args.index).map_err(|e| tool_error("update", e))?;
-        let target = match (args.id.clone(), filter_object(args.filter)?) {
+        let target = match (args.id.clone(), filter_arg("filter", args.filter, false)?) {
             (Some(id), None) if id.is_empty() => return Err("id: the id is empty".into()),
             (Some(id), None) => Target::Ids(vec![id]),
-            (None, Some(f)) => Target::Filter(non_empty_filter("filter", &f)?),
+            (None, Some(f)) => Target::Filter(f),
             (Some(_), Some(_)) => {
                 return Err("give either `id` or `filter`, not both: they are mutually exclusive".into())
             }
@@ -279,14 +276,14 @@ impl StrideServer {
     pub async fn delete(&self, args: JsonObject) -> Result<Json<DeleteResult>, ToolError> {
         let args: DeleteArgs = parse(args)?;
         validate_index_name(&args.index).map_err(|e| tool_error("delete", e))?;
-        let target = match (args.ids, filter_object(args.filter)?) {
+        let target = match (args.ids, filter_arg("filter", args.filter, false)?) {
             (Some(ids), None) => {
                 if let Some(at) = ids.iter().position(|id| id.is_empty()) {
                     return Err(format!("ids[{at}]: the id is empty"));
                 }
                 Target::Ids(ids)
             }
-            (None, Some(f)) => Target::Filter(non_empty_filter("filter", &f)?),
+            (None, Some(f)) => Target::Filter(f),
             (Some(_), Some(_)) => {
                 return Err("give either `ids` or `filter`, not both: they are mutually exclusive".into())
             }
@@ -349,15 +346,4 @@ impl StrideServer {
             .collect();
         Ok(Json(FetchResult { vectors, missing }))
     }
-}
-
-/// A filter for a write: compiled, and not `{}`. A write that means "every row" by accident
-/// is refused; `delete_index` drops a whole index on purpose.
-fn non_empty_filter(field: &str, filter: &Value) -> Result<filter::CompiledFilter, ToolError> {
-    if filter.as_object().is_some_and(|o| o.is_empty()) {
-        return Err(format!(
-            "{field}: an empty filter would match every row; name the rows (use delete_index to drop a whole index)"
-        ));
-    }
-    filter::compile(filter).map_err(|e| e.to_string().replacen("filter", field, 1))
 }

@@ -553,10 +553,7 @@ impl Writer {
         }
         // Before the insert, so the new rows are never among the deleted ones.
         let deleted = match delete_filter {
-            Some(filter) => match self.delete(index, &Target::Filter(filter.clone()), working)? {
-                WriteOutcome::Deleted { count } => Some(count),
-                other => return Err(OpError::Failed(format!("delete answered {other:?}"))),
-            },
+            Some(filter) => Some(self.delete_rows(index, &Target::Filter(filter.clone()))?),
             None => None,
         };
         let rows = dedup_last_wins(rows.to_vec());
@@ -839,6 +836,13 @@ impl Writer {
     /// when its stored metadata or its waiting version's metadata matches.
     fn delete(&mut self, index: &str, target: &Target, working: &Catalog) -> OpResult {
         existing(index, working).map_err(OpError::Rejected)?;
+        let count = self.delete_rows(index, target)?;
+        Ok(WriteOutcome::Deleted { count })
+    }
+
+    /// [`Self::delete`] in an index known to exist: how many ids lost a row or a waiting
+    /// version.
+    fn delete_rows(&mut self, index: &str, target: &Target) -> Result<usize, OpError> {
         let table = quoted(index);
         let ids: Vec<String> = match target {
             Target::Ids(ids) => {
@@ -849,14 +853,8 @@ impl Writer {
                     .collect()
             }
             Target::Filter(filter) => {
-                let mut ids = std::collections::BTreeSet::new();
-                let sql = format!("SELECT id FROM {table} WHERE {}", filter.sql);
-                let mut stmt = self.conn.prepare(&sql)?;
-                let rows =
-                    stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
-                for id in rows {
-                    ids.insert(id?);
-                }
+                let mut ids: std::collections::BTreeSet<String> =
+                    self.stored_matching(index, filter)?.into_iter().collect();
                 ids.extend(documents::pending_matching(&self.conn, index, filter)?);
                 ids.into_iter().collect()
             }
@@ -881,7 +879,7 @@ impl Writer {
             index: index.to_string(),
             ids: rows_deleted,
         });
-        Ok(WriteOutcome::Deleted { count })
+        Ok(count)
     }
 }
 

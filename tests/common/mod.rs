@@ -224,3 +224,13 @@ pub fn statuses(r: &Value) -> Vec<String> {
         .map(|d| d["status"].as_str().expect("status").to_string())
         .collect()
 }
+
+/// The ids of a `search` answer, best first.
+pub fn hit_ids(search: &Value) -> Vec<&str> {
+    search["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|h| h["id"].as_str().expect("id"))
+        .collect()
+}

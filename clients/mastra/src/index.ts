@@ -159,7 +159,7 @@ export class StrideVector extends MastraVector<VectorFilter> {
     const rows = vectors.map((vector, i) => ({
       id: rowIds[i],
       vector,
-      metadata: plainMetadata(metadata?.[i], i, indexName),
+      metadata: plainMetadata(metadata?.[i], `metadata[${i}]`, "UPSERT", indexName),
     }));
     const filter = deleteFilter && !isEmpty(deleteFilter) ? deleteFilter : undefined;
     for (const [n, part] of parts(rows).entries()) {
@@ -233,7 +233,7 @@ export class StrideVector extends MastraVector<VectorFilter> {
       args.vector = update.vector;
     }
     if (update.metadata !== undefined) {
-      args.metadata = plainMetadata(update.metadata, undefined, indexName);
+      args.metadata = plainMetadata(update.metadata, "update.metadata", "UPDATE_VECTOR", indexName);
       args.metadata_mode = this.options.metadataUpdate ?? "replace";
     }
     await this.call("update", args, "UPDATE_VECTOR", indexName);
@@ -406,18 +406,17 @@ function checkVector(field: string, vector: unknown, operation: string, indexNam
 }
 
 /** Metadata as the JSON the server will store; what JSON cannot hold is refused by name. */
-function plainMetadata(metadata: unknown, at: number | undefined, indexName: string): Record<string, unknown> {
+function plainMetadata(metadata: unknown, where: string, operation: string, indexName: string): Record<string, unknown> {
   if (metadata === undefined || metadata === null) return {};
-  const where = at === undefined ? "metadata" : `metadata[${at}]`;
   let text: string;
   try {
     text = JSON.stringify(metadata);
   } catch (e) {
-    throw userError("UPSERT", "INVALID_METADATA", `${where}: not JSON (${(e as Error).message})`, { indexName });
+    throw userError(operation, "INVALID_METADATA", `${where}: not JSON (${(e as Error).message})`, { indexName });
   }
   const value = JSON.parse(text);
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw userError("UPSERT", "INVALID_METADATA", `${where}: must be an object`, { indexName });
+    throw userError(operation, "INVALID_METADATA", `${where}: must be an object`, { indexName });
   }
   return value;
 }

@@ -7,9 +7,9 @@
 // two-valued, empty `$and`/`$nor` true and `$or` false, `$elemMatch` on one element.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { rejection, store, tempDir, unit, vectorOf } from "./helpers.mjs";
+import { freshStore, rejection, unit, vectorOf } from "./helpers.mjs";
 
 const DIM = 32;
 const INDEX = "products";
@@ -107,12 +107,7 @@ const CASES = [
 ];
 
 describe("Mastra's filter semantics, case by case", () => {
-  let tmp;
-  let vector;
-
-  before(async () => {
-    tmp = await tempDir();
-    vector = store(tmp.db);
+  const fixture = freshStore(async (vector) => {
     await vector.createIndex({ indexName: INDEX, dimension: DIM });
     const names = Object.keys(PRODUCTS);
     await vector.upsert({
@@ -123,14 +118,9 @@ describe("Mastra's filter semantics, case by case", () => {
     });
   });
 
-  after(async () => {
-    await vector?.disconnect();
-    await tmp?.remove();
-  });
-
   for (const [filter, expected] of CASES) {
     test(JSON.stringify(filter), async () => {
-      const hits = await vector.query({ indexName: INDEX, queryVector: unit(0, DIM), topK: 100, filter });
+      const hits = await fixture.vector.query({ indexName: INDEX, queryVector: unit(0, DIM), topK: 100, filter });
       const got = hits.map((h) => h.id).sort().join("");
       assert.equal(got, expected, `filter ${JSON.stringify(filter)}`);
       // Metadata comes back as stored: null stays null, absent stays absent.
@@ -150,7 +140,7 @@ describe("Mastra's filter semantics, case by case", () => {
       [{ $and: "not-an-array" }, /"\$and" needs an array of filter objects/],
       [{ reviews: { $elemMatch: {} } }, /"\$elemMatch" on field "reviews" needs a non-empty object/],
     ]) {
-      const message = await rejection(vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter }));
+      const message = await rejection(fixture.vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter }));
       assert.match(message, pattern, JSON.stringify(filter));
       assert.match(message, /unsupported|invalid|unknown.*operator|needs/i);
     }
@@ -160,11 +150,11 @@ describe("Mastra's filter semantics, case by case", () => {
     let filter = { category: "electronics" };
     for (let i = 0; i < 100; i++) filter = { $and: [filter, { price: { $gte: 0 } }] };
     const started = Date.now();
-    const message = await rejection(vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter }));
+    const message = await rejection(fixture.vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter }));
     // The transport refuses messages nested past 120 levels before any filter is read.
     assert.match(message, /nested deeper than 32 levels|nests arrays and objects 205 levels deep/);
     assert.ok(Date.now() - started < 10_000);
-    const hits = await vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter: { category: "books" } });
+    const hits = await fixture.vector.query({ indexName: INDEX, queryVector: unit(0, DIM), filter: { category: "books" } });
     assert.equal(hits.length, 2);
   });
 });

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { after, before } from "node:test";
 import os from "node:os";
 import path from "node:path";
 
@@ -26,6 +27,24 @@ export async function tempDir() {
 /** A StrideVector spawning the release binary on `db`. */
 export function store(db, id = "stride") {
   return new StrideVector({ id, command: BIN, db, env: { STRIDE_VECTORS_LOG: "warn" } });
+}
+
+/**
+ * A StrideVector on a fresh database for the enclosing `describe`: opened (then `setup`
+ * run on it) before its tests, closed and removed after. Read `.vector` and `.tmp` in tests.
+ */
+export function freshStore(setup = async () => {}) {
+  const fixture = {};
+  before(async () => {
+    fixture.tmp = await tempDir();
+    fixture.vector = store(fixture.tmp.db);
+    await setup(fixture.vector);
+  });
+  after(async () => {
+    await fixture.vector?.disconnect();
+    await fixture.tmp?.remove();
+  });
+  return fixture;
 }
 
 /** A unit vector of `dim` close to others of nearby `seed`s (non-zero in its first 10 components). */

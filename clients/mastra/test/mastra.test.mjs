@@ -3,14 +3,14 @@
 // deterministic offline embedder (a bag of hashed words), against the real binary.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { RequestContext } from "@mastra/core/request-context";
 import { LibSQLStore } from "@mastra/libsql";
 import { Memory } from "@mastra/memory";
 import { createVectorQueryTool } from "@mastra/rag";
 
-import { store, tempDir } from "./helpers.mjs";
+import { freshStore } from "./helpers.mjs";
 
 const DIM = 64;
 
@@ -39,33 +39,22 @@ const embedder = {
 };
 
 describe("Mastra on StrideVector", () => {
-  let tmp;
-  let vector;
-
-  before(async () => {
-    tmp = await tempDir();
-    vector = store(tmp.db);
-  });
-
-  after(async () => {
-    await vector?.disconnect();
-    await tmp?.remove();
-  });
+  const fixture = freshStore();
 
   test("createVectorQueryTool answers a query, with a filter", async () => {
-    await vector.createIndex({ indexName: "advice", dimension: DIM });
+    await fixture.vector.createIndex({ indexName: "advice", dimension: DIM });
     const docs = [
       ["cook", "cook dinner at home to spend less money on food", "u1"],
       ["bike", "ride a bike to campus instead of the bus", "u1"],
       ["tutor", "tutor other students for extra money on weekends", "u2"],
     ];
-    await vector.upsert({
+    await fixture.vector.upsert({
       indexName: "advice",
       ids: docs.map((d) => d[0]),
       vectors: docs.map((d) => embedText(d[1])),
       metadata: docs.map(([, text, userId]) => ({ text, userId })),
     });
-    const tool = createVectorQueryTool({ vectorStore: vector, indexName: "advice", model: embedder, enableFilter: true });
+    const tool = createVectorQueryTool({ vectorStore: fixture.vector, indexName: "advice", model: embedder, enableFilter: true });
     const context = { requestContext: new RequestContext() };
     // With enableFilter the tool's schema asks for a filter (a JSON string; "{}" is none).
     const answer = await tool.execute({ queryText: "spend less money on food", topK: 2, filter: "{}" }, context);
@@ -78,8 +67,8 @@ describe("Mastra on StrideVector", () => {
 
   test("Memory's semantic recall stores and recalls through StrideVector", async () => {
     const memory = new Memory({
-      storage: new LibSQLStore({ id: "memory", url: `file:${tmp.dir}/memory.db` }),
-      vector,
+      storage: new LibSQLStore({ id: "memory", url: `file:${fixture.tmp.dir}/memory.db` }),
+      vector: fixture.vector,
       embedder,
       options: { lastMessages: 1, semanticRecall: { topK: 1, messageRange: 0, scope: "thread" } },
     });
@@ -102,7 +91,7 @@ describe("Mastra on StrideVector", () => {
         content: { format: 2, parts: [{ type: "text", text }] },
       })),
     });
-    const indexes = await vector.listIndexes();
+    const indexes = await fixture.vector.listIndexes();
     assert.ok(indexes.some((i) => i.startsWith("memory_messages")), String(indexes));
     const recalled = await memory.recall({ threadId: thread.id, resourceId: "student-1", vectorSearchString: "pizza is expensive" });
     const recalledTexts = recalled.messages.map((m) => m.content.parts.map((p) => p.text).join(""));

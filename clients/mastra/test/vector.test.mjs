@@ -4,86 +4,75 @@
 // the text extensions (embed, queryText, flush, stats).
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { MastraError } from "@mastra/core/error";
 
 import { StrideVector } from "../dist/index.js";
-import { BIN, rejection, store, tempDir, unit, vectorOf } from "./helpers.mjs";
+import { BIN, freshStore, rejection, store, tempDir, unit, vectorOf } from "./helpers.mjs";
 
 const DIM = 1536;
 
 describe("StrideVector: every method", () => {
-  let tmp;
-  let vector;
-
-  before(async () => {
-    tmp = await tempDir();
-    vector = store(tmp.db);
-  });
-
-  after(async () => {
-    await vector?.disconnect();
-    await tmp?.remove();
-  });
+  const fixture = freshStore();
 
   test("indexes: create (idempotent, per-index metric), list, describe, delete", async () => {
-    await vector.createIndex({ indexName: "lifecycle", dimension: DIM });
-    await vector.createIndex({ indexName: "lifecycle", dimension: DIM });
+    await fixture.vector.createIndex({ indexName: "lifecycle", dimension: DIM });
+    await fixture.vector.createIndex({ indexName: "lifecycle", dimension: DIM });
     for (const metric of ["cosine", "euclidean", "dotproduct"]) {
-      await vector.createIndex({ indexName: `m_${metric}`, dimension: 3, metric });
-      assert.deepEqual(await vector.describeIndex({ indexName: `m_${metric}` }), { dimension: 3, count: 0, metric });
+      await fixture.vector.createIndex({ indexName: `m_${metric}`, dimension: 3, metric });
+      assert.deepEqual(await fixture.vector.describeIndex({ indexName: `m_${metric}` }), { dimension: 3, count: 0, metric });
     }
-    assert.deepEqual((await vector.listIndexes()).sort(), ["lifecycle", "m_cosine", "m_dotproduct", "m_euclidean"]);
+    assert.deepEqual((await fixture.vector.listIndexes()).sort(), ["lifecycle", "m_cosine", "m_dotproduct", "m_euclidean"]);
     assert.match(
-      await rejection(vector.createIndex({ indexName: "lifecycle", dimension: 512 })),
+      await rejection(fixture.vector.createIndex({ indexName: "lifecycle", dimension: 512 })),
       /already exists with dimension 1536/,
     );
     for (const dimension of [-100, 0, 1.5]) {
-      const error = await vector.createIndex({ indexName: "lifecycle", dimension }).catch((e) => e);
+      const error = await fixture.vector.createIndex({ indexName: "lifecycle", dimension }).catch((e) => e);
       assert.ok(error instanceof MastraError, String(error));
       assert.match(error.message, /dimension must be a positive integer/);
       assert.equal(error.id, "MASTRA_VECTOR_STRIDE_CREATE_INDEX_INVALID_DIMENSION");
     }
-    await vector.deleteIndex({ indexName: "lifecycle" });
-    assert.ok(!(await vector.listIndexes()).includes("lifecycle"));
+    await fixture.vector.deleteIndex({ indexName: "lifecycle" });
+    assert.ok(!(await fixture.vector.listIndexes()).includes("lifecycle"));
     for (const call of [
-      () => vector.query({ indexName: "lifecycle", queryVector: unit(0, DIM) }),
-      () => vector.upsert({ indexName: "lifecycle", vectors: [unit(0, DIM)] }),
-      () => vector.describeIndex({ indexName: "lifecycle" }),
-      () => vector.deleteVectors({ indexName: "lifecycle", filter: { test: true } }),
+      () => fixture.vector.query({ indexName: "lifecycle", queryVector: unit(0, DIM) }),
+      () => fixture.vector.upsert({ indexName: "lifecycle", vectors: [unit(0, DIM)] }),
+      () => fixture.vector.describeIndex({ indexName: "lifecycle" }),
+      () => fixture.vector.deleteVectors({ indexName: "lifecycle", filter: { test: true } }),
     ]) {
       assert.match(await rejection(call()), /index "lifecycle" does not exist/);
     }
   });
 
   test("upsert: generated ids, caller ids kept exactly, a repeated id replaces, deleteFilter", async () => {
-    await vector.createIndex({ indexName: "rows", dimension: DIM });
-    const generated = await vector.upsert({ indexName: "rows", vectors: [vectorOf(1, DIM), vectorOf(2, DIM)] });
+    await fixture.vector.createIndex({ indexName: "rows", dimension: DIM });
+    const generated = await fixture.vector.upsert({ indexName: "rows", vectors: [vectorOf(1, DIM), vectorOf(2, DIM)] });
     assert.equal(generated.length, 2);
     assert.ok(generated.every((id) => /^[0-9a-f-]{36}$/.test(id)));
     const ids = ["1000", "5c56c793-69f3-4fbf-87e6-c4bf54c28c26", "urn:uuid:F9168C5E-CEB2-4faa-B6BF-329BF39FA1E4"];
-    const given = await vector.upsert({
+    const given = await fixture.vector.upsert({
       indexName: "rows",
       ids,
       vectors: ids.map((_, i) => vectorOf(3 + i, DIM)),
       metadata: ids.map((_, i) => ({ n: i, source_id: "doc.pdf" })),
     });
     assert.deepEqual(given, ids);
-    assert.equal((await vector.describeIndex({ indexName: "rows" })).count, 5);
-    await vector.upsert({ indexName: "rows", ids: ["1000"], vectors: [vectorOf(9, DIM)], metadata: [{ n: 9 }] });
-    assert.equal((await vector.describeIndex({ indexName: "rows" })).count, 5);
+    assert.equal((await fixture.vector.describeIndex({ indexName: "rows" })).count, 5);
+    await fixture.vector.upsert({ indexName: "rows", ids: ["1000"], vectors: [vectorOf(9, DIM)], metadata: [{ n: 9 }] });
+    assert.equal((await fixture.vector.describeIndex({ indexName: "rows" })).count, 5);
     // Re-index doc.pdf: its two remaining rows go, in the same transaction as the new one.
-    await vector.upsert({
+    await fixture.vector.upsert({
       indexName: "rows",
       ids: ["fresh"],
       vectors: [vectorOf(4, DIM)],
       metadata: [{ source_id: "doc.pdf", content: "new" }],
       deleteFilter: { source_id: "doc.pdf" },
     });
-    const docs = await vector.query({ indexName: "rows", queryVector: vectorOf(4, DIM), topK: 10, filter: { source_id: "doc.pdf" } });
+    const docs = await fixture.vector.query({ indexName: "rows", queryVector: vectorOf(4, DIM), topK: 10, filter: { source_id: "doc.pdf" } });
     assert.deepEqual(docs.map((d) => d.id), ["fresh"]);
-    assert.equal((await vector.describeIndex({ indexName: "rows" })).count, 4);
+    assert.equal((await fixture.vector.describeIndex({ indexName: "rows" })).count, 4);
   });
 
   test("upsert refuses what JSON would hide, by position", async () => {
@@ -97,67 +86,67 @@ describe("StrideVector: every method", () => {
       [{ vectors: [[1], [2]], ids: ["a", "b", "c"] }, /ids has 3 entries for 2 vectors/],
       [{ vectors: [new Array(512).fill(0.1)] }, /has 512 dimensions, the index has 1536/],
     ]) {
-      assert.match(await rejection(vector.upsert({ indexName: "rows", ...params })), pattern, JSON.stringify(params).slice(0, 80));
+      assert.match(await rejection(fixture.vector.upsert({ indexName: "rows", ...params })), pattern, JSON.stringify(params).slice(0, 80));
     }
   });
 
   test("query: topK, includeVector, scores best first, zero vectors, wrong widths", async () => {
-    await vector.createIndex({ indexName: "q", dimension: DIM });
-    const ids = await vector.upsert({
+    await fixture.vector.createIndex({ indexName: "q", dimension: DIM });
+    const ids = await fixture.vector.upsert({
       indexName: "q",
       vectors: [1, 2, 3, 4, 5].map((s) => vectorOf(s, DIM)),
       metadata: ["A", "A", "B", "B", "C"].map((category, i) => ({ category, value: i + 1 })),
     });
-    const hits = await vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 3 });
+    const hits = await fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 3 });
     assert.equal(hits.length, 3);
     assert.equal(hits[0].id, ids[0]);
     assert.ok(hits[0].score > 0.999);
     assert.ok(hits.every((h, i) => i === 0 || hits[i - 1].score >= h.score));
     assert.ok(hits.every((h) => h.vector === undefined && !("vector" in h)));
-    const withVectors = await vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 1000, includeVector: true });
+    const withVectors = await fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 1000, includeVector: true });
     assert.equal(withVectors.length, 5);
     assert.ok(withVectors.every((h) => h.vector.length === DIM));
-    assert.equal((await vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 5.5 })).length, 5);
+    assert.equal((await fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 5.5 })).length, 5);
     for (const topK of [0, -5]) {
-      assert.match(await rejection(vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK })), /topK must be a positive number/);
+      assert.match(await rejection(fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK })), /topK must be a positive number/);
     }
-    assert.match(await rejection(vector.query({ indexName: "q", queryVector: new Array(768).fill(0.1) })), /768 dimensions/);
-    assert.match(await rejection(vector.query({ indexName: "q" })), /queryVector \(or queryText\) is required/);
+    assert.match(await rejection(fixture.vector.query({ indexName: "q", queryVector: new Array(768).fill(0.1) })), /768 dimensions/);
+    assert.match(await rejection(fixture.vector.query({ indexName: "q" })), /queryVector \(or queryText\) is required/);
     // A zero vector is stored (Mastra's stores take it) and ranks last under cosine.
-    const [zero] = await vector.upsert({ indexName: "q", vectors: [new Array(DIM).fill(0)] });
-    const all = await vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 10 });
+    const [zero] = await fixture.vector.upsert({ indexName: "q", vectors: [new Array(DIM).fill(0)] });
+    const all = await fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), topK: 10 });
     assert.equal(all.at(-1).id, zero);
     assert.equal(all.at(-1).score, -1);
-    assert.deepEqual(await vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), filter: { category: "none" } }), []);
+    assert.deepEqual(await fixture.vector.query({ indexName: "q", queryVector: vectorOf(1, DIM), filter: { category: "none" } }), []);
   });
 
   test("updateVector by id and by filter: metadata replaced, the rest kept; Mastra's messages", async () => {
-    await vector.createIndex({ indexName: "u", dimension: DIM });
-    const [one] = await vector.upsert({ indexName: "u", vectors: [vectorOf(42, DIM)], metadata: [{ name: "original", count: 1 }] });
-    await vector.updateVector({ indexName: "u", id: one, update: { metadata: { name: "updated", count: 2 } } });
-    let [hit] = await vector.query({ indexName: "u", queryVector: vectorOf(42, DIM), topK: 1 });
+    await fixture.vector.createIndex({ indexName: "u", dimension: DIM });
+    const [one] = await fixture.vector.upsert({ indexName: "u", vectors: [vectorOf(42, DIM)], metadata: [{ name: "original", count: 1 }] });
+    await fixture.vector.updateVector({ indexName: "u", id: one, update: { metadata: { name: "updated", count: 2 } } });
+    let [hit] = await fixture.vector.query({ indexName: "u", queryVector: vectorOf(42, DIM), topK: 1 });
     assert.deepEqual(hit.metadata, { name: "updated", count: 2 });
     assert.ok(hit.score > 0.99);
-    await vector.updateVector({ indexName: "u", id: one, update: { vector: vectorOf(100, DIM) } });
-    [hit] = await vector.query({ indexName: "u", queryVector: vectorOf(100, DIM), topK: 1 });
+    await fixture.vector.updateVector({ indexName: "u", id: one, update: { vector: vectorOf(100, DIM) } });
+    [hit] = await fixture.vector.query({ indexName: "u", queryVector: vectorOf(100, DIM), topK: 1 });
     assert.deepEqual(hit.metadata, { name: "updated", count: 2 });
     assert.ok(hit.score > 0.9999);
 
-    await vector.upsert({
+    await fixture.vector.upsert({
       indexName: "u",
       vectors: [1, 2, 3, 4].map((s) => vectorOf(s, DIM)),
       metadata: ["user_1", "user_1", "user_2", "user_2"].map((userId) => ({ userId, status: "active" })),
     });
-    await vector.updateVector({ indexName: "u", filter: { userId: "user_1" }, update: { metadata: { userId: "user_1", status: "archived" } } });
-    const rows = await vector.query({ indexName: "u", queryVector: vectorOf(2, DIM), topK: 10, filter: { userId: { $exists: true } } });
+    await fixture.vector.updateVector({ indexName: "u", filter: { userId: "user_1" }, update: { metadata: { userId: "user_1", status: "archived" } } });
+    const rows = await fixture.vector.query({ indexName: "u", queryVector: vectorOf(2, DIM), topK: 10, filter: { userId: { $exists: true } } });
     const statuses = rows.map((r) => `${r.metadata.userId}:${r.metadata.status}`).sort();
     assert.deepEqual(statuses, ["user_1:archived", "user_1:archived", "user_2:active", "user_2:active"]);
-    await vector.updateVector({ indexName: "u", filter: { userId: "nobody" }, update: { metadata: { x: 1 } } });
+    await fixture.vector.updateVector({ indexName: "u", filter: { userId: "nobody" }, update: { metadata: { x: 1 } } });
     // Opt-in merge: Stride's "mark this advice helpful" keeps the advice's text.
     // (`client`: reuse the connection the first store opened; its field is private to TS only.)
-    const merging = new StrideVector({ id: "merging", client: vector.client, metadataUpdate: "merge" });
+    const merging = new StrideVector({ id: "merging", client: fixture.vector.client, metadataUpdate: "merge" });
     await merging.updateVector({ indexName: "u", id: one, update: { metadata: { outcome: "helpful" } } });
-    [hit] = await vector.query({ indexName: "u", queryVector: vectorOf(100, DIM), topK: 1 });
+    [hit] = await fixture.vector.query({ indexName: "u", queryVector: vectorOf(100, DIM), topK: 1 });
     assert.deepEqual(hit.metadata, { name: "updated", count: 2, outcome: "helpful" });
 
     for (const [params, pattern] of [
@@ -168,21 +157,21 @@ describe("StrideVector: every method", () => {
       [{ id: "missing", update: { metadata: { a: 1 } } }, /no vector with id "missing"/],
       [{ id: one, update: { vector: [1, 2] } }, /2 dimensions, the index has 1536/],
     ]) {
-      assert.match(await rejection(vector.updateVector({ indexName: "u", ...params })), pattern, JSON.stringify(params));
+      assert.match(await rejection(fixture.vector.updateVector({ indexName: "u", ...params })), pattern, JSON.stringify(params));
     }
   });
 
   test("deleteVector and deleteVectors by ids or filter; Mastra's messages", async () => {
-    await vector.createIndex({ indexName: "d", dimension: DIM });
-    const ids = await vector.upsert({
+    await fixture.vector.createIndex({ indexName: "d", dimension: DIM });
+    const ids = await fixture.vector.upsert({
       indexName: "d",
       vectors: [1, 2, 3, 4, 5].map((s) => vectorOf(s, DIM)),
       metadata: ["A", "B", "C", "D", "E"].map((category) => ({ category })),
     });
-    await vector.deleteVector({ indexName: "d", id: ids[0] });
-    await vector.deleteVectors({ indexName: "d", ids: [ids[1], "nonexistent"] });
-    await vector.deleteVectors({ indexName: "d", filter: { category: { $in: ["D"] } } });
-    const left = await vector.query({ indexName: "d", queryVector: vectorOf(1, DIM), topK: 10 });
+    await fixture.vector.deleteVector({ indexName: "d", id: ids[0] });
+    await fixture.vector.deleteVectors({ indexName: "d", ids: [ids[1], "nonexistent"] });
+    await fixture.vector.deleteVectors({ indexName: "d", filter: { category: { $in: ["D"] } } });
+    const left = await fixture.vector.query({ indexName: "d", queryVector: vectorOf(1, DIM), topK: 10 });
     assert.deepEqual(left.map((r) => r.metadata.category).sort(), ["C", "E"]);
     for (const [params, pattern] of [
       [{ ids: ["a"], filter: { a: 1 } }, /mutually exclusive/],
@@ -190,43 +179,43 @@ describe("StrideVector: every method", () => {
       [{ ids: [] }, /empty ids array/],
       [{ filter: {} }, /empty filter/],
     ]) {
-      assert.match(await rejection(vector.deleteVectors({ indexName: "d", ...params })), pattern, JSON.stringify(params));
+      assert.match(await rejection(fixture.vector.deleteVectors({ indexName: "d", ...params })), pattern, JSON.stringify(params));
     }
   });
 
   test("a load bigger than one 16 MiB message is sent in parts", async () => {
-    await vector.createIndex({ indexName: "huge", dimension: DIM });
+    await fixture.vector.createIndex({ indexName: "huge", dimension: DIM });
     // 700 x 1536 full-precision numbers: about 20 MiB of JSON.
     let x = 1;
     const vectors = Array.from({ length: 700 }, () =>
       Array.from({ length: DIM }, () => ((x = (x * 48271) % 2147483647) / 2147483647) - 0.5),
     );
-    const ids = await vector.upsert({ indexName: "huge", vectors });
+    const ids = await fixture.vector.upsert({ indexName: "huge", vectors });
     assert.equal(ids.length, 700);
-    assert.equal((await vector.describeIndex({ indexName: "huge" })).count, 700);
-    const [hit] = await vector.query({ indexName: "huge", queryVector: vectors[699], topK: 1 });
+    assert.equal((await fixture.vector.describeIndex({ indexName: "huge" })).count, 700);
+    const [hit] = await fixture.vector.query({ indexName: "huge", queryVector: vectors[699], topK: 1 });
     assert.equal(hit.id, ids[699]);
-    await vector.deleteIndex({ indexName: "huge" });
+    await fixture.vector.deleteIndex({ indexName: "huge" });
   });
 
   test("1000 vectors in one call, then 10 concurrent upserts and queries: nothing lost", async () => {
-    await vector.createIndex({ indexName: "big", dimension: DIM });
-    const ids = await vector.upsert({
+    await fixture.vector.createIndex({ indexName: "big", dimension: DIM });
+    const ids = await fixture.vector.upsert({
       indexName: "big",
       vectors: Array.from({ length: 1000 }, (_, i) => vectorOf(i, DIM)),
       metadata: Array.from({ length: 1000 }, (_, i) => ({ batch: "large", index: i })),
     });
     assert.equal(new Set(ids).size, 1000);
-    assert.equal((await vector.describeIndex({ indexName: "big" })).count, 1000);
-    await vector.deleteVectors({ indexName: "big", filter: { batch: "large", index: { $lt: 500 } } });
-    assert.equal((await vector.describeIndex({ indexName: "big" })).count, 500);
+    assert.equal((await fixture.vector.describeIndex({ indexName: "big" })).count, 1000);
+    await fixture.vector.deleteVectors({ indexName: "big", filter: { batch: "large", index: { $lt: 500 } } });
+    assert.equal((await fixture.vector.describeIndex({ indexName: "big" })).count, 500);
     const results = await Promise.all([
-      ...Array.from({ length: 10 }, (_, i) => vector.upsert({ indexName: "big", vectors: [vectorOf(i * 100, DIM)], metadata: [{ concurrent: true }] })),
-      ...Array.from({ length: 10 }, () => vector.query({ indexName: "big", queryVector: vectorOf(7, DIM), topK: 5 })),
+      ...Array.from({ length: 10 }, (_, i) => fixture.vector.upsert({ indexName: "big", vectors: [vectorOf(i * 100, DIM)], metadata: [{ concurrent: true }] })),
+      ...Array.from({ length: 10 }, () => fixture.vector.query({ indexName: "big", queryVector: vectorOf(7, DIM), topK: 5 })),
     ]);
     assert.ok(results.slice(0, 10).every((r) => r.length === 1));
     assert.ok(results.slice(10).every((r) => r.length === 5));
-    assert.equal((await vector.describeIndex({ indexName: "big" })).count, 510);
+    assert.equal((await fixture.vector.describeIndex({ indexName: "big" })).count, 510);
   });
 });
 

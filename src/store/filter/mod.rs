@@ -194,7 +194,7 @@ impl Filter {
 
     /// The path a condition is about, when it is unknown on a missing or null field (see the
     /// module doc); `None` for the conditions that are never unknown, and for `And`/`Or`/`Not`.
-    fn unknown_unless_known(&self) -> Option<&Path> {
+    fn unknown_when_missing(&self) -> Option<&Path> {
         match self {
             Filter::Any(_, Candidate::Null | Candidate::OneOf { null: true, .. }) => None,
             Filter::Any(path, _)
@@ -222,7 +222,7 @@ fn lower(filter: Filter, truth: bool) -> Filter {
         ),
         Filter::Not(inner) => lower(*inner, !truth),
         condition if truth => condition,
-        condition => match condition.unknown_unless_known().cloned() {
+        condition => match condition.unknown_when_missing().cloned() {
             Some(path) => Filter::And(vec![Filter::NotNull(path), not(condition)]),
             None => not(condition),
         },
