@@ -6,12 +6,15 @@ built before the clock starts. Used for the upsert profiles in BENCHMARKS.md.
 Prints the server's PID first (for `perf record -p`), waits 3 s, then sends CALLS upserts
 of 500 x 384 vectors with metadata into a fresh file, at most IN_FLIGHT unanswered at once.
 """
-import argparse, json, os, random, subprocess, tempfile, threading, time
+import argparse, json, os, random, struct, subprocess, tempfile, threading, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("binary", nargs="?", default=os.path.expanduser("~/.cache/stride-vectors/target/release/stride-vectors"))
 ap.add_argument("--calls", type=int, default=40)
 ap.add_argument("--in-flight", type=int, default=1)
+ap.add_argument("--full-precision", action="store_true",
+                help="send each number as the shortest text of an f32 widened to f64 (17 digits, as"
+                     " JavaScript prints a Float32Array's values), not rounded to 7 decimals")
 args = ap.parse_args()
 
 db = os.path.join(tempfile.mkdtemp(prefix="upsert-client-"), "x.duckdb")
@@ -22,9 +25,12 @@ json.loads(p.stdout.readline())
 send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
 random.seed(1)
+def number():
+    x = random.uniform(-1, 1)
+    return struct.unpack("f", struct.pack("f", x))[0] if args.full_precision else round(x, 7)
 lines = []
 for b in range(args.calls):
-    rows = [{"id": f"v{b * 500 + i}", "vector": [round(random.uniform(-1, 1), 7) for _ in range(384)],
+    rows = [{"id": f"v{b * 500 + i}", "vector": [number() for _ in range(384)],
              "metadata": {"group": i % 10, "userId": f"u{i % 100}"}} for i in range(500)]
     lines.append((json.dumps({"jsonrpc": "2.0", "id": b + 1, "method": "tools/call", "params": {
         "name": "upsert", "arguments": {"index": "bench", "create_index": {"dimension": 384}, "vectors": rows}}}) + "\n").encode())

@@ -9,6 +9,7 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A child server and the MCP session to it.
 pub struct ChildServer {
@@ -76,6 +77,95 @@ impl ChildServer {
     pub async fn kill(mut self) -> Result<()> {
         self.child.start_kill()?;
         self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// This binary on stdio, spoken to in request lines the caller built beforehand: a client
+/// that costs nothing while a benchmark's clock runs, so the time measured is the server's.
+/// One request at a time: the answer is the next message with an id.
+pub struct LineClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: BufReader<tokio::process::ChildStdout>,
+    line: String,
+}
+
+impl LineClient {
+    /// Start this binary on `db` and do the MCP handshake.
+    pub async fn start(db: &Path, extra: &[&str]) -> Result<LineClient> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("--db")
+            .arg(db)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the server")?;
+        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+            bail!("the server's stdio was not captured");
+        };
+        let mut client = LineClient {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            line: String::new(),
+        };
+        let hello = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "stride-vectors-bench", "version": env!("CARGO_PKG_VERSION")}}});
+        client.request(format!("{hello}\n").as_bytes()).await?;
+        client
+            .stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .await?;
+        Ok(client)
+    }
+
+    /// Send one request line (ending in a newline) and return the answer's `result`; a
+    /// JSON-RPC error or a tool error is an `Err`.
+    pub async fn request(&mut self, line: &[u8]) -> Result<Value> {
+        self.stdin.write_all(line).await?;
+        self.stdin.flush().await?;
+        let mut answer = loop {
+            self.line.clear();
+            if self.stdout.read_line(&mut self.line).await? == 0 {
+                bail!("the server closed its stdout");
+            }
+            let message: Value = serde_json::from_str(&self.line).context("the server's answer")?;
+            if message.get("id").is_some() {
+                break message; // Anything else is a notification.
+            }
+        };
+        if let Some(error) = answer.get("error") {
+            bail!("JSON-RPC error: {error}");
+        }
+        let result = answer["result"].take();
+        if result["isError"] == true {
+            bail!("tool error: {}", result["content"]);
+        }
+        Ok(result)
+    }
+
+    /// The line of a `tools/call` request.
+    pub fn call_line(id: u64, tool: &str, args: &Value) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}}))
+        .expect("a JSON value serialises");
+        line.push(b'\n');
+        line
+    }
+
+    /// Close stdin and wait for a clean exit.
+    pub async fn stop(mut self) -> Result<()> {
+        drop(self.stdin);
+        let status = self.child.wait().await?;
+        if !status.success() {
+            bail!("the server exited with {status}");
+        }
         Ok(())
     }
 }

@@ -340,6 +340,17 @@ fn open_connection(path: &Path, threads: u32, memory_mb: u32) -> anyhow::Result<
     if memory_mb > 0 {
         config = config.max_memory(&format!("{memory_mb}MiB"))?;
     }
-    Connection::open_with_flags(path, config)
-        .with_context(|| format!("opening DuckDB database {}", path.display()))
+    let conn = Connection::open_with_flags(path, config)
+        .with_context(|| format!("opening DuckDB database {}", path.display()))?;
+    conn.execute_batch(STORE_FLOATS_PLAIN)
+        .context("turning off DuckDB's float compression")?;
+    Ok(conn)
 }
+
+/// Store the floats of new row groups as they are. DuckDB's float codecs (ALP, ALP-RD, and
+/// the older Chimp and Patas) find nothing to squeeze in embedding vectors: measured with
+/// DuckDB 1.5.2 on 100,000 x 384 (BENCHMARKS.md, run 8), the file was larger with them
+/// (333 vs 269 MiB) and a full scan four times slower (300 vs 73 ms), which is what the
+/// DuckDB engine's search is. Row groups written before keep their codec; any DuckDB reads
+/// both, so Mastra still reads our file. A setting of this process, not of the file.
+const STORE_FLOATS_PLAIN: &str = "SET GLOBAL disabled_compression_methods = 'alp,alprd,chimp,patas'";
