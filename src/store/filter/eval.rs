@@ -94,6 +94,7 @@ mod differential {
     use serde_json::{json, Map, Value};
 
     use super::super::compile;
+    use super::super::pg::PgParam;
     use crate::store::columns::{self, Columns};
     use crate::store::metadata::Metadata;
 
@@ -394,26 +395,154 @@ mod differential {
         }
     }
 
-    #[test]
-    fn memory_and_sql_agree_on_random_filters() {
-        let seed = std::env::var("FILTER_SEED")
+    /// 300 stored metadata texts: no metadata, JSON null, an array and a string (written by
+    /// someone else), then random objects.
+    fn dataset(rng: &mut StdRng) -> Vec<Option<String>> {
+        (0..300)
+            .map(|i| match i {
+                0 => None,
+                1 => Some("null".into()),
+                2 => Some("[1, \"x\"]".into()),
+                3 => Some("\"x\"".into()),
+                _ => Some(object(rng, 0).to_string()),
+            })
+            .collect()
+    }
+
+    fn seed() -> u64 {
+        std::env::var("FILTER_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(20261123u64);
+            .unwrap_or(20261123u64)
+    }
+
+    /// The same random filters, compiled for PostgreSQL ([`super::super::pg`]) and run
+    /// against a real PostgreSQL, must select the same rows as the row evaluator, which the
+    /// test below holds equal to DuckDB and to the three-valued model.
+    ///
+    /// `scripts/test` starts a throwaway cluster (`scripts/postgres`) and sets
+    /// `STRIDE_VECTORS_TEST_POSTGRES` (a libpq connection string) and
+    /// `STRIDE_VECTORS_TEST_PSQL` (its `psql`). Each query is sent with `\bind`, so the
+    /// values travel as bound parameters of the extended protocol, as a driver sends them.
+    /// Without the variables the test says so and passes, unless
+    /// `STRIDE_VECTORS_REQUIRE_POSTGRES=1` (set by `scripts/test`) makes that a failure.
+    #[test]
+    fn postgres_agrees_on_random_filters() {
+        let (Ok(url), Ok(psql)) = (
+            std::env::var("STRIDE_VECTORS_TEST_POSTGRES"),
+            std::env::var("STRIDE_VECTORS_TEST_PSQL"),
+        ) else {
+            assert!(
+                std::env::var("STRIDE_VECTORS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "STRIDE_VECTORS_TEST_POSTGRES or STRIDE_VECTORS_TEST_PSQL is not set, and STRIDE_VECTORS_REQUIRE_POSTGRES=1"
+            );
+            eprintln!(
+                "postgres_agrees_on_random_filters: no test PostgreSQL (scripts/test starts one); not run"
+            );
+            return;
+        };
+        let seed = seed();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut script =
+            String::from("\\set ON_ERROR_STOP 1\nCREATE TEMP TABLE t (i int4, metadata jsonb);\n");
+        let mut rows = Vec::new();
+        for (i, stored) in dataset(&mut rng).into_iter().enumerate() {
+            match &stored {
+                None => script += &format!("INSERT INTO t VALUES ({i}, NULL);\n"),
+                Some(text) => {
+                    script += &format!(
+                        "INSERT INTO t VALUES ($1::int4, $2::text::jsonb) \\bind {i} {} \\g\n",
+                        psql_arg(text)
+                    )
+                }
+            }
+            rows.push(Metadata::parse(stored.as_deref()).unwrap());
+        }
+        let mut cases = Vec::new();
+        for _ in 0..1500 {
+            let raw = filter(&mut rng, 0);
+            let Ok(compiled) = compile(&raw) else { continue };
+            let tree = compiled.in_memory().expect("no $regex is generated").clone();
+            let (sql, params) = super::super::pg::compile(&tree, "metadata", 1);
+            assert!(!sql.contains('\n'), "one line per query: {sql}");
+            let args: Vec<String> = params.iter().map(pg_param_arg).collect();
+            script += &format!(
+                "SELECT coalesce(string_agg(i::text, ',' ORDER BY i), '') FROM t WHERE {sql} \\bind {} \\g\n",
+                args.join(" ")
+            );
+            cases.push((raw, tree, sql));
+        }
+        assert!(cases.len() > 1000, "only {} filters compiled", cases.len());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("filters.sql");
+        std::fs::write(&file, &script).unwrap();
+        let out = std::process::Command::new(&psql)
+            .args(["-X", "-A", "-t", "-q", "-d", &url, "-f"])
+            .arg(&file)
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(answers.len(), cases.len(), "one answer per query");
+        for (round, ((raw, tree, sql), answer)) in cases.iter().zip(answers).enumerate() {
+            let from_pg: Vec<usize> = answer
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect();
+            let in_memory: Vec<usize> = (0..rows.len()).filter(|i| tree.matches(&rows[*i])).collect();
+            if from_pg != in_memory {
+                let only_pg: Vec<_> = from_pg.iter().filter(|i| !in_memory.contains(i)).collect();
+                let only_memory: Vec<_> = in_memory.iter().filter(|i| !from_pg.contains(i)).collect();
+                let example = only_pg
+                    .first()
+                    .or(only_memory.first())
+                    .map(|i| rows[**i].to_value());
+                panic!(
+                    "seed {seed}, filter {round}: {raw} differs; only PostgreSQL {only_pg:?}, only memory {only_memory:?}; e.g. {example:?}\nSQL {sql}"
+                );
+            }
+        }
+    }
+
+    /// One argument of a psql backslash command: single-quoted, with psql's escapes.
+    fn psql_arg(text: &str) -> String {
+        format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    }
+
+    /// A parameter as the text PostgreSQL reads for the type its placeholder casts to.
+    fn pg_param_arg(param: &PgParam) -> String {
+        psql_arg(&match param {
+            PgParam::Text(t) => t.clone(),
+            PgParam::Number(n) => format!("{n:?}"),
+            PgParam::Bool(b) => b.to_string(),
+            PgParam::Int(n) => n.to_string(),
+            // Segments are letters, digits, `_` and `-`: quoted, they need no escape.
+            PgParam::Path(segments) => format!(
+                "{{{}}}",
+                segments
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        })
+    }
+
+    #[test]
+    fn memory_and_sql_agree_on_random_filters() {
+        let seed = seed();
         let mut rng = StdRng::seed_from_u64(seed);
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (i INTEGER, metadata JSON)")
             .unwrap();
         let mut rows = Vec::new();
         let mut stored_values = Vec::new();
-        for i in 0..300 {
-            let stored: Option<String> = match i {
-                0 => None,
-                1 => Some("null".into()),
-                2 => Some("[1, \"x\"]".into()),
-                3 => Some("\"x\"".into()),
-                _ => Some(object(&mut rng, 0).to_string()),
-            };
+        for (i, stored) in dataset(&mut rng).into_iter().enumerate() {
             conn.execute("INSERT INTO t VALUES (?, ?)", params![i, stored])
                 .unwrap();
             rows.push(Metadata::parse(stored.as_deref()).unwrap());

@@ -46,6 +46,7 @@
 //! Every condition is TRUE or FALSE, never NULL, so `NOT` means "does not match".
 
 pub mod eval;
+pub mod pg;
 mod sql;
 
 use std::fmt;
