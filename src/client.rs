@@ -20,18 +20,7 @@ pub struct ChildServer {
 impl ChildServer {
     /// Start this binary on `db` with `extra` flags; its logs go to our stderr.
     pub async fn start(db: &Path, extra: &[&str]) -> Result<ChildServer> {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("--db")
-            .arg(db)
-            .args(extra)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("starting the server")?;
-        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-            bail!("the server's stdio was not captured");
-        };
+        let (child, stdin, stdout) = spawn(db, extra)?;
         let client = ().serve((stdout, stdin)).await.context("MCP handshake")?;
         Ok(ChildServer { client, child })
     }
@@ -81,6 +70,32 @@ impl ChildServer {
     }
 }
 
+/// Start this binary on `db` with `extra` flags, its stdin and stdout piped to us (its logs
+/// go to our stderr); it is killed if dropped.
+fn spawn(
+    db: &Path,
+    extra: &[&str],
+) -> Result<(
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::process::ChildStdout,
+)> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--db")
+        .arg(db)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server")?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("the server's stdio was not captured");
+    };
+    Ok((child, stdin, stdout))
+}
+
 /// This binary on stdio, spoken to in request lines the caller built beforehand: a client
 /// that costs nothing while a benchmark's clock runs, so the time measured is the server's.
 /// One request at a time: the answer is the next message with an id.
@@ -94,19 +109,7 @@ pub struct LineClient {
 impl LineClient {
     /// Start this binary on `db` and do the MCP handshake.
     pub async fn start(db: &Path, extra: &[&str]) -> Result<LineClient> {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        let mut child = tokio::process::Command::new(exe)
-            .arg("--db")
-            .arg(db)
-            .args(extra)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the server")?;
-        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-            bail!("the server's stdio was not captured");
-        };
+        let (child, stdin, stdout) = spawn(db, extra)?;
         let mut client = LineClient {
             child,
             stdin,

@@ -212,6 +212,15 @@ const rowKey = (row) => canon({ v: row.v, md: row.md });
 // ---------------------------------------------------------------------------------------
 // Readable descriptions for the op log
 
+/** The change an update carries, by id or by filter: vector, metadata and how to apply it. */
+function patchArgs(op) {
+  return {
+    ...(op.vector ? { vector: op.vector } : {}),
+    ...(op.metadata !== undefined ? { metadata: op.metadata } : {}),
+    ...(op.mode === "replace" ? { metadata_mode: "replace" } : {}),
+  };
+}
+
 function fmtVector(v) {
   const text = TEXTS.findIndex((t) => canon(fakeVector(t)) === canon(v));
   if (text >= 0) return `vec(T${text})`;
@@ -1219,9 +1228,7 @@ export class Sequence {
           {
             index: op.index,
             id: op.id,
-            ...(op.vector ? { vector: op.vector } : {}),
-            ...(op.metadata !== undefined ? { metadata: op.metadata } : {}),
-            ...(op.mode === "replace" ? { metadata_mode: "replace" } : {}),
+            ...patchArgs(op),
           },
         ];
       case "delete":
@@ -1235,9 +1242,7 @@ export class Sequence {
           {
             index: op.index,
             filter: op.filter,
-            ...(op.vector ? { vector: op.vector } : {}),
-            ...(op.metadata !== undefined ? { metadata: op.metadata } : {}),
-            ...(op.mode === "replace" ? { metadata_mode: "replace" } : {}),
+            ...patchArgs(op),
           },
         ];
       case "upsert_delete_filter":

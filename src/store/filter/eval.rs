@@ -495,18 +495,35 @@ mod differential {
                 .map(|s| s.parse().unwrap())
                 .collect();
             let in_memory: Vec<usize> = (0..rows.len()).filter(|i| tree.matches(&rows[*i])).collect();
-            if from_pg != in_memory {
-                let only_pg: Vec<_> = from_pg.iter().filter(|i| !in_memory.contains(i)).collect();
-                let only_memory: Vec<_> = in_memory.iter().filter(|i| !from_pg.contains(i)).collect();
-                let example = only_pg
-                    .first()
-                    .or(only_memory.first())
-                    .map(|i| rows[**i].to_value());
-                panic!(
-                    "seed {seed}, filter {round}: {raw} differs; only PostgreSQL {only_pg:?}, only memory {only_memory:?}; e.g. {example:?}\nSQL {sql}"
-                );
-            }
+            assert_same_rows(
+                "PostgreSQL",
+                &from_pg,
+                &in_memory,
+                &rows,
+                format_args!("seed {seed}, filter {round}: {raw}; SQL {sql}"),
+            );
         }
+    }
+
+    /// Panic, naming the rows only one side selected and showing one of them, unless
+    /// `engine` selected the same rows as the row evaluator.
+    fn assert_same_rows(
+        engine: &str,
+        selected: &[usize],
+        in_memory: &[usize],
+        rows: &[Metadata],
+        case: std::fmt::Arguments,
+    ) {
+        if selected == in_memory {
+            return;
+        }
+        let only_engine: Vec<_> = selected.iter().filter(|i| !in_memory.contains(i)).collect();
+        let only_memory: Vec<_> = in_memory.iter().filter(|i| !selected.contains(i)).collect();
+        let example = only_engine
+            .first()
+            .or(only_memory.first())
+            .map(|i| rows[**i].to_value());
+        panic!("{case}: rows differ; only {engine} {only_engine:?}, only memory {only_memory:?}; e.g. {example:?}");
     }
 
     /// One argument of a psql backslash command: single-quoted, with psql's escapes.
@@ -585,17 +602,13 @@ mod differential {
                 by_columns, in_memory,
                 "seed {seed}, round {round}: filter {raw}: columns differ from rows"
             );
-            if from_sql != in_memory {
-                let only_sql: Vec<_> = from_sql.iter().filter(|i| !in_memory.contains(i)).collect();
-                let only_memory: Vec<_> = in_memory.iter().filter(|i| !from_sql.contains(i)).collect();
-                let example = only_sql
-                    .first()
-                    .or(only_memory.first())
-                    .map(|i| rows[**i].to_value());
-                panic!(
-                    "seed {seed}, round {round}: filter {raw} differs; only SQL {only_sql:?}, only memory {only_memory:?}; e.g. {example:?}"
-                );
-            }
+            assert_same_rows(
+                "DuckDB",
+                &from_sql,
+                &in_memory,
+                &rows,
+                format_args!("seed {seed}, round {round}: filter {raw}"),
+            );
             compared += 1;
             let text = raw.to_string();
             elem_matches += usize::from(text.contains("$elemMatch") && !by_model.is_empty());

@@ -114,6 +114,19 @@ pub enum Cmp {
     Lte,
 }
 
+impl Cmp {
+    /// The SQL operator, the same in DuckDB and PostgreSQL.
+    fn sql(self) -> &'static str {
+        match self {
+            Cmp::Eq => "=",
+            Cmp::Gt => ">",
+            Cmp::Gte => ">=",
+            Cmp::Lt => "<",
+            Cmp::Lte => "<=",
+        }
+    }
+}
+
 /// A validated field path: dot-separated segments, each `^[A-Za-z_][A-Za-z0-9_-]*$`. No
 /// segments: the value itself (an array element, inside `$elemMatch`).
 #[derive(Debug, Clone, PartialEq)]

@@ -46,7 +46,7 @@ pub fn compile(filter: &Filter, column: &str, first: usize) -> (String, Vec<PgPa
 struct Compiler {
     params: Vec<PgParam>,
     first: usize,
-    /// Element aliases made so far (`$elemMatch` and array candidates), for unique names.
+    /// Element aliases made so far ([`Compiler::some_element`]), for unique names.
     lambdas: usize,
 }
 
@@ -62,11 +62,6 @@ impl Compiler {
         };
         self.params.push(param);
         format!("${}::{cast}", self.first + self.params.len() - 1)
-    }
-
-    fn alias(&mut self) -> String {
-        self.lambdas += 1;
-        format!("filter_elem_{}", self.lambdas)
     }
 
     /// The JSONB value at `path` under `root` (SQL NULL when missing; `root` itself for
@@ -90,13 +85,8 @@ impl Compiler {
             Filter::Any(path, test) => {
                 let value = self.value(root, path);
                 let direct = self.candidate(test, &value);
-                let elem = self.alias();
-                let each = self.candidate(test, &elem);
-                format!(
-                    "({direct} OR (CASE WHEN jsonb_typeof({value}) = 'array' THEN EXISTS \
-                     (SELECT 1 FROM jsonb_array_elements({value}) AS {elem}_t({elem}) WHERE {each}) \
-                     ELSE FALSE END))"
-                )
+                let each = self.some_element(&value, |c, elem| c.candidate(test, elem));
+                format!("({direct} OR {each})")
             }
             Filter::Exists(path) => format!("({} IS NOT NULL)", self.value(root, path)),
             Filter::Substring(path, needle) => {
@@ -120,15 +110,22 @@ impl Compiler {
             }
             Filter::ElemMatch(path, inner) => {
                 let value = self.value(root, path);
-                let elem = self.alias();
-                let test = self.filter(inner, &elem);
-                format!(
-                    "(CASE WHEN jsonb_typeof({value}) = 'array' THEN EXISTS \
-                     (SELECT 1 FROM jsonb_array_elements({value}) AS {elem}_t({elem}) WHERE {test}) \
-                     ELSE FALSE END)"
-                )
+                self.some_element(&value, |c, elem| c.filter(inner, elem))
             }
         }
+    }
+
+    /// TRUE when `value` is an array with an element for which `test` (written over the
+    /// element's alias) is TRUE; FALSE otherwise.
+    fn some_element(&mut self, value: &str, test: impl FnOnce(&mut Self, &str) -> String) -> String {
+        self.lambdas += 1;
+        let elem = format!("filter_elem_{}", self.lambdas);
+        let test = test(self, &elem);
+        format!(
+            "(CASE WHEN jsonb_typeof({value}) = 'array' THEN EXISTS \
+             (SELECT 1 FROM jsonb_array_elements({value}) AS {elem}_t({elem}) WHERE {test}) \
+             ELSE FALSE END)"
+        )
     }
 
     fn join(&mut self, parts: &[Filter], root: &str, op: &str, empty: &str) -> String {
@@ -164,13 +161,7 @@ impl Compiler {
 
     /// `x <cmp> operand` when `x` is of the operand's JSON type; FALSE otherwise.
     fn compare(&mut self, x: &str, operand: &Operand, cmp: Cmp) -> String {
-        let op = match cmp {
-            Cmp::Eq => "=",
-            Cmp::Gt => ">",
-            Cmp::Gte => ">=",
-            Cmp::Lt => "<",
-            Cmp::Lte => "<=",
-        };
+        let op = cmp.sql();
         let (kind, read, param) = match operand {
             Operand::Text(t) => (
                 "string",

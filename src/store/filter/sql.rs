@@ -217,13 +217,7 @@ fn param(value: &Operand) -> FilterParam {
 
 /// `ELEM <cmp> value`, typed.
 fn compare(value: &Operand, cmp: Cmp) -> Sql {
-    let op = match cmp {
-        Cmp::Eq => "=",
-        Cmp::Gt => ">",
-        Cmp::Gte => ">=",
-        Cmp::Lt => "<",
-        Cmp::Lte => "<=",
-    };
+    let op = cmp.sql();
     let (is_kind, read) = typed(value);
     Sql::raw(&format!("({is_kind} AND {read} {op} "))
         .bind(param(value))
