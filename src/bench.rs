@@ -31,11 +31,14 @@ pub struct BenchConfig {
     pub mastra_upsert_load_max: usize,
     /// Scenarios to run (see [`SCENARIOS`]); empty: all of them.
     pub only: Vec<String>,
+    /// A PostgreSQL + pgvector database for the `postgres` scenario (it creates and drops
+    /// schemas named `bench_*` there).
+    pub postgres: Option<String>,
 }
 
 /// Every scenario, by the name `--only` takes.
 pub const SCENARIOS: &[&str] = &[
-    "relay", "upsert", "same-id", "search", "mixed", "embedder", "mastra",
+    "relay", "upsert", "same-id", "search", "mixed", "embedder", "mastra", "postgres",
 ];
 
 impl BenchConfig {
@@ -277,6 +280,139 @@ async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> R
         }
     }
     Ok(())
+}
+
+/// The PostgreSQL back-end on the same data as `search`: upsert rate with one process and
+/// with three writing at once, exact search, and HNSW search with its recall@10 against
+/// the exact answer (computed here, in f64).
+async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mut Vec<Row>) -> Result<()> {
+    for &dim in &cfg.dims {
+        for &size in &cfg.sizes {
+            let schema = format!("bench_{dim}_{size}");
+            let flags = ["--database", url, "--pg-schema", schema.as_str()];
+            let db = dir.join(format!("pg-{dim}-{size}.duckdb"));
+            let server = ChildServer::start(&db, &flags).await?;
+            let _ = server.call("delete_index", json!({"index": "bench"})).await?;
+            let data = vectors(7, size, dim);
+            let t = Instant::now();
+            load(&server, "bench", &data, 500).await?;
+            rows.push(row(
+                format!("PostgreSQL: load {size} x {dim} through MCP upsert, batches of 500, 1 process"),
+                format!("{:.0} vectors/s", size as f64 / t.elapsed().as_secs_f64()),
+            ));
+            let queries = vectors(99, 50, dim);
+            engine_latencies(
+                &server,
+                cfg,
+                size,
+                dim,
+                &queries,
+                "postgres",
+                "PostgreSQL exact",
+                rows,
+            )
+            .await?;
+            let t = Instant::now();
+            server
+                .call("create_index", json!({"index": "bench", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
+                .await?;
+            rows.push(row(
+                format!("PostgreSQL: build an HNSW index (m 16, ef_construction 64), {size} x {dim}"),
+                ms(t.elapsed()),
+            ));
+            engine_latencies(
+                &server,
+                cfg,
+                size,
+                dim,
+                &queries,
+                "postgres",
+                "PostgreSQL HNSW (ef_search 40)",
+                rows,
+            )
+            .await?;
+            for ef in [40u32, 100, 400] {
+                let mut found = 0usize;
+                for q in &queries {
+                    let r = server
+                        .call(
+                            "search",
+                            json!({"index": "bench", "vector": q, "top_k": 10, "ef_search": ef}),
+                        )
+                        .await?;
+                    let exact = exact_top10(&data, q);
+                    found += r["results"].as_array().map_or(0, |hits| {
+                        hits.iter()
+                            .filter(|h| exact.iter().any(|id| h["id"] == *id))
+                            .count()
+                    });
+                }
+                rows.push(row(
+                    format!("PostgreSQL HNSW recall@10 against exact, {size} x {dim}, ef_search {ef}"),
+                    format!("{:.3}", found as f64 / (queries.len() * 10) as f64),
+                ));
+            }
+            server.call("delete_index", json!({"index": "bench"})).await?;
+            server.stop().await?;
+        }
+    }
+    // Three processes writing one index at once, each its own third of the rows.
+    let dim = cfg.dims.first().copied().unwrap_or(384);
+    let total = 30_000;
+    let schema = format!("bench_writers_{dim}");
+    let flags = ["--database", url, "--pg-schema", schema.as_str()];
+    for writers in [1usize, 3] {
+        let mut servers = Vec::new();
+        for w in 0..writers {
+            servers.push(ChildServer::start(&dir.join(format!("pgw-{w}.duckdb")), &flags).await?);
+        }
+        servers[0].call("delete_index", json!({"index": "bench"})).await?;
+        servers[0]
+            .call("create_index", json!({"index": "bench", "dimension": dim}))
+            .await?;
+        let data = vectors(11, total, dim);
+        let share = total / writers;
+        let t = Instant::now();
+        let runs = servers.iter().enumerate().map(|(w, s)| {
+            let part = &data[w * share..(w + 1) * share];
+            async move {
+                for (b, chunk) in part.chunks(500).enumerate() {
+                    s.call("upsert", upsert_args("bench", w * share + b * 500, chunk))
+                        .await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        futures::future::try_join_all(runs).await?;
+        let rate = (share * writers) as f64 / t.elapsed().as_secs_f64();
+        rows.push(row(
+            format!(
+                "PostgreSQL: upsert {total} x {dim} in batches of 500, {writers} process(es) writing at once"
+            ),
+            format!("{rate:.0} vectors/s"),
+        ));
+        servers[0].call("delete_index", json!({"index": "bench"})).await?;
+        for s in servers {
+            s.stop().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ids of the exact cosine top 10 of `query` (f64, ties to the smaller id as the server).
+fn exact_top10(data: &[Vec<f32>], query: &[f32]) -> Vec<String> {
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let qn = norm(query);
+    let mut scored: Vec<(f64, String)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let dot: f64 = v.iter().zip(query).map(|(a, b)| *a as f64 * *b as f64).sum();
+            (dot / (norm(v) * qn), format!("v{i}"))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(10).map(|(_, id)| id).collect()
 }
 
 /// The label of the DuckDB engine measured inside a memory-engine server.
@@ -655,6 +791,17 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
             rows.push(row("local embedder", format!("not measured: {e:#}")));
         }
     }
+    if cfg.runs("postgres") {
+        match &cfg.postgres {
+            Some(url) => postgres(dir.path(), cfg, url, &mut rows)
+                .await
+                .context("PostgreSQL")?,
+            None if !cfg.only.is_empty() => {
+                rows.push(row("PostgreSQL back-end", "not measured: give --postgres <url>"))
+            }
+            None => {}
+        }
+    }
     if cfg.mastra && cfg.runs("mastra") {
         std::fs::create_dir_all(dir.path().join("mastra"))?;
         if let Err(e) = mastra(dir.path(), cfg, &mut rows) {
@@ -806,6 +953,7 @@ mod tests {
             mastra: true,
             mastra_upsert_load_max: 10_000,
             only: Vec::new(),
+            postgres: None,
         };
         let rows = vec![
             row(

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::embed::download::{self, Source};
 use crate::embed::pipeline::PipelineConfig;
 use crate::embed::Provider;
+use crate::store::postgres::PgOptions;
 use crate::store::{Engine, StoreOptions};
 
 /// File name used when only a directory is known (Stride sets `VECTOR_DB_DIR`).
@@ -78,9 +79,14 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         mastra_upsert_load_max: usize,
         /// Run only these scenarios, comma-separated: relay, upsert, same-id, search, mixed,
-        /// embedder, mastra (default: all).
+        /// embedder, mastra, postgres (default: all).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// A PostgreSQL + pgvector database for the `postgres` scenario (URL or key=value
+        /// string; it creates and drops schemas named bench_* there). Without it the
+        /// scenario is skipped.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Write the JSON Schema of every tool's input and output into a directory.
     Schemas {
@@ -109,6 +115,25 @@ pub struct ServeArgs {
     /// ./data/stride-vectors.duckdb. Parent directories are created.
     #[arg(long, env = "STRIDE_VECTORS_DB", global = true)]
     pub db: Option<PathBuf>,
+    /// Store in PostgreSQL with pgvector instead of the DuckDB file: a URL such as
+    /// postgres://user:password@host:5432/db?sslmode=require (or a key=value string).
+    /// Every stride-vectors process on it writes directly: no owner election. The value
+    /// is never logged or shown.
+    #[arg(long, env = "STRIDE_VECTORS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// PostgreSQL schema of the index tables (Mastra's PgVector `schemaName`); our
+    /// bookkeeping goes in `stride_vectors` (beside `public`) or `stride_vectors_<schema>`.
+    #[arg(long, env = "STRIDE_VECTORS_PG_SCHEMA", default_value = "public")]
+    pub pg_schema: String,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "STRIDE_VECTORS_PG_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=256))]
+    pub pg_pool_size: u32,
+    /// How long a process's claim on queued embeddings holds (PostgreSQL), in
+    /// milliseconds: past it, another process takes them over (this one died, or an
+    /// embedding call outlived the claim; storing checks the version, so work done twice
+    /// is never stored twice).
+    #[arg(long, env = "STRIDE_VECTORS_PG_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub pg_lease_ms: u64,
 
     /// Log filter for stderr (tracing's EnvFilter syntax); RUST_LOG also works.
     #[arg(long, env = "STRIDE_VECTORS_LOG", default_value = "info", global = true)]
@@ -222,6 +247,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub db_path: PathBuf,
+    /// PostgreSQL instead of the file at `db_path`.
+    pub postgres: Option<PgOptions>,
     pub store: StoreOptions,
     pub embedder: EmbedderConfig,
     pub pipeline: PipelineConfig,
@@ -259,7 +286,22 @@ impl ServeArgs {
             self.db.as_deref(),
             std::env::var_os("VECTOR_DB_DIR").map(PathBuf::from),
         );
-        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let postgres = match nonempty(&self.database) {
+            None => None,
+            Some(url) => {
+                crate::store::postgres::validate_schema_name(&self.pg_schema).map_err(anyhow::Error::msg)?;
+                Some(PgOptions {
+                    url,
+                    schema: self.pg_schema.clone(),
+                    pool_size: self.pg_pool_size as usize,
+                    lease: Duration::from_millis(self.pg_lease_ms),
+                })
+            }
+        };
+        if let Some(parent) = db_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && postgres.is_none())
+        {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating the database directory {}", parent.display()))?;
         }
@@ -271,13 +313,14 @@ impl ServeArgs {
         );
         Ok(ServeConfig {
             db_path,
+            postgres,
             store: StoreOptions {
                 max_batch: self.max_batch as usize,
                 threads: self.duckdb_threads,
                 duckdb_memory_mb: match (self.duckdb_memory_mb, self.search_engine) {
                     (Some(mb), _) => mb,
                     (None, Engine::Memory) => DEFAULT_DUCKDB_MEMORY_MB,
-                    (None, Engine::Duckdb) => 0,
+                    (None, Engine::Duckdb | Engine::Postgres) => 0,
                 },
                 engine: self.search_engine,
                 memory_limit: (self.memory_limit_mb as usize).saturating_mul(1 << 20),

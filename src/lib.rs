@@ -1,19 +1,24 @@
-//! stride-vectors: an MCP server that is the one and only writer of a DuckDB vector database.
+//! stride-vectors: an MCP server that is the one and only writer of a DuckDB vector database
+//! (or, with `--database postgres://…`, one of many writers of a PostgreSQL + pgvector one).
 //!
 //! Every client (Mastra's `MCPClient`, Claude Desktop, the MCP Inspector, Stride's frontend)
 //! talks MCP over stdio to its own stride-vectors process; exactly one process owns the
-//! database file and writes it through a single writer that group-commits.
+//! database file and writes it through a single writer that group-commits. On PostgreSQL
+//! every process writes directly, in transactions.
 //!
 //! Where things live:
 //!
 //! - [`config`]: every knob (flags, environment, defaults) and its validation.
 //! - [`mcp`]: the protocol face. One file per tool family, argument and result types with
 //!   JSON Schemas. No SQL here: tools call [`store`].
-//! - [`store`]: DuckDB and nothing else. [`store::schema`] (DDL, Mastra layout, bookkeeping),
-//!   [`store::writer`] (the single writer actor), [`store::read`] (search, describe),
-//!   [`store::filter`] (the metadata filter language: one parser, a SQL back-end and an
-//!   in-memory evaluator), [`store::memory`] (the in-memory copy searches are served from)
-//!   and [`store::metadata`] (a row's metadata as that copy keeps it).
+//! - [`store`]: storage behind one typed API ([`store::Store`]), two back-ends. The DuckDB
+//!   file: [`store::file`] (the handle), [`store::schema`] (DDL, Mastra layout,
+//!   bookkeeping), [`store::writer`] (the single writer actor), [`store::read`] (search,
+//!   describe), [`store::memory`] (the in-memory copy searches are served from) and
+//!   [`store::metadata`] (a row's metadata as that copy keeps it). PostgreSQL + pgvector:
+//!   [`store::postgres`] (Mastra's PgVector layout, transactions on a pool). Shared by both:
+//!   [`store::filter`] (the metadata filter language: one parser, a DuckDB and a PostgreSQL
+//!   back-end, an in-memory evaluator) and [`store::types`] (values and input checks).
 //! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers,
 //!   [`embed::download`] (fetching the local model's files: `model fetch`, or on first need)
 //!   and [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             no_mastra,
             mastra_upsert_load_max,
             only,
+            postgres,
         }) => run_bench(
             stride_vectors::bench::BenchConfig {
                 sizes,
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
                 mastra: !no_mastra,
                 mastra_upsert_load_max,
                 only,
+                postgres,
             },
             &out,
         ),
@@ -142,7 +144,10 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
         let ownership = Ownership::start(config.clone());
-        tracing::info!(db = %config.db_path.display(), "serving MCP on stdio");
+        match &config.postgres {
+            Some(pg) => tracing::info!(schema = %pg.schema, "serving MCP on stdio, storing in PostgreSQL"),
+            None => tracing::info!(db = %config.db_path.display(), "serving MCP on stdio"),
+        }
         let mut by_signal = false;
         let (stdin, stdout) = rmcp::transport::stdio();
         let transport = stride_vectors::mcp::transport::server_transport(stdin, stdout);
@@ -188,7 +193,10 @@ async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
             "pipeline stopped"
         );
         local.store.shutdown().await;
-        // We still hold the owner lock, so the socket file is ours to remove.
-        let _ = std::fs::remove_file(&ownership.rendezvous().socket);
+        // We still hold the owner lock, so the socket file is ours to remove (with
+        // PostgreSQL there is no lock, and the socket may be another owner's).
+        if ownership.holds_lock() {
+            let _ = std::fs::remove_file(&ownership.rendezvous().socket);
+        }
     }
 }

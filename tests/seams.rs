@@ -57,7 +57,7 @@ async fn a_delete_wins_over_a_newer_text_still_queued() {
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(0));
     s.stop().await;
     assert!(
-        rows_in_file(&db.path, "goals").is_empty(),
+        rows_in_store(&db.path, "goals").await.is_empty(),
         "and stays deleted after a restart"
     );
 }

@@ -117,8 +117,10 @@ async fn index_lifecycle_create_list_describe_delete() {
     )
     .await;
     let list = s.ok("list_indexes", json!({})).await;
-    assert_eq!(list["indexes"][0]["engine"], json!("memory"));
-    assert_eq!(list["indexes"][0]["memory_state"], json!("ready"));
+    assert_eq!(list["indexes"][0]["engine"], json!(default_engine()));
+    let state = if on_postgres() { "off" } else { "ready" };
+    assert_eq!(list["indexes"][0]["memory_state"], json!(state));
+    assert_eq!(list["indexes"][0]["search_mode"], json!("exact"));
     assert_eq!(
         index_shapes(&list),
         json!({"indexes": [
@@ -130,6 +132,9 @@ async fn index_lifecycle_create_list_describe_delete() {
     assert_eq!(desc["count"], json!(1));
     assert_eq!(desc["dimension"], json!(3));
     assert_eq!(desc["adopted"], json!(false));
+    assert_eq!(desc["search_mode"], json!("exact"));
+    let backend = if on_postgres() { "postgres" } else { "duckdb" };
+    assert_eq!(desc["backend"], json!(backend));
 
     assert_eq!(
         s.ok("delete_index", json!({"index": "goals"})).await["deleted"],
@@ -529,7 +534,7 @@ async fn bulk_updates_delete_filters_and_zero_vectors() {
         ]
     );
     // The in-memory copy saw the change too.
-    for engine in ["memory", "duckdb"] {
+    for engine in engines() {
         let hits = s
             .ok(
                 "search",
@@ -560,7 +565,7 @@ async fn bulk_updates_delete_filters_and_zero_vectors() {
     assert_eq!(r["ids"], json!(["c1", "new"]));
     let d = s.ok("describe_index", json!({"index": "docs"})).await;
     assert_eq!(d["count"], 5);
-    for engine in ["memory", "duckdb"] {
+    for engine in engines() {
         let hits = s
             .ok(
                 "search",
@@ -605,7 +610,7 @@ async fn bulk_updates_delete_filters_and_zero_vectors() {
     .await;
     let f = s.ok("fetch", json!({"index": "docs", "ids": ["zero"]})).await;
     assert_eq!(f["vectors"][0]["vector"], json!([0.0, 0.0]));
-    for engine in ["memory", "duckdb"] {
+    for engine in engines() {
         let hits = s
             .ok(
                 "search",
@@ -678,5 +683,127 @@ async fn delete_by_ids_or_filter_but_not_both_or_neither() {
         let err = s.err("delete", args.clone()).await;
         assert!(err.contains(expected), "{args}\n  got: {err}\n  want: {expected}");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ann_indexes_are_hnsw_on_postgres_and_refused_on_duckdb() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    let hnsw =
+        json!({"index": "goals", "dimension": 8, "ann": {"type": "hnsw", "m": 8, "ef_construction": 32}});
+    if !on_postgres() {
+        let err = s.err("create_index", hnsw).await;
+        assert!(
+            err.contains("ann: HNSW indexes need the PostgreSQL back-end"),
+            "{err}"
+        );
+        s.ok("create_index", json!({"index": "goals", "dimension": 8}))
+            .await;
+        let err = s
+            .err(
+                "search",
+                json!({"index": "goals", "vector": vec![1.0; 8], "ef_search": 50}),
+            )
+            .await;
+        assert!(
+            err.contains("ef_search: index \"goals\" is searched exactly"),
+            "{err}"
+        );
+        s.stop().await;
+        return;
+    }
+    for (ann, field) in [
+        (json!({"type": "hnsw", "m": 1}), "ann.m"),
+        (
+            json!({"type": "hnsw", "m": 16, "ef_construction": 20}),
+            "ann.ef_construction",
+        ),
+        (json!({"type": "ivfflat"}), "ann"),
+    ] {
+        let err = s
+            .err(
+                "create_index",
+                json!({"index": "goals", "dimension": 8, "ann": ann}),
+            )
+            .await;
+        assert!(err.contains(field), "{ann}: {err}");
+    }
+    let created = s.ok("create_index", hnsw.clone()).await;
+    assert_eq!(created["created"], json!(true));
+    assert_eq!(created["ann"], json!({"m": 8, "ef_construction": 32}));
+    let vectors = random_vectors(7, 400, 8);
+    let rows: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"id": format!("g{i:03}"), "vector": v, "metadata": {"even": i % 2 == 0}}))
+        .collect();
+    s.ok("upsert", json!({"index": "goals", "vectors": rows})).await;
+    let desc = s.ok("describe_index", json!({"index": "goals"})).await;
+    assert_eq!(desc["search_mode"], json!("hnsw"));
+    assert_eq!(desc["ann"], json!({"m": 8, "ef_construction": 32}));
+    assert_eq!(desc["count"], json!(400));
+
+    // With a wide search on a small graph, the approximate top 10 is the exact one.
+    let query = &vectors[3];
+    let mut exact: Vec<(f64, String)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (cosine(v, query), format!("g{i:03}")))
+        .collect();
+    exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top: Vec<String> = exact.iter().take(10).map(|(_, id)| id.clone()).collect();
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "goals", "vector": query, "top_k": 10, "ef_search": 400}),
+        )
+        .await;
+    assert_eq!(r["engine"], json!("postgres"));
+    assert_eq!(ids_of(&r), top);
+    // A filter keeping half the rows still fills the top k (iterative index scans).
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "goals", "vector": query, "top_k": 10, "filter": {"even": true}}),
+        )
+        .await;
+    let ids = ids_of(&r);
+    assert_eq!(ids.len(), 10, "{r}");
+    assert!(
+        ids.iter().all(|id| id[1..].parse::<usize>().unwrap() % 2 == 0),
+        "{r}"
+    );
+    let err = s
+        .err(
+            "search",
+            json!({"index": "goals", "vector": query, "ef_search": 0}),
+        )
+        .await;
+    assert!(err.contains("ef_search: must be between 1 and 1000"), "{err}");
+    let err = s
+        .err(
+            "search",
+            json!({"index": "goals", "vector": query, "engine": "memory"}),
+        )
+        .await;
+    assert!(err.contains("engine:"), "{err}");
+
+    // Asking again without ann keeps the graph; with other settings rebuilds it.
+    let again = s
+        .ok("create_index", json!({"index": "goals", "dimension": 8}))
+        .await;
+    assert_eq!(again["created"], json!(false));
+    let desc = s.ok("describe_index", json!({"index": "goals"})).await;
+    assert_eq!(desc["search_mode"], json!("hnsw"));
+    let rebuilt = s
+        .ok(
+            "create_index",
+            json!({"index": "goals", "dimension": 8, "ann": {"type": "hnsw", "m": 12}}),
+        )
+        .await;
+    assert_eq!(rebuilt["created"], json!(false));
+    let desc = s.ok("describe_index", json!({"index": "goals"})).await;
+    assert_eq!(desc["ann"], json!({"m": 12, "ef_construction": 64}));
     s.stop().await;
 }

@@ -101,7 +101,7 @@ async fn sixteen_concurrent_clients_on_shared_ids_lose_nothing() {
     let s = Arc::into_inner(s).expect("all tasks done");
     s.stop().await;
 
-    let rows = rows_in_file(&db.path, "goals");
+    let rows = rows_in_store(&db.path, "goals").await;
     let distinct: std::collections::BTreeSet<&str> = acks.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(rows.len(), distinct.len(), "one row per acknowledged id");
     for id in distinct {

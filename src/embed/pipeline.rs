@@ -25,6 +25,13 @@
 //!   stay only in the durable queue and are read back when due. Every map here is pruned
 //!   once its version is stored, superseded or parked.
 //!
+//! - **Shared queue (PostgreSQL).** When several processes write one database, the queue is
+//!   theirs together: the database holds each version's due time, a process claims due
+//!   versions with a lease (`FOR UPDATE SKIP LOCKED`), failures and parking are written
+//!   back, and `LISTEN`/`NOTIFY` wakes the others (see `store/postgres/queue.rs`). This
+//!   process then keeps only what is in flight here and the callers waiting on `wait`; a
+//!   caller whose version another process embedded learns it from the database.
+//!
 //! The schedule is a `BTreeSet<(due, seq, key)>` woken by a `Notify` (the mini-redis expiry
 //! shape). This module owns the schedule and the counters; it never runs SQL itself (it asks
 //! the [`Store`]), and it never speaks MCP.
@@ -42,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::{content_hash, EmbedError, ModelState, SharedEmbedder};
 use crate::store::documents::{Acceptance, EmbeddedDocument, NewDocument};
 use crate::store::writer::{Superseded, WriteOp, WriteOutcome};
-use crate::store::{validate_index_name, IndexInfo, Store, StoreError};
+use crate::store::{validate_index_name, IndexInfo, QueuedVersion, SharedQueue, Store, StoreError};
 
 /// Longest pause between retries of a failing document.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -131,6 +138,12 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 struct Inner {
     store: Store,
+    /// The queue, when several processes share it (PostgreSQL): then due versions come
+    /// from its claims, and failures and parking are written to it, instead of this
+    /// process's schedule.
+    shared: Option<SharedQueue>,
+    /// Transient failures in a row on the shared queue (its backoff; reset on success).
+    shared_failures: AtomicU64,
     embedder: SharedEmbedder,
     config: PipelineConfig,
     /// `std` mutex: held for map updates only, never across an await.
@@ -289,14 +302,17 @@ impl Pipeline {
         embedder: SharedEmbedder,
         config: PipelineConfig,
     ) -> Result<Pipeline, StoreError> {
-        let pending = store
-            .read(|conn| {
-                crate::store::documents::load_pending(conn)
-                    .map_err(|e| StoreError::internal("loading pending documents", e))
-            })
-            .await?;
+        let shared = store.shared_queue();
+        // A shared queue is claimed from the database as versions fall due; a queue of our
+        // own is scheduled here, from what the database holds.
+        let pending = match shared {
+            Some(_) => Vec::new(),
+            None => store.load_pending().await?,
+        };
         let inner = Arc::new(Inner {
             store,
+            shared: shared.clone(),
+            shared_failures: AtomicU64::new(0),
             embedder,
             config,
             state: Mutex::new(State::default()),
@@ -335,7 +351,15 @@ impl Pipeline {
                 inner.progress.send_modify(|_| {});
             }
         });
-        tokio::spawn(worker(inner.clone()));
+        match shared {
+            Some(queue) => {
+                tokio::spawn(shared_worker(inner.clone(), queue.clone()));
+                tokio::spawn(follow_shared_queue(Arc::downgrade(&inner), queue));
+            }
+            None => {
+                tokio::spawn(worker(inner.clone()));
+            }
+        }
         Ok(Pipeline { inner })
     }
 
@@ -371,6 +395,12 @@ impl Pipeline {
             model,
             dimension: self.inner.dimension(),
             docs: new_docs.clone(),
+            due_in: if wait {
+                Duration::ZERO
+            } else {
+                self.inner.config.debounce
+            },
+            max_wait: self.inner.config.max_wait,
         };
         let accepted = match self.inner.store.write(op).await? {
             WriteOutcome::Accepted(a) => a,
@@ -387,10 +417,19 @@ impl Pipeline {
             for (u, (doc, acc)) in new_docs.into_iter().zip(&accepted).enumerate() {
                 let key = (index.to_string(), doc.id.clone());
                 statuses.push(acc.status);
-                if let Some(rx) = self.inner.record(&mut state, key, doc, acc.seq, acc.status, wait) {
+                let waiter = if self.inner.shared.is_some() {
+                    record_shared(&mut state, key, acc.seq, acc.status, wait)
+                } else {
+                    self.inner.record(&mut state, key, doc, acc.seq, acc.status, wait)
+                };
+                if let Some(rx) = waiter {
                     waits.push((u, rx));
                 }
             }
+        }
+        if wait && self.inner.shared.is_some() {
+            // A version parked for good answers at once, as on a queue of our own.
+            self.inner.resolve_shared_waiters().await;
         }
         self.inner.count(&statuses, docs.len() - unique.len());
         self.inner.wake.notify_one();
@@ -481,6 +520,9 @@ impl Pipeline {
     /// Make everything pending (for `index`, or all) due now and wait until it is committed
     /// or `timeout` passes.
     pub async fn flush(&self, index: Option<&str>, timeout: Duration) -> FlushReport {
+        if let Some(queue) = &self.inner.shared {
+            return self.flush_shared(queue, index, timeout).await;
+        }
         let before = *self.inner.progress.borrow();
         self.inner.make_due(index);
         let mut progress = self.inner.progress.subscribe();
@@ -507,6 +549,12 @@ impl Pipeline {
         self.inner.accepting.store(false, Ordering::SeqCst);
         let report = self.flush(None, timeout).await;
         self.inner.stop.cancel();
+        if let Some(queue) = &self.inner.shared {
+            // What we still hold goes back to the others at once, not after the lease.
+            if let Err(e) = queue.release_claims().await {
+                tracing::warn!(error = %e, "could not hand back claimed embeddings; they return when their lease ends");
+            }
+        }
         if report.pending > 0 {
             tracing::warn!(
                 pending = report.pending,
@@ -516,7 +564,27 @@ impl Pipeline {
         report
     }
 
-    pub fn stats(&self) -> PipelineStats {
+    pub async fn stats(&self) -> PipelineStats {
+        let mut stats = self.local_stats();
+        if let Some(queue) = &self.inner.shared {
+            // The queue is everyone's: its counts are the database's.
+            match (queue.counts(None).await, queue.parked(PARKED_SHOWN).await) {
+                (Ok(counts), Ok(parked)) => {
+                    stats.pending = counts.pending;
+                    stats.oldest_pending_ms = counts.oldest_ms;
+                    stats.parked_count = counts.parked;
+                    stats.parked = parked
+                        .into_iter()
+                        .map(|(index, id, error)| ParkedDocument { index, id, error })
+                        .collect();
+                }
+                (Err(e), _) | (_, Err(e)) => stats.last_error = Some(e.to_string()),
+            }
+        }
+        stats
+    }
+
+    fn local_stats(&self) -> PipelineStats {
         let state = self.inner.lock();
         let now = Instant::now();
         let oldest = state
@@ -555,6 +623,56 @@ impl Pipeline {
             parked_count: state.parked.len(),
         }
     }
+}
+
+impl Pipeline {
+    /// [`Pipeline::flush`] on a shared queue: everything (of `index`) due now, then wait
+    /// until the database holds nothing waiting for it (parked versions aside).
+    async fn flush_shared(&self, queue: &SharedQueue, index: Option<&str>, timeout: Duration) -> FlushReport {
+        let before = *self.inner.progress.borrow();
+        let deadline = Instant::now() + timeout;
+        if let Err(e) = queue.make_due(index).await {
+            self.inner.lock().last_error = Some(e.to_string());
+        }
+        self.inner.wake.notify_one();
+        let mut events = queue.events();
+        let mut counts = queue.counts(index).await.unwrap_or_default();
+        while counts.pending > 0 && Instant::now() < deadline {
+            // A notification, or a look every half second for what no one announces (a
+            // lease running out).
+            let until = deadline.min(Instant::now() + Duration::from_millis(500));
+            let _ = tokio::time::timeout_at(until, events.changed()).await;
+            match queue.counts(index).await {
+                Ok(c) => counts = c,
+                Err(e) => self.inner.lock().last_error = Some(e.to_string()),
+            }
+        }
+        FlushReport {
+            committed: *self.inner.progress.borrow() - before,
+            pending: counts.pending,
+            parked: counts.parked,
+        }
+    }
+}
+
+/// [`Inner::record`] on a shared queue: only the waiter is kept here (the database holds
+/// the schedule); an unchanged document is indexed already.
+fn record_shared(
+    state: &mut State,
+    key: Key,
+    seq: u64,
+    status: Acceptance,
+    wait: bool,
+) -> Option<oneshot::Receiver<Result<(), String>>> {
+    if status == Acceptance::Unchanged {
+        state.resolve(&key, seq, Ok(()));
+        return None;
+    }
+    wait.then(|| {
+        let (tx, rx) = oneshot::channel();
+        state.waiters.entry(key).or_default().push((seq, tx));
+        rx
+    })
 }
 
 /// For each input position: `Some(u)` if it is the last version of its id (index into the
@@ -724,6 +842,67 @@ impl Inner {
         (batch, next)
     }
 
+    /// Claimed versions, as a batch in flight.
+    fn take_claimed(&self, docs: Vec<crate::store::PendingDocument>) -> Vec<(Key, Entry)> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        docs.into_iter()
+            .map(|doc| {
+                let key = (doc.index, doc.id);
+                let entry = Entry {
+                    seq: doc.seq,
+                    text: Some(doc.text),
+                    hash: doc.hash,
+                    first_seen: now,
+                    due: now,
+                    attempts: 0,
+                };
+                state.in_flight.insert(
+                    key.clone(),
+                    Flight {
+                        seq: entry.seq,
+                        first_seen: now,
+                    },
+                );
+                (key, entry)
+            })
+            .collect()
+    }
+
+    /// Answer the waiters of this process whose versions another process finished (or a
+    /// write superseded), from the database's view of their keys.
+    async fn resolve_shared_waiters(&self) {
+        let Some(queue) = &self.shared else { return };
+        let keys: Vec<Key> = self.lock().waiters.keys().cloned().collect();
+        if keys.is_empty() {
+            return;
+        }
+        let states = match queue.states(&keys).await {
+            Ok(states) => states,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the queue for waiting callers");
+                return;
+            }
+        };
+        let mut state = self.lock();
+        for (key, now) in states {
+            let Some(newest) = state
+                .waiters
+                .get(&key)
+                .and_then(|w| w.iter().map(|(s, _)| *s).max())
+            else {
+                continue;
+            };
+            match now.pending {
+                // Still queued: a version failed for good answers its waiters now.
+                Some((seq, Some(error))) if seq >= newest => state.resolve(&key, seq, Err(error)),
+                Some(_) => {}
+                None if now.embedded => state.resolve(&key, newest, Ok(())),
+                None => state.resolve(&key, newest, Err(SUPERSEDED.into())),
+            }
+        }
+    }
+
     /// Read back the texts that were not kept in memory. A version no longer in the queue
     /// (superseded meanwhile) leaves the batch.
     async fn with_texts(&self, batch: Vec<(Key, Entry)>) -> Vec<(Key, Entry)> {
@@ -735,21 +914,7 @@ impl Inner {
         if missing.is_empty() {
             return batch;
         }
-        let mut texts = match self
-            .store
-            .read(move |conn| {
-                let mut texts = HashMap::new();
-                for key in missing {
-                    let queued = crate::store::documents::pending_of(conn, &key.0, &key.1)
-                        .map_err(|e| StoreError::internal("reading pending texts", e))?;
-                    if let Some(queued) = queued {
-                        texts.insert(key, (queued.seq, queued.text));
-                    }
-                }
-                Ok(texts)
-            })
-            .await
-        {
+        let mut texts = match self.store.pending_texts(missing).await {
             Ok(texts) => texts,
             Err(e) => {
                 let (keep, retry): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, e)| e.text.is_some());
@@ -846,6 +1011,7 @@ impl Inner {
             let expected = self
                 .store
                 .index_info(&key.0)
+                .await
                 .ok()
                 .map(|i| i.dimension)
                 .or(self.embedder.dimension())
@@ -958,6 +1124,7 @@ impl Inner {
                 }
             }
         }
+        self.shared_failures.store(0, Ordering::Relaxed);
         self.progress.send_modify(|c| *c += stored);
     }
 
@@ -970,6 +1137,24 @@ impl Inner {
         );
         let mut state = self.lock();
         state.last_error = Some(error.to_string());
+        if let Some(queue) = &self.shared {
+            let versions: Vec<QueuedVersion> = batch.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
+            for (key, entry) in &batch {
+                if state.in_flight.get(key).is_some_and(|f| f.seq <= entry.seq) {
+                    state.in_flight.remove(key);
+                }
+                state.resolve(key, entry.seq, Err(error.to_string()));
+            }
+            drop(state);
+            let (queue, error) = (queue.clone(), error.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = queue.park(&versions, &error).await {
+                    tracing::warn!(error = %e, "could not park versions; they will be claimed again");
+                }
+            });
+            self.progress.send_modify(|_| {});
+            return;
+        }
         for (key, entry) in batch {
             if state.in_flight.get(&key).is_some_and(|f| f.seq <= entry.seq) {
                 state.in_flight.remove(&key);
@@ -994,6 +1179,10 @@ impl Inner {
     /// the provider's `Retry-After`), unless a newer version already waits.
     fn fail(&self, batch: Vec<(Key, Entry)>, error: &EmbedError) {
         tracing::warn!(documents = batch.len(), %error, "embedding failed; documents stay pending");
+        if let Some(queue) = &self.shared {
+            self.fail_shared(queue, batch, error);
+            return;
+        }
         let now = Instant::now();
         let mut state = self.lock();
         state.last_error = Some(error.to_string());
@@ -1019,6 +1208,86 @@ impl Inner {
         }
         drop(state);
         self.progress.send_modify(|_| {});
+    }
+}
+
+impl Inner {
+    /// [`Inner::fail`] on a shared queue: the versions go back to the database, due after
+    /// a backoff that grows with the failures in a row here.
+    fn fail_shared(&self, queue: &SharedQueue, batch: Vec<(Key, Entry)>, error: &EmbedError) {
+        let failures = self.shared_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let exponential =
+            Duration::from_millis(500u64.saturating_mul(1 << failures.min(10))).min(MAX_BACKOFF);
+        let backoff = exponential.mul_f64(0.5 + 0.5 * jitter());
+        let backoff = match error {
+            EmbedError::Throttled(_, after) => backoff.max(*after),
+            _ => backoff,
+        };
+        let versions: Vec<QueuedVersion> = batch.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
+        {
+            let mut state = self.lock();
+            state.last_error = Some(error.to_string());
+            for (key, entry) in &batch {
+                if state.in_flight.get(key).is_some_and(|f| f.seq <= entry.seq) {
+                    state.in_flight.remove(key);
+                }
+                state.resolve(key, entry.seq, Err(error.to_string()));
+            }
+        }
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            if let Err(e) = queue.retry_later(&versions, backoff).await {
+                tracing::warn!(error = %e, "could not give versions back; they return when their lease ends");
+            }
+        });
+        self.progress.send_modify(|_| {});
+    }
+}
+
+/// The worker on a shared queue: claim what is due, embed it, store it; between claims,
+/// sleep until the next due time or lease end, a notification, or a local wake-up.
+async fn shared_worker(inner: Arc<Inner>, queue: SharedQueue) {
+    let model = inner.embedder.model().to_string();
+    let mut events = queue.events();
+    loop {
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        match queue.claim(&model, inner.config.batch_size).await {
+            Ok(docs) if !docs.is_empty() => {
+                let batch = inner.take_claimed(docs);
+                inner.process(batch).await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                inner.lock().last_error = Some(e.to_string());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = inner.stop.cancelled() => return,
+                }
+                continue;
+            }
+        }
+        let next = queue.next_due(&model).await.ok().flatten();
+        let sleep = next.unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF);
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = events.changed() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = inner.stop.cancelled() => return,
+        }
+    }
+}
+
+/// On each change of a shared queue, answer this process's waiters whose versions were
+/// finished elsewhere, and let `flush` look again.
+async fn follow_shared_queue(inner: std::sync::Weak<Inner>, queue: SharedQueue) {
+    let mut events = queue.events();
+    while events.changed().await.is_ok() {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.resolve_shared_waiters().await;
+        inner.progress.send_modify(|_| {});
     }
 }
 

@@ -10,7 +10,7 @@ use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::memory::MemoryReport;
 use crate::store::writer::{WriteOp, WriteOutcome};
-use crate::store::{read, Engine, IndexInfo, Metric, StoreError};
+use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,42 @@ pub struct CreateIndexArgs {
     /// Similarity metric; `cosine` when omitted.
     #[serde(default)]
     pub metric: Option<Metric>,
+    /// An approximate index to search through (PostgreSQL back-end only):
+    /// `{"type": "hnsw", "m": 16, "ef_construction": 64}`. Omitted: searches are exact.
+    /// Given for an existing index of the same shape, its HNSW index is (re)built to match.
+    #[serde(default)]
+    pub ann: Option<AnnArgs>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnnArgs {
+    /// `hnsw` (pgvector's HNSW graph), the one kind there is.
+    #[serde(rename = "type")]
+    pub kind: AnnKind,
+    /// Links per node, 2 to 100 (default 16): more is better recall, more memory.
+    #[serde(default)]
+    pub m: Option<u32>,
+    /// Candidates kept while building, 4 to 1000 and at least 2·m (default 64).
+    #[serde(default)]
+    pub ef_construction: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnKind {
+    Hnsw,
+}
+
+impl AnnArgs {
+    fn hnsw(&self) -> Hnsw {
+        match self.kind {
+            AnnKind::Hnsw => Hnsw {
+                m: self.m.unwrap_or(Hnsw::DEFAULT_M),
+                ef_construction: self.ef_construction.unwrap_or(Hnsw::DEFAULT_EF_CONSTRUCTION),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -30,8 +66,12 @@ pub struct CreateIndexResult {
     pub index: String,
     pub dimension: usize,
     pub metric: Metric,
-    /// False when an index of this name and shape already existed (nothing was changed).
+    /// False when an index of this name and shape already existed (nothing was changed,
+    /// unless `ann` asked for another HNSW index).
     pub created: bool,
+    /// The HNSW index asked for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ann: Option<Hnsw>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -54,12 +94,15 @@ pub struct IndexSummary {
     pub count: u64,
     /// Embedding model recorded for this index, if any.
     pub model: Option<String>,
-    /// Engine serving its searches: `memory` or `duckdb` (over budget, loading, or chosen).
+    /// Engine serving its searches: `memory`, `duckdb` (over budget, loading, or chosen),
+    /// or `postgres`.
     pub engine: Engine,
     /// Bytes of its in-memory copy (0 when served by DuckDB).
     pub memory_bytes: usize,
     /// `ready`, `loading`, `over_budget`, or `off`.
     pub memory_state: String,
+    /// `exact` (every row scored) or `hnsw` (approximate, through an HNSW index).
+    pub search_mode: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -78,12 +121,20 @@ pub struct DescribeIndexResult {
     pub model: Option<String>,
     /// True when the table was created by another program (Mastra) and adopted.
     pub adopted: bool,
-    /// Engine serving its searches: `memory` or `duckdb`.
+    /// Engine serving its searches: `memory`, `duckdb` or `postgres`.
     pub engine: Engine,
     /// Bytes its in-memory copy takes (0 when served by DuckDB).
     pub memory_bytes: usize,
-    /// `ready`, `loading`, `over_budget` (served by DuckDB), or `off` (`--search-engine duckdb`).
+    /// `ready`, `loading`, `over_budget` (served by DuckDB), or `off` (`--search-engine duckdb`,
+    /// or PostgreSQL).
     pub memory_state: String,
+    /// `exact` (every row scored) or `hnsw` (approximate, through an HNSW index).
+    pub search_mode: String,
+    /// The HNSW index's settings, when `search_mode` is `hnsw`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ann: Option<Hnsw>,
+    /// Where the index lives: `duckdb` or `postgres`.
+    pub backend: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -106,10 +157,12 @@ impl StrideServer {
     pub async fn create_index(&self, args: JsonObject) -> Result<Json<CreateIndexResult>, ToolError> {
         let args: CreateIndexArgs = parse(args)?;
         let metric = args.metric.unwrap_or(Metric::Cosine);
+        let ann = args.ann.as_ref().map(AnnArgs::hnsw);
         let op = WriteOp::CreateIndex {
             name: args.index.clone(),
             dimension: args.dimension,
             metric,
+            ann,
         };
         match self.store()?.write(op).await {
             Ok(WriteOutcome::IndexCreated { created }) => Ok(Json(CreateIndexResult {
@@ -117,6 +170,7 @@ impl StrideServer {
                 dimension: args.dimension,
                 metric,
                 created,
+                ann,
             })),
             Ok(other) => Err(unexpected("create_index", other)),
             Err(e) => Err(tool_error("create_index", e)),
@@ -143,18 +197,17 @@ impl StrideServer {
     )]
     pub async fn describe_index(&self, args: JsonObject) -> Result<Json<DescribeIndexResult>, ToolError> {
         let args: IndexArgs = parse(args)?;
-        let info = self
-            .store()?
+        let store = self.store()?;
+        let info = store
             .index_info(&args.index)
-            .map_err(|e| tool_error("describe_index", e))?;
-        let for_count = info.clone();
-        let count = self
-            .store()?
-            .read(move |conn| read::count(conn, &for_count))
             .await
             .map_err(|e| tool_error("describe_index", e))?;
-        let memory = self.store()?.memory_report(&info.name);
-        Ok(Json(describe(info, count, memory)))
+        let count = store
+            .count(&info)
+            .await
+            .map_err(|e| tool_error("describe_index", e))?;
+        let memory = store.memory_report(&info.name);
+        Ok(Json(describe(info, count, memory, store.backend_name())))
     }
 
     /// Delete an index and every vector in it. Irreversible. Deleting an index that does
@@ -187,34 +240,45 @@ impl StrideServer {
     /// Every index with its count and how it is served (for `list_indexes` and `stats`).
     pub(crate) async fn index_summaries(&self, tool: &'static str) -> Result<Vec<IndexSummary>, ToolError> {
         let store = self.store()?;
-        let infos = store.indexes();
-        let reports: Vec<MemoryReport> = infos.iter().map(|i| store.memory_report(&i.name)).collect();
-        store
-            .read(move |conn| {
-                infos
-                    .into_iter()
-                    .zip(reports)
-                    .map(|(info, memory)| {
-                        Ok(IndexSummary {
-                            count: read::count(conn, &info)?,
-                            index: info.name,
-                            dimension: info.dimension,
-                            metric: info.metric,
-                            model: info.model,
-                            engine: memory.engine,
-                            memory_bytes: memory.bytes,
-                            memory_state: memory.state.to_string(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await
-            .map_err(|e| tool_error(tool, e))
+        let infos = store.indexes().await.map_err(|e| tool_error(tool, e))?;
+        let mut summaries = Vec::with_capacity(infos.len());
+        for info in infos {
+            let memory: MemoryReport = store.memory_report(&info.name);
+            let count = match store.count(&info).await {
+                Ok(count) => count,
+                // Dropped by another process since the list was read: no longer listed.
+                Err(StoreError::Invalid(_)) => continue,
+                Err(e) => return Err(tool_error(tool, e)),
+            };
+            summaries.push(IndexSummary {
+                count,
+                search_mode: search_mode(&info).into(),
+                index: info.name,
+                dimension: info.dimension,
+                metric: info.metric,
+                model: info.model,
+                engine: memory.engine,
+                memory_bytes: memory.bytes,
+                memory_state: memory.state.to_string(),
+            });
+        }
+        Ok(summaries)
     }
 }
 
-fn describe(info: IndexInfo, count: u64, memory: MemoryReport) -> DescribeIndexResult {
+fn search_mode(info: &IndexInfo) -> &'static str {
+    if info.ann.is_some() {
+        "hnsw"
+    } else {
+        "exact"
+    }
+}
+
+fn describe(info: IndexInfo, count: u64, memory: MemoryReport, backend: &str) -> DescribeIndexResult {
     DescribeIndexResult {
+        search_mode: search_mode(&info).into(),
+        ann: info.ann,
+        backend: backend.into(),
         index: info.name,
         dimension: info.dimension,
         metric: info.metric,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::args::{filter_arg, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::read::{SearchRequest, MAX_TOP_K};
-use crate::store::{validate_vector, Engine, Metric};
+use crate::store::{validate_vector, Engine, Metric, MAX_EF_SEARCH};
 
 const DEFAULT_TOP_K: i64 = 10;
 
@@ -40,9 +40,13 @@ pub struct SearchArgs {
     #[serde(default)]
     pub include_vector: Option<bool>,
     /// Force an engine for this call (`duckdb` is the reference scan); default: the
-    /// server's `--search-engine`.
+    /// server's `--search-engine`. With PostgreSQL, only `postgres`.
     #[serde(default)]
     pub engine: Option<Engine>,
+    /// On an index with an HNSW index (PostgreSQL): candidates the graph search keeps,
+    /// 1 to 1000 (default 40, and never fewer than top_k). More is better recall, slower.
+    #[serde(default)]
+    pub ef_search: Option<u32>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -60,7 +64,7 @@ pub struct SearchHit {
 pub struct SearchResult {
     /// Best first; equal scores are ordered by id.
     pub results: Vec<SearchHit>,
-    /// The engine that answered: `memory` or `duckdb`.
+    /// The engine that answered: `memory`, `duckdb` or `postgres`.
     pub engine: Engine,
 }
 
@@ -84,10 +88,16 @@ impl StrideServer {
         if let Some(min) = args.min_score.filter(|m| !m.is_finite()) {
             return Err(format!("min_score: must be a finite number, got {min}"));
         }
+        if let Some(ef) = args.ef_search.filter(|ef| !(1..=MAX_EF_SEARCH).contains(ef)) {
+            return Err(format!(
+                "ef_search: must be between 1 and {MAX_EF_SEARCH}, got {ef}"
+            ));
+        }
         let filter = filter_arg("filter", args.filter, true)?;
         let info = self
             .store()?
             .index_info(&args.index)
+            .await
             .map_err(|e| tool_error("search", e))?;
         let vector = match (args.vector, args.query) {
             (Some(v), None) => v,
@@ -109,6 +119,7 @@ impl StrideServer {
             filter,
             min_score: args.min_score,
             include_vector: args.include_vector.unwrap_or(false),
+            ef_search: args.ef_search,
         };
         let (hits, engine) = self
             .store()?

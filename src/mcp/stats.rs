@@ -14,7 +14,9 @@ pub struct StatsArgs {}
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StatsResult {
-    /// `owner`: this process holds the database file; `relay`: it forwards to the owner.
+    /// `owner`: this process holds the database file; `relay`: it forwards to the owner;
+    /// `peer`: the store is PostgreSQL, which this process writes directly, as every
+    /// other stride-vectors process on it does.
     pub role: String,
     /// This process.
     pub pid: u32,
@@ -22,7 +24,10 @@ pub struct StatsResult {
     pub owner_pid: u32,
     /// Relays connected to the owner.
     pub relays_connected: usize,
+    /// The DuckDB file, or the PostgreSQL address and schema (never its password).
     pub database: String,
+    /// `duckdb` or `postgres`.
+    pub backend: String,
     pub indexes: Vec<IndexSummary>,
     /// Documents accepted but not yet embedded and committed.
     pub pending: usize,
@@ -80,7 +85,7 @@ impl StrideServer {
         let _: StatsArgs = parse(args)?;
         let indexes = self.index_summaries("stats").await?;
         let memory_bytes = indexes.iter().map(|i| i.memory_bytes).sum();
-        let p = self.pipeline()?.stats();
+        let p = self.pipeline()?.stats().await;
         let model_error = match &p.model_state {
             crate::embed::ModelState::Failed(e) => Some(e.clone()),
             _ => None,
@@ -89,12 +94,18 @@ impl StrideServer {
             crate::embed::ModelState::Downloading { done, total } => (Some(done), total),
             _ => (None, None),
         };
+        let store = self.store()?;
         Ok(Json(StatsResult {
-            role: "owner".into(),
+            role: if store.backend_name() == "postgres" {
+                "peer".into()
+            } else {
+                "owner".into()
+            },
+            backend: store.backend_name().into(),
             pid: std::process::id(),
             owner_pid: std::process::id(),
             relays_connected: self.ownership().relays(),
-            database: self.store()?.path().display().to_string(),
+            database: store.location(),
             indexes,
             pending: p.pending,
             oldest_pending_ms: p.oldest_pending_ms,
@@ -106,7 +117,7 @@ impl StrideServer {
             documents_committed: p.committed,
             memory_bytes,
             resident_bytes: resident_bytes(),
-            duckdb_memory_bytes: self.store()?.duckdb_memory().await.ok(),
+            duckdb_memory_bytes: store.duckdb_memory().await,
             last_error: p.last_error,
             model: p.model,
             model_state: p.model_state.label().into(),

@@ -13,7 +13,7 @@ use super::args::{filter_arg, input_schema, metadata_object, parse, tool_error, 
 use super::indexes::unexpected;
 use super::StrideServer;
 use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
-use crate::store::{read, validate_index_name, validate_vector, Metric, VectorRow};
+use crate::store::{validate_index_name, validate_vector, Metric, VectorRow};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -321,14 +321,13 @@ impl StrideServer {
                 args.ids.len()
             ));
         }
-        let info = self
-            .store()?
+        let store = self.store()?;
+        let info = store
             .index_info(&args.index)
+            .await
             .map_err(|e| tool_error("fetch", e))?;
-        let ids = args.ids.clone();
-        let hits = self
-            .store()?
-            .read(move |conn| read::fetch(conn, &info, &ids))
+        let hits = store
+            .fetch(&info, args.ids.clone())
             .await
             .map_err(|e| tool_error("fetch", e))?;
         let missing = args

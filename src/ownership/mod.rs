@@ -77,7 +77,11 @@ impl Ownership {
             rendezvous: Rendezvous::for_database(&config.db_path),
         });
         let ownership = Ownership { backend: rx, shared };
-        tokio::spawn(supervise(config, tx, ownership.clone()));
+        if config.postgres.is_some() {
+            tokio::spawn(connect_postgres(config, tx));
+        } else {
+            tokio::spawn(supervise(config, tx, ownership.clone()));
+        }
         ownership
     }
 
@@ -122,6 +126,15 @@ impl Ownership {
 
     pub fn rendezvous(&self) -> &Rendezvous {
         &self.shared.rendezvous
+    }
+
+    /// Whether this process holds the owner lock (and so its socket file is ours).
+    pub fn holds_lock(&self) -> bool {
+        self.shared
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 }
 
@@ -222,9 +235,40 @@ fn unavailable_text(error: &str) -> String {
     }
 }
 
+/// With PostgreSQL there is nothing to own: every process writes directly. Connect (and
+/// keep trying with backoff while the database is unreachable, saying why in every call).
+async fn connect_postgres(config: ServeConfig, tx: watch::Sender<Backend>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match open_local(&config).await {
+            Ok(local) => {
+                let _ = tx.send(Backend::Local(local));
+                return;
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot use PostgreSQL: {message}"
+                );
+                let _ = tx.send(Backend::Unavailable(format!(
+                    "PostgreSQL is not usable yet; retrying in the background: {message}"
+                )));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
-    let (path, options) = (config.db_path.clone(), config.store.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, &options)).await??;
+    let store = match &config.postgres {
+        Some(options) => Store::connect(options).await?,
+        None => {
+            let (path, options) = (config.db_path.clone(), config.store.clone());
+            tokio::task::spawn_blocking(move || Store::open(&path, &options)).await??
+        }
+    };
     let embedder = crate::embed::build(&config.embedder).map_err(|e| anyhow::anyhow!("embedder: {e}"))?;
     let pipeline = Pipeline::start(store.clone(), embedder, config.pipeline.clone()).await?;
     Ok(Local { store, pipeline })

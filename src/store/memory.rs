@@ -1118,6 +1118,19 @@ pub enum Engine {
     Memory,
     /// DuckDB's brute-force scan: the reference implementation.
     Duckdb,
+    /// PostgreSQL with pgvector (`--database postgres://…`): exact, or an HNSW index.
+    #[value(skip)]
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Memory => "memory",
+            Engine::Duckdb => "duckdb",
+            Engine::Postgres => "postgres",
+        }
+    }
 }
 
 /// How one index is served.

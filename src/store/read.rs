@@ -27,6 +27,8 @@ pub struct SearchRequest {
     pub filter: Option<CompiledFilter>,
     pub min_score: Option<f64>,
     pub include_vector: bool,
+    /// Candidates an HNSW search keeps (PostgreSQL HNSW indexes only).
+    pub ef_search: Option<u32>,
 }
 
 /// One hit.

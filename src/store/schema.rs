@@ -212,6 +212,7 @@ fn registered_indexes(conn: &Connection) -> anyhow::Result<Catalog> {
                 metric,
                 model,
                 adopted,
+                ann: None,
             },
         );
     }

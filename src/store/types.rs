@@ -60,7 +60,45 @@ pub struct IndexInfo {
     pub model: Option<String>,
     /// True when the table was made by someone else (Mastra) and adopted on open.
     pub adopted: bool,
+    /// The approximate index that serves its searches (PostgreSQL only); `None`: exact.
+    pub ann: Option<Hnsw>,
 }
+
+/// An HNSW index over an index's vectors (pgvector). Searches through it are approximate;
+/// `ef_search` trades speed for recall per search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Hnsw {
+    /// Links per node (pgvector: 2 to 100; default 16).
+    pub m: u32,
+    /// Candidates kept while building (pgvector: 4 to 1000, at least 2·m; default 64).
+    pub ef_construction: u32,
+}
+
+impl Hnsw {
+    pub const DEFAULT_M: u32 = 16;
+    pub const DEFAULT_EF_CONSTRUCTION: u32 = 64;
+
+    /// pgvector's own limits, checked before any SQL so the message names the field.
+    pub fn validate(&self, field: &str) -> Result<(), StoreError> {
+        if !(2..=100).contains(&self.m) {
+            return Err(StoreError::invalid(format!(
+                "{field}.m: must be between 2 and 100, got {}",
+                self.m
+            )));
+        }
+        if !(4..=1000).contains(&self.ef_construction) || self.ef_construction < 2 * self.m {
+            return Err(StoreError::invalid(format!(
+                "{field}.ef_construction: must be between 4 and 1000 and at least 2·m ({}), got {}",
+                2 * self.m,
+                self.ef_construction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Most candidates an HNSW search may keep (pgvector's `hnsw.ef_search` limit).
+pub const MAX_EF_SEARCH: u32 = 1000;
 
 /// One vector to write. Checked with [`VectorRow::validate`] before it reaches the writer.
 #[derive(Debug, Clone)]
@@ -187,6 +225,47 @@ pub fn dedup_last_wins(rows: Vec<VectorRow>) -> Vec<VectorRow> {
         }
     }
     out
+}
+
+/// The width rows must have: the index's, or the one `create_index` asks for (which must
+/// then agree with an existing index).
+pub fn target_dimension(
+    index: &str,
+    create: Option<(usize, Metric)>,
+    existing: Option<&IndexInfo>,
+) -> Result<usize, StoreError> {
+    match (existing, create) {
+        (Some(info), Some((dim, metric))) if (info.dimension, info.metric) != (dim, metric) => {
+            Err(StoreError::invalid(format!(
+                "create_index: index \"{index}\" already exists with dimension {} and metric {}, not dimension {dim} and metric {metric}",
+                info.dimension, info.metric
+            )))
+        }
+        (Some(info), _) => Ok(info.dimension),
+        (None, Some((dim, _))) => {
+            validate_dimension(dim).map_err(|e| StoreError::invalid(format!("create_index.{e}")))?;
+            Ok(dim)
+        }
+        (None, None) => Err(StoreError::unknown_index(index)),
+    }
+}
+
+/// Embedding into an index is allowed when its recorded model (if any) and its dimension
+/// (when the embedder knows its own) agree.
+pub fn check_embeddable(info: &IndexInfo, model: &str, dimension: Option<usize>) -> Result<(), StoreError> {
+    if let Some(recorded) = info.model.as_deref().filter(|m| *m != model) {
+        return Err(StoreError::invalid(format!(
+            "index: \"{}\" holds embeddings of model {recorded:?}, not {model:?}; use another index or the matching --model",
+            info.name
+        )));
+    }
+    if let Some(dim) = dimension.filter(|&d| d != info.dimension) {
+        return Err(StoreError::invalid(format!(
+            "index: \"{}\" has dimension {}, but model {model:?} makes {dim}-dimensional vectors",
+            info.name, info.dimension
+        )));
+    }
+    Ok(())
 }
 
 /// Render a vector as a DuckDB array literal to bind as text and cast with `?::FLOAT[n]`

@@ -45,6 +45,8 @@ pub enum WriteOp {
         name: String,
         dimension: usize,
         metric: Metric,
+        /// An HNSW index to build (PostgreSQL only).
+        ann: Option<Hnsw>,
     },
     DeleteIndex {
         name: String,
@@ -72,12 +74,17 @@ pub enum WriteOp {
         target: Target,
     },
     /// Record documents to embed as pending (or, when unchanged, just their metadata).
-    /// With a known `dimension` a missing index is created for `model`.
+    /// With a known `dimension` a missing index is created for `model`. Where the queue is
+    /// shared (PostgreSQL), each version is due `due_in` from now, but no later than
+    /// `max_wait` after the first version of its id still queued; the DuckDB back-end's
+    /// schedule lives in the pipeline instead.
     Accept {
         index: String,
         model: String,
         dimension: Option<usize>,
         docs: Vec<NewDocument>,
+        due_in: std::time::Duration,
+        max_wait: std::time::Duration,
     },
     /// Store freshly embedded documents and retire their pending versions.
     StoreEmbedded {
@@ -436,7 +443,11 @@ impl Writer {
                 name,
                 dimension,
                 metric,
+                ann: None,
             } => self.create_index(name, *dimension, *metric, working),
+            WriteOp::CreateIndex { ann: Some(_), .. } => Err(OpError::Rejected(StoreError::invalid(
+                "ann: HNSW indexes need the PostgreSQL back-end (--database postgres://…); a DuckDB file is always searched exactly",
+            ))),
             WriteOp::DeleteIndex { name } => self.delete_index(name, working),
             WriteOp::Upsert {
                 index,
@@ -464,6 +475,7 @@ impl Writer {
                 model,
                 dimension,
                 docs,
+                ..
             } => self.accept(index, model, *dimension, docs, working),
             WriteOp::StoreEmbedded { index, model, docs } => self.store_embedded(index, model, docs, working),
         }
@@ -503,6 +515,7 @@ impl Writer {
                 metric,
                 model: None,
                 adopted: false,
+                ann: None,
             },
         );
         Ok(WriteOutcome::IndexCreated { created: true })
@@ -535,7 +548,7 @@ impl Writer {
         working: &mut Catalog,
     ) -> OpResult {
         validate_index_name(index).map_err(OpError::Rejected)?;
-        let dimension = target_dimension(index, create, working).map_err(OpError::Rejected)?;
+        let dimension = target_dimension(index, create, working.get(index)).map_err(OpError::Rejected)?;
         // Every row is checked before any SQL, so a refusal leaves the transaction clean.
         for (at, row) in rows.iter().enumerate() {
             row.validate(at).map_err(OpError::Rejected)?;
@@ -918,47 +931,6 @@ fn shed_cache(conn: &Connection) {
 fn existing<'a>(index: &str, working: &'a Catalog) -> Result<&'a IndexInfo, StoreError> {
     validate_index_name(index)?;
     working.get(index).ok_or_else(|| StoreError::unknown_index(index))
-}
-
-/// The width rows must have: the index's, or the one `create_index` asks for (which must
-/// then agree with an existing index).
-fn target_dimension(
-    index: &str,
-    create: Option<(usize, Metric)>,
-    working: &Catalog,
-) -> Result<usize, StoreError> {
-    match (working.get(index), create) {
-        (Some(info), Some((dim, metric))) if (info.dimension, info.metric) != (dim, metric) => {
-            Err(StoreError::invalid(format!(
-                "create_index: index \"{index}\" already exists with dimension {} and metric {}, not dimension {dim} and metric {metric}",
-                info.dimension, info.metric
-            )))
-        }
-        (Some(info), _) => Ok(info.dimension),
-        (None, Some((dim, _))) => {
-            validate_dimension(dim).map_err(|e| StoreError::invalid(format!("create_index.{e}")))?;
-            Ok(dim)
-        }
-        (None, None) => Err(StoreError::unknown_index(index)),
-    }
-}
-
-/// Embedding into an index is allowed when its recorded model (if any) and its dimension
-/// (when the embedder knows its own) agree.
-fn check_embeddable(info: &IndexInfo, model: &str, dimension: Option<usize>) -> Result<(), StoreError> {
-    if let Some(recorded) = info.model.as_deref().filter(|m| *m != model) {
-        return Err(StoreError::invalid(format!(
-            "index: \"{}\" holds embeddings of model {recorded:?}, not {model:?}; use another index or the matching --model",
-            info.name
-        )));
-    }
-    if let Some(dim) = dimension.filter(|&d| d != info.dimension) {
-        return Err(StoreError::invalid(format!(
-            "index: \"{}\" has dimension {}, but model {model:?} makes {dim}-dimensional vectors",
-            info.name, info.dimension
-        )));
-    }
-    Ok(())
 }
 
 fn record_batch(dimension: usize, rows: &[VectorRow]) -> Result<RecordBatch, OpError> {

@@ -22,20 +22,72 @@ pub struct Server {
     pub child: Child,
 }
 
-/// The command that starts the server on `db`; logs go to the test's stderr at `warn`.
+/// Whether this run tests the PostgreSQL back-end: `STRIDE_VECTORS_TEST_BACKEND=postgres`,
+/// with the database in `STRIDE_VECTORS_TEST_POSTGRES` (scripts/test starts a throwaway
+/// one). Each test's temporary directory then stands for a schema of its own.
+pub fn on_postgres() -> bool {
+    std::env::var("STRIDE_VECTORS_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The database the PostgreSQL run uses.
+pub fn postgres_url() -> String {
+    std::env::var("STRIDE_VECTORS_TEST_POSTGRES").expect(
+        "STRIDE_VECTORS_TEST_BACKEND=postgres needs STRIDE_VECTORS_TEST_POSTGRES (scripts/test sets both)",
+    )
+}
+
+/// The schema standing for the test database `db` (the same path: the same schema, so a
+/// restart finds its data).
+pub fn pg_schema(db: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(db.to_string_lossy().as_bytes());
+    format!("t_{}", &hex::encode(digest)[..20])
+}
+
+/// The engine a search answers with by default: `memory`, or `postgres`.
+pub fn default_engine() -> &'static str {
+    if on_postgres() {
+        "postgres"
+    } else {
+        "memory"
+    }
+}
+
+/// Engines a test can force with `engine`: both DuckDB ones, or PostgreSQL's.
+pub fn engines() -> &'static [&'static str] {
+    if on_postgres() {
+        &["postgres"]
+    } else {
+        &["memory", "duckdb"]
+    }
+}
+
+/// The command that starts the server on `db` (in the PostgreSQL run: on the schema that
+/// stands for `db`); logs go to the test's stderr at `warn`.
 pub fn command(db: &Path) -> Command {
+    let mut cmd = bare_command(db);
+    if on_postgres() {
+        cmd.arg("--database")
+            .arg(postgres_url())
+            .arg("--pg-schema")
+            .arg(pg_schema(db));
+    }
+    cmd
+}
+
+/// The server on the DuckDB file `db`, whatever run this is.
+pub fn bare_command(db: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg("--db")
-        .arg(db)
-        .env(
-            "STRIDE_VECTORS_LOG",
-            std::env::var("STRIDE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    cmd.arg("--db").arg(db);
+    cmd.env(
+        "STRIDE_VECTORS_LOG",
+        std::env::var("STRIDE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+    .env_remove("RUST_LOG")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true);
     cmd
 }
 
@@ -145,7 +197,41 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
-/// Rows of an index read straight from the file, after the server has exited.
+/// Rows of an index read straight from the store (the file after the server has exited,
+/// or the PostgreSQL tables).
+pub async fn rows_in_store(db: &Path, index: &str) -> std::collections::BTreeMap<String, (Vec<f32>, Value)> {
+    if !on_postgres() {
+        return rows_in_file(db, index);
+    }
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    let sql = format!(
+        "SELECT vector_id, embedding::text, metadata::text FROM \"{}\".\"{index}\" WHERE namespace = 'default'",
+        pg_schema(db)
+    );
+    let rows = match client.query(&sql, &[]).await {
+        Ok(rows) => rows,
+        // No table: the index does not exist, so it holds no rows.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+        Err(e) => panic!("reading {index}: {e}"),
+    };
+    rows.iter()
+        .map(|r| {
+            let (id, v, m): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+            (
+                id,
+                (
+                    serde_json::from_str(&v).expect("vector"),
+                    serde_json::from_str(m.as_deref().unwrap_or("null")).expect("metadata"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Rows of an index read straight from the DuckDB file, after the server has exited.
 pub fn rows_in_file(db: &Path, index: &str) -> std::collections::BTreeMap<String, (Vec<f32>, Value)> {
     let conn = duckdb::Connection::open(db).expect("open the file the server wrote");
     let mut stmt = conn

@@ -1,0 +1,365 @@
+//! The DuckDB back-end: the one place that opens the database file and runs its SQL.
+//!
+//! [`FileStore`] is a cheap-to-clone handle over `Arc<Shared>` (the mini-redis `Db` shape). Writes
+//! go to the single writer actor ([`super::writer`]), which owns the only read-write connection and
+//! group-commits; reads run on connections cloned from it ([`super::read`]). Index shapes live in a
+//! [`Catalog`] that only the writer changes, after a commit, so a reader never sees an index
+//! that is not in the file.
+//!
+//! It is reached only through [`super::Store`]; it must not know about MCP, and it speaks in
+//! plain Rust types and [`StoreError`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use duckdb::{Config, Connection};
+
+use super::documents::{self, PendingDocument};
+use super::memory::{self, Memory};
+use super::{
+    read, schema, validate_index_name, writer, Catalog, Engine, IndexInfo, StoreError, StoreOptions,
+    MAX_READERS,
+};
+
+/// Handle to an open database. Clone it freely: every clone talks to the same writer.
+#[derive(Clone)]
+pub struct FileStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    writer: writer::WriterHandle,
+    /// Committed index shapes. `std` lock: held for a map lookup, never across an await.
+    catalog: Arc<RwLock<Catalog>>,
+    /// Idle reader connections. `std` mutex: only held to push or pop one.
+    readers: Mutex<Vec<Connection>>,
+    /// Reads running at once, so at most [`MAX_READERS`] connections ever exist. `tokio`
+    /// semaphore: a read waits for a permit without holding a thread.
+    reading: Arc<tokio::sync::Semaphore>,
+    /// Source of new reader connections (`try_clone` needs a connection; the writer's lives
+    /// on its thread). Never used to run a query.
+    template: Mutex<Connection>,
+    /// In-memory copies of the indexes, kept in step by the writer.
+    memory: Arc<Memory>,
+    superseded: writer::SupersededListener,
+}
+
+impl FileStore {
+    /// Open (or create) the database, adopt any Mastra tables, and start the writer.
+    ///
+    /// Fails when the file is held by another process or is not a DuckDB database.
+    pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<FileStore> {
+        let conn = open_connection(path, options.threads, options.duckdb_memory_mb)?;
+        let catalog = schema::prepare(&conn).with_context(|| format!("preparing {}", path.display()))?;
+        let template = conn.try_clone().context("cloning the DuckDB connection")?;
+        let loader = conn.try_clone().context("cloning the DuckDB connection")?;
+        let memory = Arc::new(Memory::new(
+            options.engine == Engine::Memory,
+            options.memory_limit,
+        )?);
+        if memory.enabled {
+            memory.mark_loading(catalog.keys().cloned());
+        }
+        let catalog = Arc::new(RwLock::new(catalog));
+        let superseded = writer::SupersededListener::default();
+        let writer = writer::spawn(
+            conn,
+            catalog.clone(),
+            memory.clone(),
+            options.max_batch,
+            superseded.clone(),
+        )?;
+        let reading = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
+        if memory.enabled {
+            let (memory, catalog, writer) = (memory.clone(), catalog.clone(), writer.clone());
+            let reading = reading.clone();
+            std::thread::Builder::new()
+                .name("stride-loader".into())
+                .spawn(move || {
+                    load_all(&loader, &catalog, &memory, &writer);
+                    // Every read permit, so that no query runs while DuckDB's limit is
+                    // lowered to shed its cache (one did, and ran out of memory); reads
+                    // wait those few milliseconds instead.
+                    let all = futures::executor::block_on(reading.acquire_many(MAX_READERS as u32));
+                    writer.shed_cache();
+                    drop(all);
+                })?;
+        }
+        Ok(FileStore {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                writer,
+                catalog,
+                readers: Mutex::new(Vec::new()),
+                reading,
+                template: Mutex::new(template),
+                memory,
+                superseded,
+            }),
+        })
+    }
+
+    /// Have `listener` told, after each commit and before its requests are answered, which
+    /// document versions it superseded (the embedding pipeline drops them). One listener;
+    /// a second call is ignored.
+    pub fn on_superseded(&self, listener: impl Fn(&[writer::Superseded]) + Send + Sync + 'static) {
+        if self.shared.superseded.set(Box::new(listener)).is_err() {
+            tracing::warn!("a superseded-versions listener is already set; ignoring another");
+        }
+    }
+
+    /// Exact top-k, from the in-memory copy when it is on and loaded, else from DuckDB
+    /// (or from DuckDB when `engine` asks for it). Returns the engine that answered.
+    ///
+    /// On the copy, a search that needs nothing from the file (no `$regex`, no
+    /// `include_vector`) runs on its snapshot alone: no reader connection, no DuckDB query.
+    pub async fn search(
+        &self,
+        index: IndexInfo,
+        req: read::SearchRequest,
+        engine: Option<Engine>,
+    ) -> Result<(Vec<read::Hit>, Engine), StoreError> {
+        let memory = self.shared.memory.clone();
+        let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
+        if want_memory && !read::needs_file(&req) {
+            if let Some(copy) = memory.snapshot(&index.name) {
+                let pool = memory.clone();
+                let hits = pool
+                    .run(move || read::search_memory(&memory, &copy, &req, None))
+                    .await??;
+                return Ok((hits, Engine::Memory));
+            }
+        }
+        self.read(move |conn| {
+            if want_memory {
+                if let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? {
+                    let file = Some((conn, &index));
+                    return Ok((read::search_memory(&memory, &copy, &req, file)?, Engine::Memory));
+                }
+            }
+            Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
+        })
+        .await
+    }
+
+    /// Bytes DuckDB holds in memory, by its own account (`duckdb_memory()`).
+    pub async fn duckdb_memory(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| StoreError::internal("reading DuckDB's memory use", e))
+        })
+        .await
+    }
+
+    /// How `index` is served: engine, in-memory bytes, state of its copy.
+    pub fn memory_report(&self, index: &str) -> memory::MemoryReport {
+        self.shared
+            .memory
+            .report()
+            .get(index)
+            .copied()
+            .unwrap_or(memory::MemoryReport::OFF)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The committed shape of one index.
+    pub fn index_info(&self, name: &str) -> Result<IndexInfo, StoreError> {
+        validate_index_name(name)?;
+        self.catalog_read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::unknown_index(name))
+    }
+
+    /// All committed indexes, by name.
+    pub fn indexes(&self) -> Vec<IndexInfo> {
+        self.catalog_read().values().cloned().collect()
+    }
+
+    fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        // A panic while holding the lock cannot leave the map half-written (writes replace it
+        // whole), so a poisoned lock is still safe to read.
+        self.shared
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Send one write to the writer and wait until it is committed (or refused).
+    pub async fn write(&self, op: writer::WriteOp) -> Result<writer::WriteOutcome, StoreError> {
+        self.shared.writer.submit(op).await
+    }
+
+    /// Let every accepted write commit, then checkpoint and close the database.
+    pub async fn shutdown(&self) {
+        self.shared.writer.shutdown().await;
+    }
+
+    /// Number of rows in `index`.
+    pub async fn count(&self, index: IndexInfo) -> Result<u64, StoreError> {
+        self.read(move |conn| read::count(conn, &index)).await
+    }
+
+    /// Rows by id, with their vectors; missing ids are absent.
+    pub async fn fetch(&self, index: IndexInfo, ids: Vec<String>) -> Result<Vec<read::Hit>, StoreError> {
+        self.read(move |conn| read::fetch(conn, &index, &ids)).await
+    }
+
+    /// Every document waiting to be embedded, oldest version first.
+    pub async fn load_pending(&self) -> Result<Vec<PendingDocument>, StoreError> {
+        self.read(|conn| {
+            documents::load_pending(conn).map_err(|e| StoreError::internal("loading pending documents", e))
+        })
+        .await
+    }
+
+    /// The queued version (seq, text) of each (index, id) that still has one.
+    pub async fn pending_texts(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<HashMap<(String, String), (u64, String)>, StoreError> {
+        self.read(move |conn| {
+            let mut texts = HashMap::new();
+            for key in keys {
+                let queued = documents::pending_of(conn, &key.0, &key.1)
+                    .map_err(|e| StoreError::internal("reading pending texts", e))?;
+                if let Some(queued) = queued {
+                    texts.insert(key, (queued.seq, queued.text));
+                }
+            }
+            Ok(texts)
+        })
+        .await
+    }
+
+    /// Run `f` on an idle reader connection, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        // Held by the blocking task itself: a caller that gives up does not free it early.
+        let permit = shared
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = shared.take_reader()?;
+            let result = f(&conn);
+            shared.return_reader(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Shared {
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = lock(&self.readers).pop() {
+            return Ok(conn);
+        }
+        lock(&self.template)
+            .try_clone()
+            .map_err(|e| StoreError::Internal(format!("opening a reader connection: {e}")))
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        lock(&self.readers).push(conn);
+    }
+}
+
+/// Load every index into memory, one at a time, off every lock: each is read in a DuckDB
+/// read transaction, and the writer replays onto it what was committed meanwhile.
+fn load_all(conn: &Connection, catalog: &RwLock<Catalog>, memory: &Memory, writer: &writer::WriterHandle) {
+    let names: Vec<String> = catalog
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    for name in names {
+        let started = std::time::Instant::now();
+        let Some(info) = catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+        else {
+            continue; // Dropped since the start: the writer keeps its slot.
+        };
+        let (builder, as_of) = match memory.begin_load(conn) {
+            Ok((_read_transaction, as_of)) => (load_one(conn, &info, memory), as_of),
+            Err(e) => {
+                tracing::error!(index = %name, error = %e, "cannot load index into memory; searching it with DuckDB");
+                (None, 0)
+            }
+        };
+        tracing::debug!(index = %name, ms = started.elapsed().as_millis() as u64, "index read for memory");
+        writer.loaded(name, builder, as_of);
+    }
+}
+
+/// Read one index, unless it cannot fit the budget anyway.
+fn load_one(conn: &Connection, info: &IndexInfo, memory: &Memory) -> Option<memory::Builder> {
+    let rows = read::count(conn, info).ok()? as usize;
+    if rows.saturating_mul(memory::MemoryIndex::row_bytes(info.dimension)) > memory.limit_bytes {
+        tracing::warn!(index = %info.name, rows, limit_mb = memory.limit_bytes >> 20, "index does not fit the memory budget; searching it with DuckDB");
+        return None;
+    }
+    match read::load_index(conn, info) {
+        Ok(builder) => Some(builder),
+        Err(e) => {
+            tracing::error!(index = %info.name, error = %e, "cannot load index into memory; searching it with DuckDB");
+            None
+        }
+    }
+}
+
+/// Lock a mutex whose data stays valid even if a holder panicked (a `Vec` of idle
+/// connections, or a connection used only for `try_clone`).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Open the file read-write with extension auto-install and auto-load off: nothing may try
+/// to download at run time, and the statically linked `json` extension is all we need.
+fn open_connection(path: &Path, threads: u32, memory_mb: u32) -> anyhow::Result<Connection> {
+    let mut config = Config::default()
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")?;
+    if threads > 0 {
+        config = config.threads(i64::from(threads))?;
+    }
+    if memory_mb > 0 {
+        config = config.max_memory(&format!("{memory_mb}MiB"))?;
+    }
+    let conn = Connection::open_with_flags(path, config)
+        .with_context(|| format!("opening DuckDB database {}", path.display()))?;
+    conn.execute_batch(STORE_FLOATS_PLAIN)
+        .context("turning off DuckDB's float compression")?;
+    Ok(conn)
+}
+
+/// Store the floats of new row groups as they are. DuckDB's float codecs (ALP, ALP-RD, and
+/// the older Chimp and Patas) find nothing to squeeze in embedding vectors: measured with
+/// DuckDB 1.5.2 on 100,000 x 384 (BENCHMARKS.md, run 8), the file was larger with them
+/// (333 vs 269 MiB) and a full scan four times slower (300 vs 73 ms), which is what the
+/// DuckDB engine's search is. Row groups written before keep their codec; any DuckDB reads
+/// both, so Mastra still reads our file. A setting of this process, not of the file.
+const STORE_FLOATS_PLAIN: &str = "SET GLOBAL disabled_compression_methods = 'alp,alprd,chimp,patas'";
