@@ -340,3 +340,53 @@ async fn connection_failures_are_named_and_the_password_never_shown() {
     let (error, _) = failing_call(&plain).await;
     assert!(error.contains("pgvector is not installed"), "{error}");
 }
+
+/// Connections killed under a running server (a failover, an idle timeout, an admin): a
+/// call that meets a dead connection says so, and the server reconnects by itself.
+#[tokio::test]
+async fn lost_connections_are_named_and_replaced() {
+    let Some(url) = database() else { return };
+    let Ok(psql) = std::env::var("STRIDE_VECTORS_TEST_PSQL") else {
+        eprintln!("skipped: STRIDE_VECTORS_TEST_PSQL is not set");
+        return;
+    };
+    // Its own application name, so that only this server's connections are killed.
+    let url = format!("{url} application_name=sv_lost_connections");
+    let schema = unique_schema("lost");
+    let dir = temp_db();
+    let mut cmd = bare_command(&dir.path);
+    cmd.args(["--database", &url, "--pg-schema", &schema]);
+    let s = start_with(cmd).await;
+    s.ok("upsert", json!({"index": "goals", "create_index": {"dimension": 2}, "vectors": [{"id": "a", "vector": [1, 0]}]}))
+        .await;
+    for round in 0..3 {
+        let killed = std::process::Command::new(&psql)
+            .args([
+                url.as_str(),
+                "-qAtc",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'sv_lost_connections' AND pid <> pg_backend_pid()",
+            ])
+            .output()
+            .expect("run psql");
+        let killed = String::from_utf8_lossy(&killed.stdout).trim().to_string();
+        assert_ne!(killed, "0", "round {round}: no connection of the server to kill");
+        let mut answered = None;
+        for attempt in 0..5 {
+            let r = s
+                .call("search", json!({"index": "goals", "vector": [1, 0]}))
+                .await;
+            if r.is_error != Some(true) {
+                answered = Some(attempt);
+                break;
+            }
+            let message = text(&r);
+            assert!(
+                message.contains("connection to PostgreSQL was lost")
+                    || message.contains("cannot reach PostgreSQL"),
+                "round {round}: {message}"
+            );
+        }
+        assert!(answered.is_some(), "round {round}: the server did not reconnect");
+    }
+    s.stop().await;
+}

@@ -12,11 +12,15 @@
 //! metric, model, content hashes, the pending queue, a format version) lives in a schema of
 //! its own ([`schema`]).
 //!
-//! Concurrency: every write is one transaction that first takes an advisory lock on its
-//! index, shared for row changes and exclusive for creating or dropping the index, so a
-//! table is never dropped under a write and two processes never create one twice. Rows are
-//! written in id order, so two writers never wait on each other in a cycle; a deadlock or
-//! serialization failure reported anyway is retried, since nothing of it committed.
+//! Concurrency: every write is one transaction that first takes advisory locks, then reads
+//! and writes: its index's lock, exclusive to create or drop the index or to change rows
+//! chosen by a filter (no other write of the index runs between reading the filter and
+//! writing), shared otherwise; then, under a shared one, one lock per id it touches, taken
+//! in one global order ([`schema::lock_ids`]). So every write of an id (an upsert, a
+//! delete, an accepted text, an embedding landing) runs alone for that id and sees what the
+//! one before it committed: the last acknowledged operation wins, as with one writer.
+//! Claims skip ids whose lock is held instead of waiting. A deadlock or serialization
+//! failure reported anyway is retried, since nothing of it committed.
 //!
 //! Connections: a `deadpool` pool over `tokio-postgres`, with TLS (rustls, the system's
 //! roots) when the URL asks for it. A failed connection is remembered for a short, growing

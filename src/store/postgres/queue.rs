@@ -100,6 +100,11 @@ impl PgStore {
                 metadata: hit_object(row.get::<_, Value>(4)),
                 hash: row.get(5),
             };
+            // A write of this id is running (its transaction holds the id's lock): leave
+            // the version for later rather than wait, as SKIP LOCKED does for the rows.
+            if !super::schema::try_lock_id(&*tx, names, &doc.index, &doc.id).await? {
+                continue;
+            }
             if row.get::<_, bool>(6) && self.finish_unchanged(&*tx, &doc).await? {
                 finished += 1;
                 continue;

@@ -122,8 +122,11 @@ pub async fn prepare(client: &mut Client, schema: &str) -> Result<Prepared, Stri
     // an index's lock we want next is a deadlock.
     let ready = tx
         .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{}.pending_due", names.book)],
+            "SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL",
+            &[
+                &format!("{}.pending_due", names.book),
+                &format!("{}.lock_keys(bigint[])", names.book),
+            ],
         )
         .await
         .map_err(fail)?
@@ -196,7 +199,17 @@ fn bookkeeping_ddl(book: &str) -> String {
             PRIMARY KEY (index_name, id)
         );
         CREATE INDEX IF NOT EXISTS pending_due ON {book}.pending (due_at);
-        CREATE SEQUENCE IF NOT EXISTS {book}.seq;"
+        CREATE SEQUENCE IF NOT EXISTS {book}.seq;
+        -- Takes the advisory locks of `keys` one after the other, in the order given: the
+        -- caller sorts them, so that two transactions never wait on each other in a cycle.
+        CREATE OR REPLACE FUNCTION {book}.lock_keys(keys bigint[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        DECLARE k bigint;
+        BEGIN
+            FOREACH k IN ARRAY keys LOOP
+                PERFORM pg_advisory_xact_lock(k);
+            END LOOP;
+        END $$;"
     )
 }
 
@@ -601,6 +614,59 @@ pub async fn lock_index(
         .await
         .map_err(|e| super::db_error(&e))?;
     Ok(())
+}
+
+/// The 64-bit advisory lock key of one id of one index (the one-key lock space, apart
+/// from the two-key locks of whole indexes).
+pub fn id_key(names: &Names, index: &str, id: &str) -> i64 {
+    let mut hasher = Sha256::new();
+    for part in [names.book_raw.as_str(), index, id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Lock the ids a write is about, for the rest of its transaction, after its index lock:
+/// every write of an id (rows, queue, stored texts, embeddings landing) then runs alone
+/// for that id, and sees what the one before it committed. Keys are taken in one global
+/// order, so two writers never deadlock on them.
+pub async fn lock_ids<S: AsRef<str>>(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    ids: &[S],
+) -> Result<(), StoreError> {
+    let mut keys: Vec<i64> = ids.iter().map(|id| id_key(names, index, id.as_ref())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    c.execute(&format!("SELECT {}.lock_keys($1)", names.book), &[&keys])
+        .await
+        .map_err(|e| super::db_error(&e))?;
+    Ok(())
+}
+
+/// Take the lock of one id if nobody holds it; false when someone does.
+pub async fn try_lock_id(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let row = c
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&id_key(names, index, id)],
+        )
+        .await
+        .map_err(|e| super::db_error(&e))?;
+    Ok(row.get(0))
 }
 
 /// The DDL of a new index table, exactly as `@mastra/pg` 1.27 writes it.

@@ -7,7 +7,7 @@
 //! holds one version per (index, id), numbered from one sequence, and an embedding is
 //! stored only while its version is still the queued one, with the metadata the queue
 //! holds then. What differs is how: several processes write at once, so each transaction
-//! locks what it reads (the index's advisory lock, the queue rows `FOR UPDATE`) and
+//! first locks what it is about (see the module above: the index, then its ids) and
 //! nothing is cached between transactions.
 //!
 //! Creating an index takes the exclusive lock; a write that may create its index (upsert
@@ -129,13 +129,7 @@ async fn create_index(
             false
         }
         None => {
-            tx.batch_execute(&schema::create_table_sql(names, name, dimension))
-                .await?;
-            if let Some(ann) = ann {
-                tx.batch_execute(&schema::create_hnsw_sql(names, name, metric, ann))
-                    .await?;
-            }
-            schema::register(&*tx, names, name, dimension, metric, false, ann).await?;
+            create_in(&*tx, names, name, dimension, metric, ann).await?;
             if let Some(model) = model {
                 set_model(&*tx, names, name, model).await?;
             }
@@ -144,6 +138,25 @@ async fn create_index(
     };
     tx.commit().await?;
     Ok(WriteOutcome::IndexCreated { created })
+}
+
+/// Create and register an index table, in a transaction holding its exclusive lock.
+async fn create_in(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    name: &str,
+    dimension: usize,
+    metric: Metric,
+    ann: Option<Hnsw>,
+) -> Result<()> {
+    c.batch_execute(&schema::create_table_sql(names, name, dimension))
+        .await?;
+    if let Some(ann) = ann {
+        c.batch_execute(&schema::create_hnsw_sql(names, name, metric, ann))
+            .await?;
+    }
+    schema::register(c, names, name, dimension, metric, false, ann).await?;
+    Ok(())
 }
 
 async fn set_ann(
@@ -199,9 +212,37 @@ async fn delete_index(store: &PgStore, name: &str) -> Result<WriteOutcome> {
     Ok(WriteOutcome::IndexDeleted { existed })
 }
 
-/// The registration of an index that must exist, read under its shared lock.
-async fn existing(c: &(impl GenericClient + Sync), names: &Names, index: &str) -> Result<IndexInfo> {
-    schema::lock_index(c, names, index, false).await?;
+/// What a write locks: the rows of these ids (under the index's shared lock), or, for a
+/// write that chooses its rows by filter, the whole index (its exclusive lock): no other
+/// write of the index runs between the filter's reading and the write.
+enum Scope<'a> {
+    Ids(&'a [String]),
+    Index,
+}
+
+impl<'a> Scope<'a> {
+    fn of(target: &'a Target) -> Scope<'a> {
+        match target {
+            Target::Ids(ids) => Scope::Ids(ids),
+            Target::Filter(_) => Scope::Index,
+        }
+    }
+}
+
+/// Take the locks of `scope`, then read the registration of an index that must exist.
+async fn existing(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    scope: Scope<'_>,
+) -> Result<IndexInfo> {
+    match scope {
+        Scope::Index => schema::lock_index(c, names, index, true).await?,
+        Scope::Ids(ids) => {
+            schema::lock_index(c, names, index, false).await?;
+            schema::lock_ids(c, names, index, ids).await?;
+        }
+    }
     Ok(schema::registered(c, names, index)
         .await?
         .ok_or_else(|| StoreError::unknown_index(index))?)
@@ -232,7 +273,12 @@ async fn upsert(
     }
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
-    let info = existing(&*tx, names, index).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let scope = match delete_filter {
+        Some(_) => Scope::Index,
+        None => Scope::Ids(&ids),
+    };
+    let info = existing(&*tx, names, index, scope).await?;
     let dimension = target_dimension(index, create, Some(&info))?;
     for (at, row) in rows.iter().enumerate() {
         validate_vector(
@@ -395,7 +441,7 @@ async fn delete(store: &PgStore, index: &str, target: &Target) -> Result<WriteOu
     let names = names(store);
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
-    existing(&*tx, names, index).await?;
+    existing(&*tx, names, index, Scope::of(target)).await?;
     let count = delete_rows(&*tx, names, index, target).await?;
     tx.commit().await?;
     Ok(WriteOutcome::Deleted { count })
@@ -468,7 +514,7 @@ async fn update(
     let names = names(store);
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
-    let info = existing(&*tx, names, index).await?;
+    let info = existing(&*tx, names, index, Scope::of(target)).await?;
     if let Some(v) = vector {
         validate_vector("vector", v, Some(info.dimension))?;
     }
@@ -615,6 +661,8 @@ async fn accept(
     }
     let tx = client.transaction().await?;
     schema::lock_index(&*tx, names, index, false).await?;
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    schema::lock_ids(&*tx, names, index, &ids).await?;
     let info = schema::registered(&*tx, names, index).await?;
     if let Some(info) = &info {
         check_embeddable(info, model, dimension)?;
@@ -734,18 +782,19 @@ async fn store_embedded(
     }
     let names = names(store);
     let mut client = store.client().await?;
-    match schema::lookup(&mut client, names, index).await? {
-        Some(info) => check_embeddable(&info, model, Some(dimension))?,
-        None => {
-            create_index(store, index, dimension, Metric::Cosine, None, Some(model)).await?;
+    let missing = match schema::lookup(&mut client, names, index).await? {
+        Some(info) => {
+            check_embeddable(&info, model, Some(dimension))?;
+            false
         }
-    }
+        None => true,
+    };
     let tx = client.transaction().await?;
-    let info = existing(&*tx, names, index).await?;
-    check_embeddable(&info, model, Some(dimension))?;
-    if info.model.is_none() {
-        set_model(&*tx, names, index, model).await?;
-    }
+    // A missing index is created here, under its exclusive lock, and only once a version
+    // is known to be still queued: a delete_index meanwhile dropped the queue with it.
+    schema::lock_index(&*tx, names, index, missing).await?;
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    schema::lock_ids(&*tx, names, index, &ids).await?;
     let mut sorted: Vec<&EmbeddedDocument> = docs.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     let mut rows = Vec::new();
@@ -779,6 +828,27 @@ async fn store_embedded(
                 stale.insert(doc.id.clone());
             }
         }
+    }
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(WriteOutcome::Embedded {
+            stored: Vec::new(),
+            stale: docs.iter().map(|d| d.id.clone()).collect(),
+        });
+    }
+    let info = match schema::registered(&*tx, names, index).await? {
+        Some(info) => info,
+        None if missing => {
+            create_in(&*tx, names, index, dimension, Metric::Cosine, None).await?;
+            schema::registered(&*tx, names, index)
+                .await?
+                .ok_or_else(|| StoreError::unknown_index(index))?
+        }
+        None => return Err(Failure::Store(StoreError::unknown_index(index))),
+    };
+    check_embeddable(&info, model, Some(dimension))?;
+    if info.model.is_none() {
+        set_model(&*tx, names, index, model).await?;
     }
     let rows = dedup_last_wins(rows);
     write_rows(&*tx, names, index, &rows).await?;
