@@ -23,15 +23,34 @@
 // had between the call's start and its end. After `flush` nothing may be pending.
 //
 // Embeddings come from fake-ollama.mjs: the vector of a text is known here exactly.
+//
+// PostgreSQL mode (`runModel({backend: "postgres", conninfo})`, model-postgres.test.mjs):
+// the same operations and the same model, but the three processes all store in one fresh
+// schema of a PostgreSQL database (`--database --pg-schema model_<hex>`). There is no owner
+// and no relay there: every process writes directly (stats say role "peer"), and they share
+// one embedding queue, claimed with leases (`--pg-lease-ms`, short here). So what is about
+// owners becomes about any process: the kills (SIGKILL) and clean restarts hit a process
+// drawn by the seed, nothing waits for a take-over or a relay to reconnect, a call is never
+// retried on another process (no "maybe run twice"), and a clean stop must exit at once
+// with code 0. A killed process's calls are not settled when it exits, though: PostgreSQL
+// may still be running what it sent (a COMMIT already received lands after the process is
+// gone). So their outcome counts as unknown, and what re-establishes their ids runs, only
+// once PostgreSQL shows no connection of that process any more (each process connects with
+// an application_name of its own). The model itself is unchanged: the queue being shared only changes who
+// embeds a pending version, not what may be stored; `flush` waits for the database's whole
+// queue (of its index). Searches never force `memory` or `duckdb` (refused there): the 20%
+// of searches that force an engine force `postgres`, and every answer must say `postgres`.
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { Client as ClientV2 } from "@modelcontextprotocol/client";
+import pg from "pg";
 
 import { fakeVector, startFakeOllama } from "./fake-ollama.mjs";
 import { BIN, assertSameJson, cosine, makeTempDir, removeDir, resultText, waitForBinary } from "./helpers.mjs";
@@ -58,6 +77,12 @@ const UNKNOWN_TOOL_TIMEOUT_MS = 10_000;
 /** A call in flight within this long after an owner was killed may have been run twice. */
 const RETRY_WINDOW_MS = 2_000;
 const REVISION_2026 = "2026-07-28";
+/**
+ * PostgreSQL: how long a process's claim on queued embeddings holds (`--pg-lease-ms`). Short,
+ * so that the versions a killed process had claimed are taken over quickly (the default, a
+ * minute, would stall every flush after a kill).
+ */
+const PG_LEASE_MS = 1500;
 
 /** Relative weights of the random operations. */
 const WEIGHTS = {
@@ -363,8 +388,11 @@ function weights() {
   return out;
 }
 
-/** One random operation: `{kind, index, slot, ...}` (what the scheduler runs). */
-function generateOp(rng) {
+/**
+ * One random operation: `{kind, index, slot, ...}` (what the scheduler runs). On PostgreSQL
+ * (`backend`), a search that forces an engine forces `postgres`, the only one there.
+ */
+function generateOp(rng, backend = "duckdb") {
   const kind = rng.weighted(weights());
   const index = rng.pick(INDEXES);
   const slot = rng.int(3);
@@ -442,7 +470,7 @@ function generateOp(rng) {
         slot,
         vector: randomVector(rng),
         filter: rng.chance(0.3) ? { group: rng.pick(GROUPS) } : undefined,
-        engine: rng.chance(0.2) ? "duckdb" : undefined,
+        engine: rng.chance(0.2) ? (backend === "postgres" ? "postgres" : "duckdb") : undefined,
       };
     case "fetch":
       return { kind: "fetch", index, slot, ids: rng.sample(IDS, 1 + rng.int(IDS.length)) };
@@ -451,8 +479,11 @@ function generateOp(rng) {
   }
 }
 
-/** The ops of one sequence: random operations plus owner kills, a clean restart, an unknown tool. */
-function generateSequence(rng, nOps, { kills, avoid }) {
+/**
+ * The ops of one sequence: random operations plus owner kills, a clean restart, an unknown
+ * tool. On PostgreSQL there is no owner: each kill hits the process of a slot drawn here.
+ */
+function generateSequence(rng, nOps, { kills, avoid, backend = "duckdb" }) {
   const specials = new Map();
   const spot = () => {
     for (;;) {
@@ -460,14 +491,16 @@ function generateSequence(rng, nOps, { kills, avoid }) {
       if (!specials.has(at)) return at;
     }
   };
-  for (let i = 0; i < kills; i++) specials.set(spot(), { kind: "kill_owner" });
+  for (let i = 0; i < kills; i++) {
+    specials.set(spot(), backend === "postgres" ? { kind: "kill_peer", slot: rng.int(3) } : { kind: "kill_owner" });
+  }
   if (rng.chance(0.6)) specials.set(spot(), { kind: "clean_restart", slot: rng.int(3) });
   const unknownAt = spot();
   if (!avoid.has("unknown-tool")) specials.set(unknownAt, { kind: "unknown_tool" });
   const ops = [];
   for (let i = 0; i < nOps; i++) {
     if (specials.has(i)) ops.push(specials.get(i));
-    ops.push(generateOp(rng));
+    ops.push(generateOp(rng, backend));
   }
   return ops;
 }
@@ -481,8 +514,16 @@ const INDEX_KEY_OPS = ["delete_filter", "update_filter", "upsert_delete_filter",
 
 /** One sequence (exported for tests of the harness itself; runModel is the entry point). */
 export class Sequence {
-  constructor({ seed, runSeed, index: seqIndex, ollamaUrl, nOps, concurrency, avoid, keep, log }) {
+  constructor({ seed, runSeed, index: seqIndex, ollamaUrl, nOps, concurrency, avoid, keep, log, backend = "duckdb", conninfo = null, leaseMs = PG_LEASE_MS }) {
     this.seed = seed;
+    this.backend = backend;
+    /** PostgreSQL mode: every process a peer on one database (see the top of this file). */
+    this.pg = backend === "postgres";
+    this.conninfo = conninfo;
+    this.leaseMs = leaseMs;
+    // A fresh schema per sequence (its bookkeeping goes to stride_vectors_<schema>); not
+    // drawn from the seeded streams, so that a replay gets a new one.
+    this.schema = this.pg ? `model_${randomBytes(6).toString("hex")}` : null;
     this.runSeed = runSeed;
     this.seqIndex = seqIndex;
     this.ollamaUrl = ollamaUrl;
@@ -559,7 +600,13 @@ export class Sequence {
     await waitForBinary();
     const args = [
       "--db",
-      this.db,
+      // On PostgreSQL the file is unused (no owner election there); each process still names
+      // a path of its own, inside the sequence's directory, so that nothing derived from it
+      // (such as the rendezvous socket's name) is shared by accident.
+      this.pg ? path.join(this.dir, `unused-${label}.duckdb`) : this.db,
+      ...(this.pg
+        ? ["--database", withApplicationName(this.conninfo, appNameOf(this.schema, label)), "--pg-schema", this.schema, "--pg-lease-ms", String(this.leaseMs)]
+        : []),
       "--embedder",
       "ollama",
       "--model",
@@ -619,7 +666,28 @@ export class Sequence {
     }
     proc.client = client;
     this.event(`started ${label} pid ${proc.pid} (${gen} client)`);
+    if (this.pg) await this.checkPeer(proc);
     return proc;
+  }
+
+  /**
+   * PostgreSQL: a new process must say it is a peer writing to PostgreSQL, itself (what
+   * settleOwner checks on DuckDB; there is no owner to wait for here).
+   */
+  async checkPeer(proc) {
+    let res;
+    try {
+      res = await this.callRaw(proc, "stats", {}, 45_000);
+    } catch (error) {
+      throw error instanceof Violation ? error : new Violation(`stats through new process ${proc.label} (pid ${proc.pid}) failed: ${error.message}`);
+    }
+    if (res.type !== "ok") throw new Violation(`stats through ${proc.label} (pid ${proc.pid}) failed: ${res.text}`);
+    const { role, backend, pid } = res.value;
+    if (role !== "peer" || backend !== "postgres" || pid !== proc.pid) {
+      throw new Violation(
+        `stats of new process ${proc.label} (pid ${proc.pid}) say role ${JSON.stringify(role)}, backend ${JSON.stringify(backend)}, pid ${pid} (expected a postgres peer)`,
+      );
+    }
   }
 
   /** One tools/call: {type: "ok", value} (the exact text copy) or {type: "toolError", text}. */
@@ -649,6 +717,7 @@ export class Sequence {
   }
 
   roleOf(proc) {
+    if (this.pg) return "peer";
     return proc.pid === this.ownerPid ? "owner" : "relay";
   }
 
@@ -669,7 +738,8 @@ export class Sequence {
     const live = this.slots.filter((s) => s.state !== "down");
     let slot = this.slots[op.slot ?? 0];
     if (!slot || slot.state === "down") slot = live[(op.slot ?? 0) % live.length];
-    if (this.avoid.has("v2-relay")) {
+    // (PostgreSQL has no relays: nothing to avoid there.)
+    if (this.avoid.has("v2-relay") && !this.pg) {
       const ok = (s) => s.state === "up" && !(s.gen === "v2" && s.proc.pid !== this.ownerPid);
       if (!ok(slot)) slot = live.find(ok) ?? live.find((s) => s.gen === "v1") ?? slot;
     }
@@ -725,10 +795,15 @@ export class Sequence {
     }
   }
 
-  /** Generation of a process that will be a relay: keep a 1.x and a 2.x client on relays. */
+  /**
+   * Generation of a process that will be a relay: keep a 1.x and a 2.x client on relays (on
+   * PostgreSQL, where every process is a peer: among the other live processes).
+   */
   generationForNewRelay(slot) {
     const relayGens = new Set(
-      this.slots.filter((s) => s !== slot && s.state === "up" && s.proc.pid !== this.ownerPid).map((s) => s.gen),
+      this.slots
+        .filter((s) => s !== slot && s.state === "up" && (this.pg || s.proc.pid !== this.ownerPid))
+        .map((s) => s.gen),
     );
     if (!relayGens.has("v2")) return "v2";
     if (!relayGens.has("v1")) return "v1";
@@ -747,6 +822,19 @@ export class Sequence {
       const slot = { i, gen: gens[i], state: "starting", proc: null, inflight: new Set(), restarts: 0 };
       this.newReady(slot);
       this.slots.push(slot);
+    }
+    if (this.pg) {
+      // No owner to elect: the three start at once on the fresh schema (each checked to be
+      // a postgres peer by startProcess).
+      await Promise.all(
+        this.slots.map(async (slot) => {
+          slot.proc = await this.startProcess(slot.gen, `s${slot.i}`);
+          slot.state = "up";
+          slot.resolveReady();
+        }),
+      );
+      this.event(`roles: ${this.rolesText()}`);
+      return;
     }
     // The first process alone, so that it becomes the owner; then the two relays.
     const first = this.slots[0];
@@ -805,6 +893,27 @@ export class Sequence {
     }
   }
 
+  /**
+   * PostgreSQL: SIGKILL the process of `slotIndex` (any process: there is no owner) and put a
+   * new one in its slot. Nothing to wait for in between: the others write on their own, and
+   * take over the embeddings it had claimed once its lease ends.
+   */
+  async killPeer(slotIndex) {
+    const slot = this.slots[slotIndex].state === "up" ? this.slots[slotIndex] : this.slots.find((s) => s.state === "up");
+    if (!slot) throw new Violation("no live process to kill");
+    const victim = slot.proc;
+    slot.state = "restarting";
+    this.newReady(slot);
+    this.kills.push(Date.now());
+    this.counts.kills++;
+    this.event(`kill -9 pid ${victim.pid} (slot s${slot.i}, ${victim.gen}); ${this.inflight.size} ops in flight (${slot.inflight.size} on it)`);
+    const at = Date.now();
+    await this.pgKill(victim);
+    this.event(`pid ${victim.pid} gone, and its last connection to PostgreSQL ${Date.now() - at} ms after the kill`);
+    await this.until(() => slot.inflight.size === 0);
+    await this.replaceProcess(slot);
+  }
+
   /** Start a new process (and client) in `slot`, of the generation that keeps the mix. */
   async replaceProcess(slot) {
     const gen = this.generationForNewRelay(slot);
@@ -814,7 +923,7 @@ export class Sequence {
     slot.state = "up";
     slot.resolveReady();
     this.notify();
-    await this.settleOwner();
+    if (!this.pg) await this.settleOwner();
     this.event(`roles: ${this.rolesText()}`);
   }
 
@@ -826,11 +935,15 @@ export class Sequence {
     this.newReady(slot);
     await this.until(() => slot.inflight.size === 0);
     const proc = slot.proc;
-    const wasOwner = proc.pid === this.ownerPid;
+    const wasOwner = !this.pg && proc.pid === this.ownerPid;
     this.counts.cleanRestarts++;
-    this.event(`clean restart of s${slot.i} (${proc.gen}, ${wasOwner ? "owner" : "relay"}, pid ${proc.pid}): stdin closed`);
+    this.event(`clean restart of s${slot.i} (${proc.gen}, ${this.roleOf(proc)}, pid ${proc.pid}): stdin closed`);
     await proc.client.close().catch(() => {});
-    if (wasOwner) {
+    if (this.pg) {
+      // A peer serves no one else: it exits, cleanly, once its stdin is closed (having
+      // handed back its claims on the queue).
+      await this.expectCleanExit(proc, 20_000);
+    } else if (wasOwner) {
       // An owner whose client is gone keeps serving its relays (by design).
       this.lingering.add(proc);
     } else {
@@ -838,6 +951,41 @@ export class Sequence {
       if (outcome === "timeout") throw new Violation(`relay pid ${proc.pid} did not exit 20 s after its stdin closed`);
     }
     await this.replaceProcess(slot);
+  }
+
+  /**
+   * PostgreSQL: SIGKILL `proc`; `proc.settled` resolves once the process is gone AND the
+   * database holds no connection of it any more: until then a transaction it sent may still
+   * commit. Set in the same tick as the kill, so that every call failing because of it finds it.
+   */
+  pgKill(proc) {
+    proc.killedByUs = true;
+    proc.child.kill("SIGKILL");
+    proc.settled = (async () => {
+      await proc.exited;
+      const name = appNameOf(this.schema, proc.label);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const { rows } = await this.admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1", [name]);
+        if (rows[0].n === 0) return;
+        if (Date.now() > deadline) {
+          throw new Violation(`killed pid ${proc.pid}: PostgreSQL still shows ${rows[0].n} connection(s) of it (application_name ${name}) 30 s later`);
+        }
+        await sleep(10);
+      }
+    })();
+    // Awaited by whoever needs it; a failure is reported there (or by the sequence's end).
+    proc.settled.catch((error) => this.fail(error));
+    return proc.settled;
+  }
+
+  /** PostgreSQL: `proc` (stdin closed) exits by itself within `ms`, with code 0. */
+  async expectCleanExit(proc, ms) {
+    const outcome = await Promise.race([proc.exited, sleep(ms, "timeout", { ref: false })]);
+    if (outcome === "timeout") throw new Violation(`pid ${proc.pid} did not exit ${ms / 1000} s after its stdin closed`);
+    if (outcome.code !== 0) {
+      throw new Violation(`pid ${proc.pid} exited with code ${outcome.code} (signal ${outcome.signal}) after its stdin closed, not 0`);
+    }
   }
 
   // ----- the model: start and acknowledgement of key operations ------------------------------
@@ -944,6 +1092,9 @@ export class Sequence {
   }
 
   maybeRetried(op) {
+    // On PostgreSQL no process forwards a call to another: a call is run once, by the process
+    // it was sent to (or its outcome is unknown when that process was killed).
+    if (this.pg) return false;
     return this.kills.some((k) => op.t0abs <= k + RETRY_WINDOW_MS && op.t1abs >= k);
   }
 
@@ -1114,6 +1265,9 @@ export class Sequence {
     }
     if (!w.existsPossible.has(true)) {
       throw new Violation(`${where}: answered ${outcome.value.results.length} results from an index the model says does not exist`);
+    }
+    if (this.pg && outcome.value.engine !== "postgres") {
+      throw new Violation(`${where}: answered by engine ${JSON.stringify(outcome.value.engine)}, expected "postgres"`);
     }
     const results = outcome.value.results;
     const seen = new Set();
@@ -1430,6 +1584,8 @@ export class Sequence {
       if (error instanceof Violation) throw error;
       if (proc.killedByUs) outcome = { type: "unknown", error: error.message };
       else outcome = { type: "failed", error };
+      // PostgreSQL: what the killed process sent may still land; wait until it cannot.
+      if (outcome.type === "unknown" && proc.settled) await proc.settled;
     } finally {
       slot.inflight.delete(op);
       this.inflight.delete(op);
@@ -1572,6 +1728,9 @@ export class Sequence {
         case "kill_owner":
           await this.killOwner();
           continue;
+        case "kill_peer":
+          await this.killPeer(op.slot);
+          continue;
         case "clean_restart":
           await this.cleanRestart(op.slot);
           continue;
@@ -1583,9 +1742,10 @@ export class Sequence {
         continue;
       }
       if (op.kind === "unknown_tool") {
-        // Through a relay when there is one (preferably a 1.x client, which sends any name).
+        // Through a relay when there is one (preferably a 1.x client, which sends any name);
+        // on PostgreSQL, where every process answers for itself, through a 1.x client.
         const up = this.slots.filter((s) => s.state === "up");
-        const relay = (s) => s.proc.pid !== this.ownerPid;
+        const relay = (s) => this.pg || s.proc.pid !== this.ownerPid;
         const slot = up.find((s) => relay(s) && s.gen === "v1") ?? up.find(relay) ?? up[0];
         op.slot = slot ? slot.i : 0;
       }
@@ -1604,8 +1764,14 @@ export class Sequence {
     this.dir = await makeTempDir("sv-model-");
     this.db = path.join(this.dir, "model.duckdb");
     this.running = new Set();
+    if (this.pg) {
+      // The test's own connection: to watch killed processes' connections, and to drop the
+      // schemas at the end.
+      this.admin = new pg.Client(pgClientOptions(this.conninfo));
+      await this.admin.connect();
+    }
     const kills = 1 + this.rng.int(2);
-    const ops = generateSequence(this.rng, this.nOps, { kills, avoid: this.avoid });
+    const ops = generateSequence(this.rng, this.nOps, { kills, avoid: this.avoid, backend: this.backend });
     let ok = false;
     try {
       await this.startCluster();
@@ -1614,7 +1780,7 @@ export class Sequence {
       await this.barrier({ kind: "flush", index: null, slot: this.rng.int(3) });
       // A few more writes left pending, then every process goes (crash or clean stop), and a
       // new process alone must show the same data once it flushed what was pending.
-      const tail = Array.from({ length: 12 }, () => generateOp(this.rng)).filter((o) => !BARRIERS.has(o.kind));
+      const tail = Array.from({ length: 12 }, () => generateOp(this.rng, this.backend)).filter((o) => !BARRIERS.has(o.kind));
       await this.runOps(tail);
       const crash = this.rng.chance(0.5);
       await this.stopAll(crash);
@@ -1627,13 +1793,20 @@ export class Sequence {
       slot.state = "up";
       this.newReady(slot);
       slot.resolveReady();
-      await this.settleOwner();
-      if (this.ownerPid !== slot.proc.pid) throw new Violation(`the only process (pid ${slot.proc.pid}) is not the owner`);
+      if (!this.pg) {
+        // (On PostgreSQL startProcess checked it is a peer: there is no owner.)
+        await this.settleOwner();
+        if (this.ownerPid !== slot.proc.pid) throw new Violation(`the only process (pid ${slot.proc.pid}) is not the owner`);
+      }
       this.event(`roles: ${this.rolesText()}`);
       await this.barrier({ kind: "flush", index: null, slot: 0 });
       await slot.proc.client.close();
-      const outcome = await Promise.race([slot.proc.exited, sleep(20_000, "timeout", { ref: false })]);
-      if (outcome === "timeout") throw new Violation(`the last process (pid ${slot.proc.pid}) did not exit 20 s after its stdin closed`);
+      if (this.pg) {
+        await this.expectCleanExit(slot.proc, 20_000);
+      } else {
+        const outcome = await Promise.race([slot.proc.exited, sleep(20_000, "timeout", { ref: false })]);
+        if (outcome === "timeout") throw new Violation(`the last process (pid ${slot.proc.pid}) did not exit 20 s after its stdin closed`);
+      }
       ok = true;
       if (process.env.MODEL_OPLOG) {
         fs.mkdirSync(process.env.MODEL_OPLOG, { recursive: true });
@@ -1659,6 +1832,27 @@ export class Sequence {
         ),
       );
       if (ok && !this.keep) await removeDir(this.dir);
+      if (this.pg && this.admin) await this.dropSchema();
+    }
+  }
+
+  /**
+   * PostgreSQL: the sequence's schema and its bookkeeping schema go (kept with MODEL_KEEP=1).
+   * A failure here is reported, never thrown: it must not hide the sequence's own outcome.
+   */
+  async dropSchema() {
+    const client = this.admin;
+    try {
+      if (this.keep) {
+        this.print(`model: kept schemas ${this.schema} and stride_vectors_${this.schema}`);
+        return;
+      }
+      await client.query(`DROP SCHEMA IF EXISTS "${this.schema}" CASCADE`);
+      await client.query(`DROP SCHEMA IF EXISTS "stride_vectors_${this.schema}" CASCADE`);
+    } catch (error) {
+      this.print(`model: could not drop schema ${this.schema} (and its bookkeeping): ${error.message}`);
+    } finally {
+      await client.end().catch(() => {});
     }
   }
 
@@ -1669,6 +1863,10 @@ export class Sequence {
     if (crash) {
       this.event(`kill -9 of every process (${procs.map((p) => p.pid).join(", ")})`);
       this.kills.push(Date.now());
+      if (this.pg) {
+        await Promise.all(procs.map((p) => this.pgKill(p)));
+        return;
+      }
       for (const p of procs) {
         p.killedByUs = true;
         p.child.kill("SIGKILL");
@@ -1676,8 +1874,18 @@ export class Sequence {
       await Promise.all(procs.map((p) => p.exited));
       return;
     }
-    this.event(`clean stop of every process: relays first, then the owner`);
     const slotsUp = this.slots.filter((s) => s.state === "up");
+    if (this.pg) {
+      // Peers: no order to keep. Each must exit by itself, with code 0.
+      this.event(`clean stop of every process (stdin closed)`);
+      for (const s of slotsUp) {
+        s.state = "down";
+        await s.proc.client.close().catch(() => {});
+      }
+      await Promise.all(procs.map((p) => this.expectCleanExit(p, 30_000)));
+      return;
+    }
+    this.event(`clean stop of every process: relays first, then the owner`);
     const relays = slotsUp.filter((s) => s.proc.pid !== this.ownerPid);
     const owners = slotsUp.filter((s) => s.proc.pid === this.ownerPid);
     for (const s of relays) {
@@ -1699,8 +1907,15 @@ export class Sequence {
   /** The failure, with how to reproduce it and the tail of the op log. */
   report(error) {
     const lines = [];
-    lines.push(`MODEL TEST FAILURE in sequence ${this.seqIndex} (run seed ${this.runSeed}, sequence seed ${this.seed})`);
-    lines.push(`  reproduce this sequence: MODEL_SEED=${this.seed} MODEL_SEQUENCES=1 node --test model.test.mjs`);
+    lines.push(`MODEL TEST FAILURE${this.pg ? " (PostgreSQL)" : ""} in sequence ${this.seqIndex} (run seed ${this.runSeed}, sequence seed ${this.seed})`);
+    if (this.pg) {
+      lines.push(
+        `  reproduce this sequence: MODEL_SEED=${this.seed} MODEL_SEQUENCES=1 STRIDE_VECTORS_TEST_POSTGRES=... node --test model-postgres.test.mjs` +
+          ` (it ran in schema ${this.schema}, lease ${this.leaseMs} ms)`,
+      );
+    } else {
+      lines.push(`  reproduce this sequence: MODEL_SEED=${this.seed} MODEL_SEQUENCES=1 node --test model.test.mjs`);
+    }
     lines.push(`  debounce ${this.debounceMs} ms, max wait ${this.maxWaitMs} ms; ${this.counts.ops} ops run; ${this.kills.length} kills`);
     if (binaryStamp() !== this.binary) {
       lines.push(`  NOTE: ${BIN} was replaced (or removed) during this sequence: its processes may have run different builds; rerun before trusting this failure`);
@@ -1722,7 +1937,7 @@ export class Sequence {
     const logPath = path.join(this.dir, "oplog.txt");
     try {
       fs.writeFileSync(logPath, `${lines.slice(0, 5).join("\n")}\n\nfull op log:\n${this.oplog.map(formatEntry).join("\n")}\n`);
-      lines.push(`  full op log: ${logPath}; server logs (stderr-*.log) and the database kept in ${this.dir}`);
+      lines.push(`  full op log: ${logPath}; server logs (stderr-*.log)${this.pg ? "" : " and the database"} kept in ${this.dir}`);
     } catch {
       // the directory may be gone
     }
@@ -1771,6 +1986,33 @@ function keyIdsOf(op) {
   }
 }
 
+/**
+ * node-postgres options for a libpq connection string: a URL as is, or the key=value form
+ * scripts/postgres prints (`host=/dir/sock user=postgres dbname=postgres`; a host that is a
+ * directory is a Unix socket to node-postgres as to libpq).
+ */
+export function pgClientOptions(conninfo) {
+  if (/^postgres(ql)?:\/\//.test(conninfo)) return { connectionString: conninfo };
+  const kv = {};
+  for (const [, key, raw] of conninfo.matchAll(/(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/g)) {
+    kv[key] = raw.startsWith("'") ? raw.slice(1, -1).replace(/\\(.)/g, "$1") : raw;
+  }
+  return { host: kv.host, port: kv.port && Number(kv.port), user: kv.user, database: kv.dbname, password: kv.password };
+}
+
+/** The application_name of a process of a sequence (what its PostgreSQL connections show). */
+function appNameOf(schema, label) {
+  return `svm-${schema}-${label}`;
+}
+
+/** A libpq connection string (URL or key=value) with `application_name` set to `name`. */
+export function withApplicationName(conninfo, name) {
+  if (/^postgres(ql)?:\/\//.test(conninfo)) {
+    return `${conninfo}${conninfo.includes("?") ? "&" : "?"}application_name=${encodeURIComponent(name)}`;
+  }
+  return `${conninfo} application_name='${name}'`;
+}
+
 // ---------------------------------------------------------------------------------------
 // The run: sequences until a count or a time budget is reached.
 
@@ -1783,7 +2025,11 @@ function keyIdsOf(op) {
  *   concurrency MODEL_CONCURRENCY (default 4) operations in flight at most
  *   avoid       MODEL_AVOID, comma-separated: "v2-relay" (keep 2.x clients on the owner),
  *               "unknown-tool" (skip the unknown-tool call): to look past known bugs
- *   keep        MODEL_KEEP=1 keeps every temporary directory
+ *   keep        MODEL_KEEP=1 keeps every temporary directory (and PostgreSQL schema)
+ *   backend     "duckdb" (default: one file, owner + relays) or "postgres" (three peers on one
+ *               PostgreSQL schema; see the top of this file)
+ *   conninfo    postgres only: the libpq connection string (STRIDE_VECTORS_TEST_POSTGRES)
+ *   leaseMs     postgres only: --pg-lease-ms of every process (default 1500)
  *   (MODEL_OPLOG=dir writes the op log of every passing sequence there; MODEL_WEIGHTS
  *   overrides operation weights, e.g. "embed=0,embed_wait=0")
  * Returns {seed, sequences, ops, calls, kills, ...}; throws the first failure with its report.
@@ -1798,8 +2044,13 @@ export async function runModel(options = {}) {
   const avoid = new Set((options.avoid ?? env.MODEL_AVOID ?? "").split(",").map((s) => s.trim()).filter(Boolean));
   const keep = options.keep ?? env.MODEL_KEEP === "1";
   const log = options.log ?? ((line) => console.log(line));
+  const backend = options.backend ?? "duckdb";
+  if (!["duckdb", "postgres"].includes(backend)) throw new Error(`runModel: unknown backend ${backend}`);
+  const conninfo = backend === "postgres" ? (options.conninfo ?? env.STRIDE_VECTORS_TEST_POSTGRES) : null;
+  if (backend === "postgres" && !conninfo) throw new Error("runModel: the postgres backend needs a connection string (STRIDE_VECTORS_TEST_POSTGRES)");
+  const leaseMs = options.leaseMs ?? PG_LEASE_MS;
   log(
-    `model: run seed ${seed} (MODEL_SEED=${seed} replays the same operation sequences); ` +
+    `model${backend === "postgres" ? ` (PostgreSQL, lease ${leaseMs} ms)` : ""}: run seed ${seed} (MODEL_SEED=${seed} replays the same operation sequences); ` +
       (seconds ? `${seconds} s budget` : `${sequences} sequences`) +
       ` of ${nOps} ops, concurrency ${concurrency}${avoid.size ? `, avoiding ${[...avoid].join(",")}` : ""}`,
   );
@@ -1811,13 +2062,26 @@ export async function runModel(options = {}) {
     for (let i = 0; ; i++) {
       if (seconds ? Date.now() - started >= seconds * 1000 : i >= sequences) break;
       const seqSeed = (seed + i) >>> 0;
-      const sequence = new Sequence({ seed: seqSeed, runSeed: seed, index: i, ollamaUrl: fake.url, nOps, concurrency, avoid, keep, log });
+      const sequence = new Sequence({
+        seed: seqSeed,
+        runSeed: seed,
+        index: i,
+        ollamaUrl: fake.url,
+        nOps,
+        concurrency,
+        avoid,
+        keep,
+        log,
+        backend,
+        conninfo,
+        leaseMs,
+      });
       const result = await sequence.run();
       totals.sequences++;
       for (const key of ["ops", "calls", "kills", "cleanRestarts", "unknownOutcomes", "searches", "barriers"]) totals[key] += result[key];
       log(
         `model: sequence ${i} (seed ${seqSeed}) ok in ${result.ms} ms: ${result.ops} ops, ${result.calls} calls, ` +
-          `${result.kills} owner kills, ${result.cleanRestarts} clean restarts, ${result.unknownOutcomes} unknown outcomes, debounce ${result.debounceMs} ms`,
+          `${result.kills} ${backend === "postgres" ? "process" : "owner"} kills, ${result.cleanRestarts} clean restarts, ${result.unknownOutcomes} unknown outcomes, debounce ${result.debounceMs} ms`,
       );
     }
   } finally {
