@@ -331,29 +331,39 @@ async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mut Vec<Row>)
                 rows,
             )
             .await?;
-            for ef in [40u32, 100, 400] {
-                let mut found = 0usize;
-                for q in &queries {
-                    let r = server
-                        .call(
-                            "search",
-                            json!({"index": "bench", "vector": q, "top_k": 10, "ef_search": ef}),
-                        )
-                        .await?;
-                    let exact = exact_top10(&data, q);
-                    found += r["results"].as_array().map_or(0, |hits| {
-                        hits.iter()
-                            .filter(|h| exact.iter().any(|id| h["id"] == *id))
-                            .count()
-                    });
-                }
-                rows.push(row(
-                    format!("PostgreSQL HNSW recall@10 against exact, {size} x {dim}, ef_search {ef}"),
-                    format!("{:.3}", found as f64 / (queries.len() * 10) as f64),
-                ));
-            }
+            hnsw_recall(
+                &server,
+                "bench",
+                &data,
+                &queries,
+                &format!("{size} x {dim}, uniform random vectors"),
+                rows,
+            )
+            .await?;
             server.call("delete_index", json!({"index": "bench"})).await?;
+            // Uniform random vectors are HNSW's worst case (every distance is about the
+            // same); embeddings have clusters. The same measure on clustered vectors:
+            let (data, queries) = clustered(13, size, 50, dim, 1000);
+            server
+                .call("create_index", json!({"index": "clustered", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
+                .await?;
+            load(&server, "clustered", &data, 500).await?;
+            hnsw_recall(
+                &server,
+                "clustered",
+                &data,
+                &queries,
+                &format!("{size} x {dim}, 1000 clusters"),
+                rows,
+            )
+            .await?;
+            server.call("delete_index", json!({"index": "clustered"})).await?;
             server.stop().await?;
+        }
+    }
+    if cfg.mastra {
+        if let Err(e) = mastra_pgvector(cfg, url, rows) {
+            rows.push(row("Mastra PgVector", format!("not measured: {e:#}")));
         }
     }
     // Three processes writing one index at once, each its own third of the rows.
@@ -397,6 +407,91 @@ async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mut Vec<Row>)
         }
     }
     Ok(())
+}
+
+/// Mastra's `PgVector` (`bench/mastra/pgvector.mjs`, @mastra/pg) on the same data, in a
+/// schema of its own.
+fn mastra_pgvector(cfg: &BenchConfig, url: &str, rows: &mut Vec<Row>) -> Result<()> {
+    let project = Path::new("bench/mastra");
+    anyhow::ensure!(
+        project.join("pgvector.mjs").exists(),
+        "run from the repository root (bench/mastra/pgvector.mjs)"
+    );
+    if !project.join("node_modules/@mastra/pg").exists() {
+        let status = std::process::Command::new("npm")
+            .arg("ci")
+            .current_dir(project)
+            .status()?;
+        anyhow::ensure!(status.success(), "npm ci in bench/mastra failed");
+    }
+    let join = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let out = std::process::Command::new("node")
+        .arg("pgvector.mjs")
+        .args(["--connection", url, "--schema", "bench_mastra"])
+        .args(["--sizes", &join(&cfg.sizes), "--dims", &join(&cfg.dims)])
+        .args(["--searches", &cfg.searches.to_string()])
+        .current_dir(project)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "pgvector.mjs exited with {}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout).context("pgvector.mjs output")?;
+    for r in report["rows"].as_array().into_iter().flatten() {
+        rows.push(row(
+            r["what"].as_str().unwrap_or("?"),
+            r["value"].as_str().unwrap_or("?"),
+        ));
+    }
+    Ok(())
+}
+
+/// Recall@10 of the HNSW search of `index` against the exact answer, at three `ef_search`.
+async fn hnsw_recall(
+    server: &ChildServer,
+    index: &str,
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    label: &str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    for ef in [40u32, 100, 400] {
+        let mut found = 0usize;
+        for q in queries {
+            let r = server
+                .call(
+                    "search",
+                    json!({"index": index, "vector": q, "top_k": 10, "ef_search": ef}),
+                )
+                .await?;
+            let exact = exact_top10(data, q);
+            found += r["results"].as_array().map_or(0, |hits| {
+                hits.iter()
+                    .filter(|h| exact.iter().any(|id| h["id"] == *id))
+                    .count()
+            });
+        }
+        rows.push(row(
+            format!("PostgreSQL HNSW recall@10 against exact, {label}, ef_search {ef}"),
+            format!("{:.3}", found as f64 / (queries.len() * 10) as f64),
+        ));
+    }
+    Ok(())
+}
+
+/// `n` vectors and `q` queries around `clusters` random centres (spread 0.15 per
+/// coordinate around centres in (-1, 1)), from the same generator as [`vectors`].
+fn clustered(seed: u64, n: usize, q: usize, dim: usize, clusters: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let centres = vectors(seed, clusters, dim);
+    let noise = vectors(seed + 1, n + q, dim);
+    let mut all: Vec<Vec<f32>> = noise
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let c = &centres[(i * 7919) % clusters];
+            c.iter().zip(e).map(|(c, e)| c + 0.15 * e).collect()
+        })
+        .collect();
+    let queries = all.split_off(n);
+    (all, queries)
 }
 
 /// Ids of the exact cosine top 10 of `query` (f64, ties to the smaller id as the server).
