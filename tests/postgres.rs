@@ -339,6 +339,17 @@ async fn connection_failures_are_named_and_the_password_never_shown() {
     let plain = format!("{url} user=sv_plain dbname=sv_no_vector");
     let (error, _) = failing_call(&plain).await;
     assert!(error.contains("pgvector is not installed"), "{error}");
+
+    // A wrong password (scripts/postgres makes sv_password the one role that needs one).
+    if run("SELECT 1 FROM pg_roles WHERE rolname = 'sv_password'").is_empty() {
+        run("CREATE ROLE sv_password LOGIN PASSWORD 'the-right-one'");
+    }
+    let wrong = format!("{url} user=sv_password password=wrong-pw-77");
+    let (error, logged) = failing_call(&wrong).await;
+    assert!(error.contains("refused the credentials"), "{error}");
+    for text in [&error, &logged] {
+        assert!(!text.contains("wrong-pw-77"), "the password leaked: {text}");
+    }
 }
 
 /// Connections killed under a running server (a failover, an idle timeout, an admin): a
