@@ -401,3 +401,62 @@ async fn lost_connections_are_named_and_replaced() {
     }
     s.stop().await;
 }
+
+/// A table of Mastra's older layout (no namespace, `vector_id` unique) with a euclidean
+/// HNSW index is adopted: its metric and settings from that index, its layout migrated as
+/// @mastra/pg 1.27 migrates it, and it is then searched and written like any index.
+#[tokio::test]
+async fn an_old_mastra_table_is_adopted_and_migrated() {
+    let Some(url) = database() else { return };
+    let Ok(psql) = std::env::var("STRIDE_VECTORS_TEST_PSQL") else {
+        eprintln!("skipped: STRIDE_VECTORS_TEST_PSQL is not set");
+        return;
+    };
+    let schema = unique_schema("legacy");
+    let setup = format!(
+        "CREATE EXTENSION IF NOT EXISTS vector;
+         CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.old_goals (id SERIAL PRIMARY KEY, vector_id TEXT UNIQUE NOT NULL,
+             embedding vector(3), metadata JSONB DEFAULT '{{}}'::jsonb);
+         INSERT INTO {schema}.old_goals (vector_id, embedding, metadata) VALUES
+             ('a', '[1,0,0]', '{{\"kind\": \"x\"}}'), ('b', '[0,3,0]', '{{\"kind\": \"y\"}}');
+         CREATE INDEX old_goals_vector_idx ON {schema}.old_goals USING hnsw (embedding vector_l2_ops) WITH (m = 8);"
+    );
+    let out = std::process::Command::new(&psql)
+        .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", &setup])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = temp_db();
+    let mut cmd = bare_command(&dir.path);
+    cmd.args(["--database", &url, "--pg-schema", &schema]);
+    let s = start_with(cmd).await;
+    let desc = s.ok("describe_index", json!({"index": "old_goals"})).await;
+    assert_eq!(desc["adopted"], json!(true), "{desc}");
+    assert_eq!(desc["metric"], json!("euclidean"), "{desc}");
+    assert_eq!(desc["dimension"], json!(3), "{desc}");
+    assert_eq!(desc["search_mode"], json!("hnsw"), "{desc}");
+    assert_eq!(desc["ann"], json!({"m": 8, "ef_construction": 64}), "{desc}");
+    assert_eq!(desc["count"], json!(2), "{desc}");
+    s.ok("upsert", json!({"index": "old_goals", "vectors": [{"id": "a", "vector": [0, 0, 1], "metadata": {"kind": "z"}}]}))
+        .await;
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "old_goals", "vector": [0, 0, 1], "top_k": 2, "ef_search": 100}),
+        )
+        .await;
+    assert_eq!(r["results"][0]["id"], json!("a"), "{r}");
+    assert_eq!(r["results"][0]["score"], json!(1.0), "{r}");
+    assert_eq!(r["results"][0]["metadata"], json!({"kind": "z"}), "{r}");
+    let columns = std::process::Command::new(&psql)
+        .args([
+            url.as_str(),
+            "-qAtc",
+            &format!("SELECT count(*) FROM {schema}.old_goals WHERE namespace = 'default'"),
+        ])
+        .output()
+        .expect("run psql");
+    assert_eq!(String::from_utf8_lossy(&columns.stdout).trim(), "2");
+    s.stop().await;
+}
