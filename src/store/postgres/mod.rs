@@ -385,7 +385,7 @@ pub(crate) fn explain(e: &tokio_postgres::Error) -> String {
             || *code == SqlState::CRASH_SHUTDOWN
             || *code == SqlState::CANNOT_CONNECT_NOW
         {
-            "PostgreSQL is shutting down or restarting; retry in a moment"
+            "PostgreSQL closed the connection (it is restarting, or an administrator ended the session); retry: a new connection is opened"
         } else {
             "PostgreSQL"
         };

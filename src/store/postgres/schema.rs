@@ -78,25 +78,28 @@ pub fn quote_ident(name: &str) -> String {
 /// reconcile registrations with the tables.
 pub async fn prepare(client: &mut Client, schema: &str) -> Result<Prepared, String> {
     let fail = |e: tokio_postgres::Error| super::explain(&e);
+    // pgvector first, on its own: any client may create it at the same moment (a unique
+    // violation then only says that it exists now).
+    if pgvector(&***client).await.map_err(fail)?.is_none() {
+        match client.batch_execute("CREATE EXTENSION IF NOT EXISTS vector").await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => {
+                return Err(format!(
+                    "pgvector is not installed in this database, and creating it failed ({}). Install pgvector on the server and run CREATE EXTENSION vector as a user allowed to (on a managed service, enable the \"vector\" extension)",
+                    super::explain(&e)
+                ))
+            }
+        }
+    }
     let tx = client.transaction().await.map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
         .await
         .map_err(fail)?;
-    let (pgvector_version, pgvector_schema) = match pgvector(&*tx).await.map_err(fail)? {
-        Some(found) => found,
-        None => {
-            tx.batch_execute("CREATE EXTENSION IF NOT EXISTS vector").await.map_err(|e| {
-                format!(
-                    "pgvector is not installed in this database, and creating it failed ({}). Install pgvector on the server and run CREATE EXTENSION vector as a user allowed to (on a managed service, enable the \"vector\" extension)",
-                    super::explain(&e)
-                )
-            })?;
-            pgvector(&*tx)
-                .await
-                .map_err(fail)?
-                .ok_or("pgvector was created but cannot be found in pg_extension")?
-        }
-    };
+    let (pgvector_version, pgvector_schema) = pgvector(&*tx)
+        .await
+        .map_err(fail)?
+        .ok_or("pgvector was created but cannot be found in pg_extension")?;
     let book_raw = super::bookkeeping_schema(schema);
     let names = Names {
         tables: quoted(schema),
