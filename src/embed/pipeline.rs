@@ -180,6 +180,21 @@ struct Entry {
     attempts: u32,
 }
 
+impl Entry {
+    /// A queued version read back from the database, due now.
+    fn from_queue(doc: crate::store::PendingDocument, now: Instant) -> (Key, Entry) {
+        let entry = Entry {
+            seq: doc.seq,
+            text: Some(doc.text),
+            hash: doc.hash,
+            first_seen: now,
+            due: now,
+            attempts: 0,
+        };
+        ((doc.index, doc.id), entry)
+    }
+}
+
 /// A version being embedded.
 struct Flight {
     seq: u64,
@@ -330,15 +345,7 @@ impl Pipeline {
             let now = Instant::now();
             let mut state = inner.lock();
             for doc in pending {
-                let key = (doc.index, doc.id);
-                let entry = Entry {
-                    seq: doc.seq,
-                    text: Some(doc.text),
-                    hash: doc.hash,
-                    first_seen: now,
-                    due: now,
-                    attempts: 0,
-                };
+                let (key, entry) = Entry::from_queue(doc, now);
                 state.schedule(key, entry);
             }
         }
@@ -848,15 +855,7 @@ impl Inner {
         let mut state = self.lock();
         docs.into_iter()
             .map(|doc| {
-                let key = (doc.index, doc.id);
-                let entry = Entry {
-                    seq: doc.seq,
-                    text: Some(doc.text),
-                    hash: doc.hash,
-                    first_seen: now,
-                    due: now,
-                    attempts: 0,
-                };
+                let (key, entry) = Entry::from_queue(doc, now);
                 state.in_flight.insert(
                     key.clone(),
                     Flight {

@@ -205,6 +205,12 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
             "cannot listen for relays; other stride-vectors processes on this file will wait"
         ),
     }
+    open_with_backoff(config, tx).await;
+}
+
+/// Open the store, retrying with backoff (up to every 5 s) while it cannot be opened, and
+/// saying why in every data call meanwhile.
+async fn open_with_backoff(config: &ServeConfig, tx: &watch::Sender<Backend>) {
     let mut delay = Duration::from_millis(200);
     loop {
         match open_local(config).await {
@@ -218,7 +224,7 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot open the database: {message}"
                 );
-                let _ = tx.send(Backend::Unavailable(unavailable_text(&message)));
+                let _ = tx.send(Backend::Unavailable(unavailable_text(config, &message)));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -226,39 +232,20 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
     }
 }
 
-/// What a data call answers while the file cannot be opened.
-fn unavailable_text(error: &str) -> String {
-    if error.contains("Could not set lock") || error.contains("Conflicting lock") {
+/// What a data call answers while the store cannot be opened.
+fn unavailable_text(config: &ServeConfig, error: &str) -> String {
+    if config.postgres.is_some() {
+        format!("PostgreSQL is not usable yet; retrying in the background: {error}")
+    } else if error.contains("Could not set lock") || error.contains("Conflicting lock") {
         format!("the database file is locked by another program that is not stride-vectors; retrying the open in the background. DuckDB says: {error}")
     } else {
         format!("the database cannot be opened; retrying in the background: {error}")
     }
 }
 
-/// With PostgreSQL there is nothing to own: every process writes directly. Connect (and
-/// keep trying with backoff while the database is unreachable, saying why in every call).
+/// With PostgreSQL there is nothing to own: every process writes directly.
 async fn connect_postgres(config: ServeConfig, tx: watch::Sender<Backend>) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match open_local(&config).await {
-            Ok(local) => {
-                let _ = tx.send(Backend::Local(local));
-                return;
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!(
-                    retry_in_ms = delay.as_millis() as u64,
-                    "cannot use PostgreSQL: {message}"
-                );
-                let _ = tx.send(Backend::Unavailable(format!(
-                    "PostgreSQL is not usable yet; retrying in the background: {message}"
-                )));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    open_with_backoff(&config, &tx).await;
 }
 
 async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {

@@ -110,6 +110,15 @@ pub enum Target {
     Filter(CompiledFilter),
 }
 
+/// `ids` without repeats, in the order of their first appearance.
+pub fn distinct(ids: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    ids.iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// What a committed write did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
@@ -858,13 +867,7 @@ impl Writer {
     fn delete_rows(&mut self, index: &str, target: &Target) -> Result<usize, OpError> {
         let table = quoted(index);
         let ids: Vec<String> = match target {
-            Target::Ids(ids) => {
-                let mut seen = HashSet::new();
-                ids.iter()
-                    .filter(|id| seen.insert(id.as_str()))
-                    .cloned()
-                    .collect()
-            }
+            Target::Ids(ids) => distinct(ids),
             Target::Filter(filter) => {
                 let mut ids: std::collections::BTreeSet<String> =
                     self.stored_matching(index, filter)?.into_iter().collect();

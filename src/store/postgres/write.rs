@@ -24,7 +24,7 @@ use super::schema::{self, Names, NAMESPACE};
 use super::{Failure, PgStore};
 use crate::store::documents::{Acceptance, Accepted, EmbeddedDocument, NewDocument};
 use crate::store::filter::{pg, CompiledFilter};
-use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
+use crate::store::writer::{distinct, MetadataMode, Target, WriteOp, WriteOutcome};
 use crate::store::{
     check_embeddable, dedup_last_wins, target_dimension, validate_dimension, validate_index_name,
     validate_vector, Hnsw, IndexInfo, Metric, StoreError, VectorRow,
@@ -456,13 +456,7 @@ async fn delete_rows(
     target: &Target,
 ) -> Result<usize> {
     let ids: Vec<String> = match target {
-        Target::Ids(ids) => {
-            let mut seen = HashSet::new();
-            ids.iter()
-                .filter(|id| seen.insert(id.as_str()))
-                .cloned()
-                .collect()
-        }
+        Target::Ids(ids) => distinct(ids),
         Target::Filter(filter) => {
             let mut ids: BTreeSet<String> = stored_matching(c, names, index, filter)
                 .await?
