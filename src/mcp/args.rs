@@ -46,15 +46,7 @@ pub const RAW_ARGUMENT_TOOLS: &[&str] = &["upsert"];
 /// never fails the call itself: a bad argument is the tool's error to report.
 pub struct Args<T>(pub Result<T, ToolError>);
 
-/// How a tool's arguments are read from [`RawArguments`]: [`parse_text`] unless the type
-/// has a faster reading that gives the same answers.
-pub trait FromText: DeserializeOwned {
-    fn from_text(text: &str) -> Result<Self, ToolError> {
-        parse_text(text)
-    }
-}
-
-impl<'a, S, T: FromText>
+impl<'a, S, T: DeserializeOwned>
     rmcp::handler::server::common::FromContextPart<rmcp::handler::server::tool::ToolCallContext<'a, S>>
     for Args<T>
 {
@@ -68,7 +60,7 @@ impl<'a, S, T: FromText>
             .get::<RawArguments>()
             .map(|r| r.0.clone());
         Ok(Args(match raw {
-            Some(text) => T::from_text(&text),
+            Some(text) => parse_text(&text),
             None => parse(context.arguments.take().unwrap_or_default()),
         }))
     }

@@ -9,11 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::args::{
-    filter_arg, input_schema, metadata_object, parse, parse_text, tool_error, Args, FromText, ToolError,
-};
+use super::args::{filter_arg, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
-use super::numbers;
 use super::StrideServer;
 use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
 use crate::store::{validate_index_name, validate_vector, Metric, VectorRow};
@@ -55,79 +52,6 @@ pub struct UpsertArgs {
     /// `{"source_id": "guide.pdf"}`. Must not be empty.
     #[serde(default)]
     pub delete_filter: Option<Value>,
-}
-
-impl FromText for UpsertArgs {
-    /// The vectors' numbers read by [`numbers::floats`], both halves of a large call at once;
-    /// everything else by serde. Whatever that reading is not sure of takes [`parse_text`],
-    /// which gives the same values and words the errors.
-    fn from_text(text: &str) -> Result<Self, ToolError> {
-        match read_upsert(text) {
-            Some(args) => Ok(args),
-            None => parse_text(text),
-        }
-    }
-}
-
-/// [`UpsertArgs`] with each vector left as its text.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpsertText<'a> {
-    index: String,
-    #[serde(borrow)]
-    vectors: Vec<VectorText<'a>>,
-    #[serde(default)]
-    create_index: Option<IndexShape>,
-    #[serde(default)]
-    delete_filter: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VectorText<'a> {
-    id: String,
-    #[serde(borrow)]
-    vector: &'a serde_json::value::RawValue,
-    #[serde(default)]
-    metadata: Option<Value>,
-}
-
-/// Below this many bytes of numbers a call's vectors are read on one thread.
-const PARALLEL_BYTES: usize = 256 * 1024;
-
-fn read_upsert(text: &str) -> Option<UpsertArgs> {
-    let wire: UpsertText = serde_json::from_str(text).ok()?;
-    let texts: Vec<&str> = wire.vectors.iter().map(|v| v.vector.get()).collect();
-    let read =
-        |texts: &[&str]| -> Option<Vec<Vec<f32>>> { texts.iter().map(|t| numbers::floats(t)).collect() };
-    let vectors = if texts.iter().map(|t| t.len()).sum::<usize>() < PARALLEL_BYTES {
-        read(&texts)?
-    } else {
-        let (first, second) = texts.split_at(texts.len() / 2);
-        let (first, second) = std::thread::scope(|s| {
-            let first = s.spawn(|| read(first));
-            let second = read(second);
-            (first.join().ok().flatten(), second)
-        });
-        let mut vectors = first?;
-        vectors.extend(second?);
-        vectors
-    };
-    Some(UpsertArgs {
-        index: wire.index,
-        vectors: wire
-            .vectors
-            .into_iter()
-            .zip(vectors)
-            .map(|(v, vector)| VectorInput {
-                id: v.id,
-                vector,
-                metadata: v.metadata,
-            })
-            .collect(),
-        create_index: wire.create_index,
-        delete_filter: wire.delete_filter,
-    })
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -420,86 +344,5 @@ impl StrideServer {
             })
             .collect();
         Ok(Json(FetchResult { vectors, missing }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn number(rng: &mut impl Rng) -> String {
-        match rng.random_range(0..6) {
-            0 => format!("{}", rng.random_range(-1.0f32..1.0) as f64),
-            1 => format!("{:.3}", rng.random_range(-1.0f64..1.0)),
-            2 => rng.random_range(-5..5).to_string(),
-            3 => format!("{}e-{}", rng.random_range(1..9), rng.random_range(1..50)),
-            4 => "12345678901234567890".into(),
-            _ => ["null", "\"0.5\"", "1e40", "[1]", "01"][rng.random_range(0..5)].into(),
-        }
-    }
-
-    /// The fast reading of an upsert's arguments gives what the general one gives: the same
-    /// values bit for bit, the same refusals and the same messages, on generated calls with
-    /// odd numbers, odd fields, duplicate keys and the big-call (two-thread) path.
-    #[test]
-    fn upsert_arguments_read_fast_as_parse_text_reads_them() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for case in 0..400 {
-            let rows = if case % 50 == 0 {
-                900
-            } else {
-                rng.random_range(0..4)
-            };
-            let dim = if rows > 100 { 384 } else { rng.random_range(0..4) };
-            let clean = rng.random_bool(0.5);
-            let items: Vec<String> = (0..rows)
-                .map(|i| {
-                    let vector: Vec<String> = (0..dim)
-                        .map(|_| {
-                            if clean {
-                                format!("{}", rng.random_range(-1.0f32..1.0) as f64)
-                            } else {
-                                number(&mut rng)
-                            }
-                        })
-                        .collect();
-                    let mut fields = vec![
-                        format!(r#""id":"v{i}""#),
-                        format!("\"vector\":[{}]", vector.join(",")),
-                    ];
-                    match rng.random_range(0..8) {
-                        0 => fields.push(r#""metadata":{"group":3,"tags":["a"]}"#.into()),
-                        1 => fields.push(r#""metadata":null"#.into()),
-                        2 if !clean => fields.push(r#""extra":1"#.into()),
-                        3 if !clean => fields.push(r#""vector":[9]"#.into()),
-                        4 if !clean => fields.push(r#""metadata":"x""#.into()),
-                        _ => {}
-                    }
-                    format!("{{{}}}", fields.join(","))
-                })
-                .collect();
-            let mut top = vec![
-                r#""index":"docs""#.to_string(),
-                format!("\"vectors\":[{}]", items.join(",")),
-            ];
-            match rng.random_range(0..6) {
-                0 => top.push(r#""create_index":{"dimension":3}"#.into()),
-                1 => top.push(r#""delete_filter":{"group":{"$gt":1}}"#.into()),
-                2 if !clean => top.push(r#""index":"again""#.into()),
-                3 if !clean => top.push(r#""topK":3"#.into()),
-                _ => {}
-            }
-            let text = format!("{{{}}}", top.join(","));
-            let fast = UpsertArgs::from_text(&text).map(|a| format!("{a:?}"));
-            let general = parse_text::<UpsertArgs>(&text).map(|a| format!("{a:?}"));
-            assert_eq!(fast, general, "case {case}");
-            if clean && case % 50 == 0 {
-                assert!(
-                    read_upsert(&text).is_some(),
-                    "a clean big call takes the fast path"
-                );
-            }
-        }
     }
 }
