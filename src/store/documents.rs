@@ -242,6 +242,16 @@ pub fn forget(conn: &Connection, index: &str, ids: &[String]) -> duckdb::Result<
     Ok(())
 }
 
+/// The indexes that have rows in `documents` or `pending`: the writer skips both tables for
+/// every other index (see `Writer::with_texts`).
+pub fn indexes_with_texts(conn: &Connection) -> duckdb::Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT index_name FROM stride_vectors.documents UNION SELECT index_name FROM stride_vectors.pending",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
 /// Everything we know about an index that is being dropped.
 pub fn forget_index(conn: &Connection, index: &str) -> duckdb::Result<()> {
     conn.execute(
