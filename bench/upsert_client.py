@@ -55,7 +55,9 @@ def run(binary):
     reader.join()
     elapsed = time.time() - start
     n = args.calls * 500
-    print(f"{binary}: {n} vectors in {elapsed:.2f}s: {n / elapsed:.0f} vectors/s ({args.in_flight} in flight)", flush=True)
+    rss = next((l.split()[1] for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS")), "?")
+    print(f"{binary}: {n} vectors in {elapsed:.2f}s: {n / elapsed:.0f} vectors/s ({args.in_flight} in flight), "
+          f"server resident {int(rss) >> 10} MiB", flush=True)
     p.stdin.close(); p.wait()
     return n / elapsed
 

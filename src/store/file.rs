@@ -353,8 +353,20 @@ fn open_connection(path: &Path, threads: u32, memory_mb: u32) -> anyhow::Result<
         .with_context(|| format!("opening DuckDB database {}", path.display()))?;
     conn.execute_batch(STORE_FLOATS_PLAIN)
         .context("turning off DuckDB's float compression")?;
+    conn.execute_batch(CHECKPOINT_THRESHOLD)
+        .context("setting DuckDB's checkpoint threshold")?;
     Ok(conn)
 }
+
+/// Fold the WAL into the file every 64 MiB of it instead of DuckDB's 16 MiB. Each automatic
+/// checkpoint runs inside a COMMIT, so a writer waits on it, and it rewrites the table's last,
+/// partly filled row group (up to 122,880 rows) whatever the WAL holds: fewer checkpoints
+/// is less work, not the same work later. Measured with `bench/upsert_client.py --calls 120
+/// --runs 5` (60,000 x 384, one call at a time): 12,147 vectors/s against 10,739, and a
+/// smaller resident set (321 against 380 MiB). The price: up to 64 MiB of WAL to replay
+/// after a crash, and DuckDB holds that much unfolded data in its buffers meanwhile (well
+/// within the 256 MiB it keeps beside the in-memory copy). A clean stop still checkpoints.
+const CHECKPOINT_THRESHOLD: &str = "SET GLOBAL checkpoint_threshold = '64MiB'";
 
 /// Store the floats of new row groups as they are. DuckDB's float codecs (ALP, ALP-RD, and
 /// the older Chimp and Patas) find nothing to squeeze in embedding vectors: measured with
@@ -363,3 +375,21 @@ fn open_connection(path: &Path, threads: u32, memory_mb: u32) -> anyhow::Result<
 /// DuckDB engine's search is. Row groups written before keep their codec; any DuckDB reads
 /// both, so Mastra still reads our file. A setting of this process, not of the file.
 const STORE_FLOATS_PLAIN: &str = "SET GLOBAL disabled_compression_methods = 'alp,alprd,chimp,patas'";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings that are ours and not DuckDB's defaults hold on the writer's connection.
+    #[test]
+    fn the_connection_stores_floats_plain_and_checkpoints_every_64_mib() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = open_connection(&dir.path().join("x.duckdb"), 1, 64).expect("opens");
+        let setting = |name: &str| -> String {
+            conn.query_row("SELECT current_setting(?)::VARCHAR", [name], |r| r.get(0))
+                .expect("reads the setting")
+        };
+        assert_eq!(setting("checkpoint_threshold"), "64.0 MiB");
+        assert_eq!(setting("disabled_compression_methods"), "Chimp,Patas,ALP,ALPRD");
+    }
+}
