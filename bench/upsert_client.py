@@ -55,9 +55,9 @@ def run(binary):
     reader.join()
     elapsed = time.time() - start
     n = args.calls * 500
-    rss = next((l.split()[1] for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS")), "?")
+    rss_kib = next(int(l.split()[1]) for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS"))
     print(f"{binary}: {n} vectors in {elapsed:.2f}s: {n / elapsed:.0f} vectors/s ({args.in_flight} in flight), "
-          f"server resident {int(rss) >> 10} MiB", flush=True)
+          f"server resident {rss_kib >> 10} MiB", flush=True)
     p.stdin.close(); p.wait()
     return n / elapsed
 

@@ -521,17 +521,15 @@ fn max_depth(text: &[u8]) -> usize {
         match b {
             b'"' => loop {
                 // Past the string: its closing quote, or the end of malformed text.
-                match memchr::memchr2(b'"', b'\\', &text[i..]) {
-                    None => return max,
-                    Some(at) if text[i + at] == b'"' => {
-                        i += at + 1;
-                        break;
-                    }
-                    Some(at) => i += at + 2,
-                }
-                if i >= text.len() {
+                let rest = text.get(i..).unwrap_or_default();
+                let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
                     return max;
+                };
+                i += at + 1;
+                if text[i - 1] == b'"' {
+                    break;
                 }
+                i += 1; // the escaped byte
             },
             b'[' | b'{' => {
                 depth += 1;
