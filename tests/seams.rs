@@ -151,6 +151,9 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     assert_eq!(statuses(&r), ["queued"]);
     s.kill9().await;
 
+    // A resumed version is due at once: the mock holds its answer, so that it is in flight
+    // (and pending) when the upsert comes.
+    mock.delay_ms.store(1500, Ordering::SeqCst);
     let s = start_with(command_with_ollama(&db.path, &mock.url, &slow)).await;
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(1));
     let raw = vec![0.25f32; DIM];
@@ -166,13 +169,86 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
     assert_eq!(row["metadata"], json!({"raw": true}));
-    // The resumed text may have been embedded meanwhile (a resumed version is due at once),
-    // but it is not stored: the upsert is the last word, now and after a restart.
+    // The resumed text is embedded meanwhile, but not stored: the upsert is the last word,
+    // now and after a restart.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(mock.texts().iter().any(|t| t == "queued before the crash"));
     s.stop().await;
+    mock.delay_ms.store(0, Ordering::SeqCst);
     let s = start_with(command_with_ollama(&db.path, &mock.url, &slow)).await;
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(0));
+    s.stop().await;
+}
+
+/// A version superseded while the provider embeds it is dead at once: the upsert's answer
+/// comes with nothing pending, and when the provider then refuses it (for good, or for now)
+/// it is neither parked nor retried.
+#[tokio::test]
+async fn a_version_superseded_in_flight_is_neither_pending_nor_parked_nor_retried() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let s = server(&mock, &db).await;
+    s.ok(
+        "embed",
+        json!({"index": "goals", "documents": [{"id": "a", "text": "stored"}], "wait": true}),
+    )
+    .await;
+    mock.delay_ms.store(1500, Ordering::SeqCst);
+    // Longer than the embedder waits inside one call: the pipeline gets the 429 back.
+    mock.retry_after_secs.store(6, Ordering::SeqCst);
+    // A zero vector is refused for good (parked); a 429 is refused for now (retried).
+    for (round, throttled) in [(0, false), (1, true)] {
+        let text = format!("draft {round} {ZERO}");
+        if throttled {
+            mock.throttle.store(1, Ordering::SeqCst);
+        }
+        s.ok(
+            "embed",
+            json!({"index": "goals", "documents": [{"id": "a", "text": text}]}),
+        )
+        .await;
+        let seen = |t: &String| t == &text;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(mock.texts().iter().any(seen) || mock.refused.lock().unwrap().iter().flatten().any(seen)) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never sent to the provider"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let raw = vec![0.25f32 + round as f32; DIM];
+        s.ok(
+            "upsert",
+            json!({"index": "goals", "vectors": [{"id": "a", "vector": raw}]}),
+        )
+        .await;
+        let stats = s.ok("stats", json!({})).await;
+        assert_eq!(stats["pending"], json!(0), "round {round}: {stats}");
+        // The provider answers; a retry would be scheduled 6 s later.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let stats = s.ok("stats", json!({})).await;
+        assert_eq!(stats["pending"], json!(0), "round {round}: {stats}");
+        assert_eq!(stats["parked_count"], json!(0), "round {round}: {stats}");
+        if throttled {
+            tokio::time::sleep(Duration::from_millis(5500)).await;
+        }
+        let asked = mock.texts().iter().filter(|t| seen(t)).count()
+            + mock
+                .refused
+                .lock()
+                .unwrap()
+                .iter()
+                .flatten()
+                .filter(|t| seen(t))
+                .count();
+        assert_eq!(asked, 1, "round {round}: a superseded version was sent again");
+        assert_eq!(
+            fetch_one(&s, "goals", "a").await.expect("row")["vector"],
+            json!(raw)
+        );
+    }
     s.stop().await;
 }
 

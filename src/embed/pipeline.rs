@@ -199,6 +199,9 @@ impl Entry {
 struct Flight {
     seq: u64,
     first_seen: Instant,
+    /// A committed write superseded this version while it was embedded: the writer will
+    /// refuse it, it is not pending any more, and a failure does not bring it back.
+    superseded: bool,
 }
 
 /// A version that failed for a reason retrying will not fix (a 4xx, a zero vector, a
@@ -251,7 +254,7 @@ impl State {
     /// The newest version of `key` this pipeline knows, anywhere.
     fn newest_seq(&self, key: &Key) -> Option<u64> {
         let w = self.waiting.get(key).map(|e| e.seq);
-        let f = self.in_flight.get(key).map(|f| f.seq);
+        let f = self.live_flight(key).map(|f| f.seq);
         let p = self.parked.get(key).map(|p| p.seq);
         w.max(f).max(p)
     }
@@ -269,10 +272,26 @@ impl State {
         }
     }
 
-    /// Parked versions are not counted: nothing will happen to them until asked.
+    /// The in-flight version of `key` is done with (up to `seq`): take it out, and say
+    /// whether a committed write had superseded it meanwhile.
+    fn land(&mut self, key: &Key, seq: u64) -> bool {
+        match self.in_flight.get(key) {
+            Some(f) if f.seq <= seq => self.in_flight.remove(key).is_some_and(|f| f.superseded),
+            _ => false,
+        }
+    }
+
+    /// The version of `key` being embedded, unless a committed write superseded it.
+    fn live_flight(&self, key: &Key) -> Option<&Flight> {
+        self.in_flight.get(key).filter(|f| !f.superseded)
+    }
+
+    /// Parked versions are not counted: nothing will happen to them until asked. Nor are
+    /// superseded versions still in flight: the writer will refuse them.
     fn pending_for(&self, index: Option<&str>) -> usize {
         let matches = |k: &&Key| index.is_none_or(|i| k.0 == i);
-        self.waiting.keys().filter(matches).count() + self.in_flight.keys().filter(matches).count()
+        let flying = self.in_flight.iter().filter(|(k, f)| matches(k) && !f.superseded);
+        self.waiting.keys().filter(matches).count() + flying.count()
     }
 
     /// Parked versions of `index` (or of all).
@@ -284,7 +303,8 @@ impl State {
     }
 
     /// Forget versions (waiting or parked) a committed write superseded; their waiters
-    /// learn why. In flight ones are refused by the writer when they come to be stored.
+    /// learn why. In flight ones are marked: the writer refuses them when they come to be
+    /// stored, and a failure neither retries nor parks them.
     fn forget(&mut self, superseded: &[Superseded]) {
         for event in superseded {
             let hit = |k: &Key, seq: u64| {
@@ -305,6 +325,16 @@ impl State {
                 if let Some(seq) = seq {
                     self.resolve(&key, seq, Err(SUPERSEDED.into()));
                 }
+            }
+            let flying: Vec<(Key, u64)> = (self.in_flight.iter_mut())
+                .filter(|(k, f)| !f.superseded && hit(k, f.seq))
+                .map(|(k, f)| {
+                    f.superseded = true;
+                    (k.clone(), f.seq)
+                })
+                .collect();
+            for (key, seq) in flying {
+                self.resolve(&key, seq, Err(SUPERSEDED.into()));
             }
         }
     }
@@ -598,7 +628,13 @@ impl Pipeline {
             .waiting
             .values()
             .map(|e| e.first_seen)
-            .chain(state.in_flight.values().map(|f| f.first_seen))
+            .chain(
+                state
+                    .in_flight
+                    .values()
+                    .filter(|f| !f.superseded)
+                    .map(|f| f.first_seen),
+            )
             .min();
         let c = &self.inner.counters;
         PipelineStats {
@@ -750,7 +786,7 @@ impl Inner {
             .waiting
             .get(&key)
             .map(|e| e.first_seen)
-            .or(state.in_flight.get(&key).map(|f| f.first_seen))
+            .or(state.live_flight(&key).map(|f| f.first_seen))
             .unwrap_or(now);
         let waiter = wait.then(|| {
             let (tx, rx) = oneshot::channel();
@@ -840,6 +876,7 @@ impl Inner {
                 let flight = Flight {
                     seq: entry.seq,
                     first_seen: entry.first_seen,
+                    superseded: false,
                 };
                 state.in_flight.insert(key.clone(), flight);
                 batch.push((key, entry));
@@ -861,6 +898,7 @@ impl Inner {
                     Flight {
                         seq: entry.seq,
                         first_seen: now,
+                        superseded: false,
                     },
                 );
                 (key, entry)
@@ -1097,7 +1135,9 @@ impl Inner {
         if joins {
             if let Some(newer) = state.unschedule(key) {
                 if let Some(f) = state.in_flight.get_mut(key) {
+                    // The newer version came after whatever superseded the older one.
                     f.seq = newer.seq;
+                    f.superseded = false;
                 }
                 return newer.seq;
             }
@@ -1111,9 +1151,7 @@ impl Inner {
         {
             let mut state = self.lock();
             for (key, _, doc) in items {
-                if state.in_flight.get(&key).is_some_and(|f| f.seq <= doc.seq) {
-                    state.in_flight.remove(&key);
-                }
+                state.land(&key, doc.seq);
                 if !stale.contains(&doc.id) {
                     stored += 1;
                     state.resolve(&key, doc.seq, Ok(()));
@@ -1139,9 +1177,7 @@ impl Inner {
         if let Some(queue) = &self.shared {
             let versions: Vec<QueuedVersion> = batch.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
             for (key, entry) in &batch {
-                if state.in_flight.get(key).is_some_and(|f| f.seq <= entry.seq) {
-                    state.in_flight.remove(key);
-                }
+                state.land(key, entry.seq);
                 state.resolve(key, entry.seq, Err(error.to_string()));
             }
             drop(state);
@@ -1155,8 +1191,8 @@ impl Inner {
             return;
         }
         for (key, entry) in batch {
-            if state.in_flight.get(&key).is_some_and(|f| f.seq <= entry.seq) {
-                state.in_flight.remove(&key);
+            if state.land(&key, entry.seq) {
+                continue; // Superseded while it was embedded: nothing left to park.
             }
             state.resolve(&key, entry.seq, Err(error.to_string()));
             if state.newest_seq(&key).is_some_and(|s| s > entry.seq) {
@@ -1186,8 +1222,8 @@ impl Inner {
         let mut state = self.lock();
         state.last_error = Some(error.to_string());
         for (key, mut entry) in batch {
-            if state.in_flight.get(&key).is_some_and(|f| f.seq <= entry.seq) {
-                state.in_flight.remove(&key);
+            if state.land(&key, entry.seq) {
+                continue; // Superseded while it was embedded: nothing left to retry.
             }
             state.resolve(&key, entry.seq, Err(error.to_string()));
             if state.newest_seq(&key).is_some_and(|s| s >= entry.seq) {
@@ -1227,9 +1263,7 @@ impl Inner {
             let mut state = self.lock();
             state.last_error = Some(error.to_string());
             for (key, entry) in &batch {
-                if state.in_flight.get(key).is_some_and(|f| f.seq <= entry.seq) {
-                    state.in_flight.remove(key);
-                }
+                state.land(key, entry.seq);
                 state.resolve(key, entry.seq, Err(error.to_string()));
             }
         }
