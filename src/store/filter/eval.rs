@@ -396,7 +396,7 @@ mod differential {
     }
 
     /// 300 stored metadata texts: no metadata, JSON null, an array and a string (written by
-    /// someone else), then random objects.
+    /// someone else), then random objects, half of them spelled as another writer might.
     fn dataset(rng: &mut StdRng) -> Vec<Option<String>> {
         (0..300)
             .map(|i| match i {
@@ -404,9 +404,91 @@ mod differential {
                 1 => Some("null".into()),
                 2 => Some("[1, \"x\"]".into()),
                 3 => Some("\"x\"".into()),
+                _ if rng.random_bool(0.5) => {
+                    let value = object(rng, 0);
+                    let mut text = String::new();
+                    respell(&value, rng, &mut text);
+                    Some(text)
+                }
                 _ => Some(object(rng, 0).to_string()),
             })
             .collect()
+    }
+
+    /// `value` as JSON text, spelled at random as other writers do: numbers with a fraction
+    /// or an exponent (`3.0`, `3e0`, `1.5E0`), characters of strings as `\u` escapes (astral
+    /// ones as surrogate pairs), `\/`, and spaces. It parses back to the same value.
+    fn respell(value: &Value, rng: &mut StdRng, out: &mut String) {
+        let space = |rng: &mut StdRng, out: &mut String| {
+            if rng.random_bool(0.3) {
+                out.push(' ');
+            }
+        };
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap();
+                match rng.random_range(0..4) {
+                    0 => out.push_str(&format!("{x:e}")),
+                    1 => out.push_str(&format!("{x:E}")),
+                    // More digits than a double holds: they round to the same double.
+                    2 => out.push_str(&format!("{x:.20e}")),
+                    _ => out.push_str(&n.to_string()),
+                }
+            }
+            Value::Number(n) => match rng.random_range(0..5) {
+                0 => out.push_str(&format!("{n}.0")),
+                1 => out.push_str(&format!("{n}e0")),
+                2 => out.push_str(&format!("{n}E+0")),
+                3 => out.push_str(&format!("{n}.000000000000000000001")),
+                _ => out.push_str(&n.to_string()),
+            },
+            Value::String(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match c {
+                        '"' | '\\' => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        '/' if rng.random_bool(0.5) => out.push_str("\\/"),
+                        c if (c as u32) < 0x20 || rng.random_bool(0.3) => {
+                            let mut units = [0u16; 2];
+                            for unit in c.encode_utf16(&mut units) {
+                                out.push_str(&format!("\\u{:04x}", unit));
+                            }
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    respell(item, rng, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    respell(&Value::String(key.clone()), rng, out);
+                    out.push(':');
+                    space(rng, out);
+                    respell(item, rng, out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
     }
 
     fn seed() -> u64 {
@@ -538,6 +620,7 @@ mod differential {
             PgParam::Number(n) => format!("{n:?}"),
             PgParam::Bool(b) => b.to_string(),
             PgParam::Int(n) => n.to_string(),
+            PgParam::Json(v) => v.to_string(),
             // Segments are letters, digits, `_` and `-`: quoted, they need no escape.
             PgParam::Path(segments) => format!(
                 "{{{}}}",
@@ -559,12 +642,17 @@ mod differential {
             .unwrap();
         let mut rows = Vec::new();
         let mut stored_values = Vec::new();
+        let mut respelled = 0;
         for (i, stored) in dataset(&mut rng).into_iter().enumerate() {
             conn.execute("INSERT INTO t VALUES (?, ?)", params![i, stored])
                 .unwrap();
             rows.push(Metadata::parse(stored.as_deref()).unwrap());
-            stored_values.push(stored.map(|t| serde_json::from_str::<Value>(&t).unwrap()));
+            let value = stored.as_ref().map(|t| serde_json::from_str::<Value>(t).unwrap());
+            respelled += usize::from(value.as_ref().is_some_and(|v| Some(v.to_string()) != stored));
+            stored_values.push(value);
         }
+        // Other writers' spellings are in the file, not only serde_json's.
+        assert!(respelled > 100, "only {respelled} texts spelled another way");
         let chunks: Vec<Columns> = rows.chunks(columns::ROWS).map(Columns::build).collect();
         let (mut compared, mut elem_matches, mut empty_logicals) = (0, 0, 0);
         for round in 0..1500 {

@@ -38,6 +38,7 @@ pub(super) fn boxed(param: PgParam) -> Param {
         PgParam::Bool(b) => Box::new(b),
         PgParam::Int(i) => Box::new(i),
         PgParam::Path(p) => Box::new(p),
+        PgParam::Json(v) => Box::new(v),
     }
 }
 
