@@ -151,10 +151,16 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     assert_eq!(statuses(&r), ["queued"]);
     s.kill9().await;
 
-    // A resumed version is due at once: the mock holds its answer, so that it is in flight
-    // (and pending) when the upsert comes.
-    mock.delay_ms.store(1500, Ordering::SeqCst);
+    // A resumed version is due at once. The mock holds its answer, and the upsert comes
+    // once the provider has the text: the version is in flight (and pending) then. (On
+    // PostgreSQL the shared queue keeps the version's due time, 60 s away: it is waiting.)
+    mock.delay_ms.store(3000, Ordering::SeqCst);
     let s = start_with(command_with_ollama(&db.path, &mock.url, &slow)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !on_postgres() && !mock.texts().iter().any(|t| t == "queued before the crash") {
+        assert!(Instant::now() < deadline, "the resumed version was never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(1));
     let raw = vec![0.25f32; DIM];
     s.ok(
@@ -169,10 +175,11 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
     assert_eq!(row["metadata"], json!({"raw": true}));
-    // The resumed text is embedded meanwhile, but not stored: the upsert is the last word,
-    // now and after a restart.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(mock.texts().iter().any(|t| t == "queued before the crash"));
+    // The provider answers meanwhile, but its embedding is not stored: the upsert is the
+    // last word, now and after a restart.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let row = fetch_one(&s, "goals", "a").await.expect("row");
+    assert_eq!(row["vector"], json!(raw));
     s.stop().await;
     mock.delay_ms.store(0, Ordering::SeqCst);
     let s = start_with(command_with_ollama(&db.path, &mock.url, &slow)).await;
