@@ -92,6 +92,7 @@ impl Compiler {
                         let value = match operand {
                             Operand::Text(t) => serde_json::Value::from(t.as_str()),
                             Operand::Bool(b) => serde_json::Value::from(*b),
+                            // Not reached: `contains_test` leaves numbers to the general form.
                             Operand::Number(n) => serde_json::Value::from(*n),
                         };
                         let at_path = |mut doc: serde_json::Value| {
