@@ -291,14 +291,8 @@ async fn an_equal_text_sent_while_its_embedding_is_in_flight_joins_it() {
     let doc = |v: u32| json!({"id": "g", "text": "save 300 euros for a laptop", "metadata": {"v": v}});
     s.ok("embed", json!({"index": "goals", "documents": [doc(1)]}))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mock.call_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first version was never sent to the model"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    mock.wait_until_asked("save 300 euros for a laptop", Duration::from_secs(30))
+        .await;
     // The model holds its answer for 1.5 s: this version arrives while the first is in flight.
     let r = s
         .ok(

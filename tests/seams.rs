@@ -156,10 +156,9 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     // PostgreSQL the shared queue keeps the version's due time, 60 s away: it is waiting.)
     mock.delay_ms.store(3000, Ordering::SeqCst);
     let s = start_with(command_with_ollama(&db.path, &mock.url, &slow)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !on_postgres() && !mock.texts().iter().any(|t| t == "queued before the crash") {
-        assert!(Instant::now() < deadline, "the resumed version was never sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !on_postgres() {
+        mock.wait_until_asked("queued before the crash", Duration::from_secs(10))
+            .await;
     }
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(1));
     let raw = vec![0.25f32; DIM];
@@ -216,15 +215,7 @@ async fn a_version_superseded_in_flight_is_neither_pending_nor_parked_nor_retrie
             json!({"index": "goals", "documents": [{"id": "a", "text": text}]}),
         )
         .await;
-        let seen = |t: &String| t == &text;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(mock.texts().iter().any(seen) || mock.refused.lock().unwrap().iter().flatten().any(seen)) {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: never sent to the provider"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        mock.wait_until_asked(&text, Duration::from_secs(5)).await;
         let raw = vec![0.25f32 + round as f32; DIM];
         s.ok(
             "upsert",
@@ -241,16 +232,11 @@ async fn a_version_superseded_in_flight_is_neither_pending_nor_parked_nor_retrie
         if throttled {
             tokio::time::sleep(Duration::from_millis(5500)).await;
         }
-        let asked = mock.texts().iter().filter(|t| seen(t)).count()
-            + mock
-                .refused
-                .lock()
-                .unwrap()
-                .iter()
-                .flatten()
-                .filter(|t| seen(t))
-                .count();
-        assert_eq!(asked, 1, "round {round}: a superseded version was sent again");
+        assert_eq!(
+            mock.times_asked(&text),
+            1,
+            "round {round}: a superseded version was sent again"
+        );
         assert_eq!(
             fetch_one(&s, "goals", "a").await.expect("row")["vector"],
             json!(raw)
@@ -273,14 +259,7 @@ async fn a_revert_to_the_stored_text_wins_over_the_embedding_in_flight() {
     )
     .await;
     // Wait until the draft is being embedded (the mock holds its answer), then revert.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !mock.texts().iter().any(|t| t == "draft") {
-        assert!(
-            Instant::now() < deadline,
-            "the draft was never sent to the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    mock.wait_until_asked("draft", Duration::from_secs(5)).await;
     let r = s
         .ok(
             "embed",

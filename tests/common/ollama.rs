@@ -85,6 +85,40 @@ impl MockOllama {
         self.calls.lock().unwrap().push(texts);
     }
 
+    /// How many calls carried `text`, answered or refused.
+    pub fn times_asked(&self, text: &str) -> usize {
+        let answered = self
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .filter(|t| *t == text)
+            .count();
+        let refused = self
+            .refused
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .filter(|t| *t == text)
+            .count();
+        answered + refused
+    }
+
+    /// Wait until a call carried `text` (the mock may still hold its answer); panic after
+    /// `within`.
+    pub async fn wait_until_asked(&self, text: &str, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.times_asked(text) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{text:?} was never sent to the provider"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn first_call(&self) -> Option<std::time::Instant> {
         self.times.lock().unwrap().first().copied()
     }

@@ -514,17 +514,7 @@ mod tests {
             conn.execute("INSERT INTO t VALUES (?, ?)", params![id, metadata])
                 .expect("insert");
         }
-        let found = |filter: Value| {
-            let compiled = compile(&filter).expect("compiles");
-            let sql = format!("SELECT id FROM t WHERE {} ORDER BY id", compiled.sql);
-            let mut stmt = conn.prepare(&sql).expect("prepares");
-            let rows = stmt
-                .query_map(duckdb::params_from_iter(compiled.params.iter()), |row| {
-                    row.get::<_, String>(0)
-                })
-                .expect("runs");
-            rows.collect::<duckdb::Result<Vec<_>>>().expect("reads")
-        };
+        let found = |filter: Value| ids(&conn, filter);
         assert_eq!(
             found(json!({"g": 3})),
             ["array", "digits", "exponent", "fraction", "int"]
