@@ -243,6 +243,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// How long a relay waits for the owning process to answer its heartbeat before it
+    /// answers each waiting call with an error naming that process (it keeps waiting for
+    /// it, and takes over the moment the owner's lock is free), in milliseconds.
+    #[arg(long, env = "STRIDE_VECTORS_OWNER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub owner_timeout_ms: u64,
+
     /// Timeout of one HTTP call to a remote embedder, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub embed_timeout_ms: u64,
@@ -258,6 +264,8 @@ pub struct ServeConfig {
     pub embedder: EmbedderConfig,
     pub pipeline: PipelineConfig,
     pub shutdown_timeout: Duration,
+    /// A relay's bound on an owner that does not answer its heartbeat.
+    pub owner_timeout: Duration,
 }
 
 /// Which embedder to build, with its settings.
@@ -340,6 +348,7 @@ impl ServeArgs {
                 wait_timeout: Duration::from_secs(60),
             },
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            owner_timeout: Duration::from_millis(self.owner_timeout_ms),
         })
     }
 

@@ -171,32 +171,56 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Leave cleanly. An owner whose own client left keeps serving its relays until the last
-/// one disconnects (unless a signal asked it to stop now); then it flushes the pipeline and
-/// closes the database. A relay has nothing to flush.
+/// Leave cleanly. A relay has nothing to flush. An owner hands the file over at once,
+/// whether relays are attached or not (it never makes its own client wait for them):
+///
+/// 1. it turns new relayed calls away ("owner leaving") and tells every relay to move;
+/// 2. it lets the relayed calls in flight finish, for up to [`DRAIN`] (one still running
+///    then fails on the closing store, and is turned into "owner leaving" too);
+/// 3. it flushes the pipeline when no relay is attached (what is left stays queued on disk
+///    for the next owner) and closes the database, checkpointed;
+/// 4. it removes its socket and ends the relay connections; the process exits and the
+///    owner lock goes with it, so the next owner finds DuckDB's file free.
 async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
-    if let Backend::Local(local) = ownership.current() {
-        if !by_signal && ownership.relays() > 0 {
-            tracing::info!(
-                relays = ownership.relays(),
-                "own client gone; serving relays until they leave"
-            );
-            tokio::select! {
-                _ = ownership.relays_gone() => {}
-                sig = shutdown::signal() => tracing::info!("{sig}: stopping"),
-            }
-        }
-        let report = local.pipeline.shutdown(config.shutdown_timeout).await;
-        tracing::info!(
-            committed = report.committed,
-            pending = report.pending,
-            "pipeline stopped"
+    let Backend::Local(local) = ownership.current() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let relays = ownership.relays();
+    tracing::info!(relays, by_signal, "stopping: handing the database over");
+    ownership.begin_leaving().await;
+    if !ownership.relayed_calls_done(DRAIN).await {
+        tracing::warn!(
+            "relayed calls still running after {DRAIN:?}; their relays send them to the next owner"
         );
-        local.store.shutdown().await;
-        // We still hold the owner lock, so the socket file is ours to remove (with
-        // PostgreSQL there is no lock, and the socket may be another owner's).
-        if ownership.holds_lock() {
-            let _ = std::fs::remove_file(&ownership.rendezvous().socket);
-        }
     }
+    // With relays attached, what is queued stays on disk for the next owner, which resumes
+    // it at once: embedding it here would hold our client's close() for the model or a
+    // remote provider. The last process standing flushes within the shutdown timeout.
+    let flush_for = if relays > 0 {
+        std::time::Duration::ZERO
+    } else {
+        config.shutdown_timeout
+    };
+    let report = local.pipeline.shutdown(flush_for).await;
+    tracing::info!(
+        committed = report.committed,
+        pending = report.pending,
+        "pipeline stopped"
+    );
+    local.store.shutdown().await;
+    // We still hold the owner lock, so the socket file is ours to remove (with
+    // PostgreSQL there is no lock, and the socket may be another owner's).
+    if ownership.holds_lock() {
+        let _ = std::fs::remove_file(&ownership.rendezvous().socket);
+    }
+    ownership.end_relays();
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        relays,
+        "database closed; ownership released on exit"
+    );
 }
+
+/// How long a stopping owner lets relayed calls in flight finish.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -11,8 +11,8 @@ use common::ollama::MockOllama;
 use common::*;
 use serde_json::{json, Value};
 
-/// Close every client at once: an owner waits for its relays, so stopping one by one could
-/// wait on each other.
+/// Close every client at once (an owner that leaves first hands the file to a relay that is
+/// leaving too; each must still exit cleanly).
 async fn stop_all(servers: Vec<Arc<Server>>) {
     let stops = servers
         .into_iter()
@@ -166,7 +166,6 @@ async fn four_processes_share_one_file_with_zero_errors() {
     assert_eq!(relay_stats["owner_pid"], owner_stats["pid"]);
     assert_ne!(relay_stats["pid"], owner_stats["pid"]);
     servers[0].ok("flush", json!({})).await;
-    // Relays first, then the owner, which waits for its relays anyway.
     stop_all(servers).await;
     assert_last_acknowledged_wins(&db.path, &acks);
 }
@@ -409,3 +408,248 @@ print("GOT", len(data), data[:40])
 }
 
 use std::os::unix::process::CommandExt;
+
+/// Live processes on one file, each with its own client; load tasks pick one per call.
+struct Pool {
+    live: std::sync::Mutex<Vec<Arc<Server>>>,
+}
+
+impl Pool {
+    fn pick(&self, n: usize) -> Arc<Server> {
+        let live = self.live.lock().unwrap();
+        live[n % live.len()].clone()
+    }
+}
+
+/// Upserts of one id never overlap (each client owns its ids), so the stored row of every
+/// id must be that client's last acknowledged upsert. Returns the acknowledged upserts and
+/// how long each call took, with when it started.
+async fn pooled_load(
+    pool: Arc<Pool>,
+    task: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<Ack>, Vec<(Instant, Duration)>) {
+    let mut acks = Vec::new();
+    let mut timings = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let s = pool.pick(task + i);
+        let value = (task * 100_000 + i) as f32;
+        let id = format!("t{task}-{}", i % 13);
+        let (tool, args) = match i % 6 {
+            0..=2 => (
+                "upsert",
+                json!({"index": "goals", "create_index": {"dimension": 4}, "vectors": [{"id": id, "vector": [value, 1, 2, 3], "metadata": {"v": value}}]}),
+            ),
+            3 => (
+                "embed",
+                json!({"index": "advice_history", "documents": [{"id": format!("e{task}-{}", i % 5), "text": format!("tip {task} {i}")}]}),
+            ),
+            4 => (
+                "search",
+                json!({"index": "goals", "vector": [1, 1, 2, 3], "top_k": 3}),
+            ),
+            _ => (
+                "update",
+                json!({"index": "goals", "id": format!("t{task}-{}", (i + 7) % 13), "metadata": {"seen": i}, "if_missing": "ignore"}),
+            ),
+        };
+        let invoked = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            s.client.call_tool(
+                rmcp::model::CallToolRequestParams::new(tool)
+                    .with_arguments(args.as_object().unwrap().clone()),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("client {task} call {i} {tool}: no answer in 60 s"))
+        .unwrap_or_else(|e| panic!("client {task} call {i} {tool}: protocol error {e}"));
+        let early_search = tool == "search" && text(&result).contains("does not exist");
+        assert!(
+            result.is_error != Some(true) || early_search,
+            "client {task} call {i} {tool} {args}: {}",
+            text(&result)
+        );
+        timings.push((invoked, invoked.elapsed()));
+        if tool == "upsert" {
+            acks.push(Ack {
+                id,
+                value,
+                invoked,
+                acked: Instant::now(),
+            });
+        }
+    }
+    (acks, timings)
+}
+
+/// The owner process's client leaves (stdin closed) while two other processes' clients keep
+/// writing, embedding, updating and searching through them, five times in a row, each time
+/// replaced by a fresh process. No client sees an error, every acknowledged upsert is
+/// there, the last one of each id wins, and each owner exits at once (it used to wait for
+/// its relays to leave, which in this test is never).
+#[tokio::test]
+async fn an_owner_whose_client_leaves_hands_over_mid_load_without_a_single_error() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let servers = start_group(&db.path, &mock, 3).await;
+    let pool = Arc::new(Pool {
+        live: std::sync::Mutex::new(servers),
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..2)
+        .map(|t| tokio::spawn(pooled_load(pool.clone(), t, stop.clone())))
+        .collect();
+    let mut hand_overs = Vec::new();
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The owner, found by asking any process; its client stops using it, waits for
+        // its own calls to end (as an app does before close()), and leaves.
+        let owner_pid = {
+            let any = pool.pick(round);
+            any.ok("stats", json!({})).await["owner_pid"].as_u64().unwrap()
+        };
+        let owner = {
+            let mut live = pool.live.lock().unwrap();
+            let at = live
+                .iter()
+                .position(|s| s.child.id() == Some(owner_pid as u32))
+                .expect("the owner is one of ours");
+            live.remove(at)
+        };
+        while Arc::strong_count(&owner) > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let left = Instant::now();
+        Arc::into_inner(owner).unwrap().stop().await;
+        let closed_in = left.elapsed();
+        hand_overs.push((left, Instant::now()));
+        eprintln!("round {round}: owner pid {owner_pid} closed in {closed_in:?}");
+        let fresh = start_with(command_with_ollama(
+            &db.path,
+            &mock.url,
+            &["--debounce-ms", "100"],
+        ))
+        .await;
+        pool.live.lock().unwrap().push(Arc::new(fresh));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut acks, mut timings) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, d) = t.await.expect("client task");
+        acks.extend(a);
+        timings.extend(d);
+    }
+    let mut crossing: Vec<Duration> = timings
+        .iter()
+        .filter(|(start, took)| {
+            hand_overs
+                .iter()
+                .any(|(l, c)| *start <= *c && *start + *took >= *l)
+        })
+        .map(|(_, took)| *took)
+        .collect();
+    crossing.sort();
+    let p99 = crossing[(crossing.len() * 99 / 100).min(crossing.len() - 1)];
+    eprintln!(
+        "{} calls, {} crossed a hand-over: p99 {p99:?}, max {:?}",
+        timings.len(),
+        crossing.len(),
+        crossing.last().unwrap()
+    );
+    let servers: Vec<_> = std::mem::take(&mut *pool.live.lock().unwrap());
+    servers[0].ok("flush", json!({})).await;
+    stop_all(servers).await;
+    assert_last_acknowledged_wins(&db.path, &acks);
+    let stored = rows_in_file(&db.path, "advice_history");
+    assert_eq!(stored.len(), 10, "every embedded id: {:?}", stored.keys());
+}
+
+/// `stats` once it answers without error and `done` holds (within 30 s).
+async fn stats_once_answered(s: &Server, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.call("stats", json!({})).await;
+        if r.is_error != Some(true) {
+            let stats = r.structured_content.clone().expect("structured stats");
+            if done(&stats) {
+                return stats;
+            }
+        }
+        assert!(Instant::now() < deadline, "stats never settled: {}", text(&r));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGSTOP the owner: a relay answers within its owner timeout, naming the owner's pid,
+/// and keeps answering so at once; SIGCONT, and the relay serves again; SIGKILL while
+/// stopped, and the relay takes over with everything acknowledged.
+#[tokio::test]
+async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it_dies() {
+    let db = temp_db();
+    let owner = start(&db.path).await;
+    assert_eq!(owner.ok("stats", json!({})).await["role"], json!("owner"));
+    let mut cmd = command(&db.path);
+    cmd.args(["--owner-timeout-ms", "1500"]);
+    let relay = start_with(cmd).await;
+    let stats = wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
+    let pid = owner.child.id().unwrap();
+    assert_eq!(stats["owner_pid"], json!(pid));
+    assert!(
+        stats["owner_heartbeat_ms_ago"].as_u64().unwrap() < 1500,
+        "{stats}"
+    );
+    let upsert = |id: &str, x: f32| json!({"index": "goals", "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [x, 1]}]});
+    relay.ok("upsert", upsert("before", 1.0)).await;
+
+    let signal = |sig| {
+        // SAFETY: a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    };
+    signal(libc::SIGSTOP);
+    let asked = Instant::now();
+    let error = relay.err("upsert", upsert("frozen", 2.0)).await;
+    let waited = asked.elapsed();
+    eprintln!("a stopped owner was reported after {waited:?}: {error}");
+    assert!(
+        error.contains(&format!("(pid {pid}) does not respond")),
+        "{error}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "it waited for the owner first: {waited:?}"
+    );
+    let again = Instant::now();
+    let error = relay.err("stats", json!({})).await;
+    assert!(
+        error.contains(&format!("(pid {pid}) does not respond")),
+        "{error}"
+    );
+    assert!(
+        again.elapsed() < waited,
+        "once silent, at once: {:?}",
+        again.elapsed()
+    );
+
+    signal(libc::SIGCONT);
+    let stats = stats_once_answered(&relay, |st| st["role"] == "relay").await;
+    assert!(
+        stats["owner_heartbeat_ms_ago"].as_u64().unwrap() < 1500,
+        "{stats}"
+    );
+    relay.ok("upsert", upsert("resumed", 3.0)).await;
+
+    signal(libc::SIGSTOP);
+    signal(libc::SIGKILL);
+    let stats = stats_once_answered(&relay, |st| st["role"] == "owner").await;
+    assert_eq!(stats["pid"], stats["owner_pid"]);
+    let fetched = relay
+        .ok("fetch", json!({"index": "goals", "ids": ["before", "resumed"]}))
+        .await;
+    assert_eq!(fetched["missing"], json!([]), "{fetched}");
+    drop(owner);
+    relay.stop().await;
+}

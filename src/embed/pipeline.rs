@@ -592,7 +592,12 @@ impl Pipeline {
                 tracing::warn!(error = %e, "could not hand back claimed embeddings; they return when their lease ends");
             }
         }
-        if report.pending > 0 {
+        if report.pending > 0 && timeout.is_zero() {
+            tracing::info!(
+                pending = report.pending,
+                "documents stay pending on disk for the next owner"
+            );
+        } else if report.pending > 0 {
             tracing::warn!(
                 pending = report.pending,
                 "shutdown deadline reached; documents stay pending on disk"

@@ -11,19 +11,18 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ResultType,
     ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{RequestContext, ServiceError};
+use rmcp::service::RequestContext;
 use rmcp::{tool_handler, ErrorData, RoleServer, ServerHandler};
 
 use super::args::ToolError;
 use crate::embed::pipeline::Pipeline;
+use crate::ownership::relay::{owner_leaving_error, RelayFailure, RelayLink};
 use crate::ownership::{Backend, Ownership};
 use crate::store::Store;
 
 /// How long a call waits for the process to decide its role, or for a relay to find the
-/// new owner after the old one died.
+/// new owner after the old one left or died.
 const SETTLE: Duration = Duration::from_secs(20);
-/// Attempts of one relayed call across owner changes.
-const RELAY_ATTEMPTS: usize = 3;
 
 /// What an LLM reads on `initialize` to learn how to use us.
 pub const INSTRUCTIONS: &str = "\
@@ -47,6 +46,9 @@ stride-vectors stores embedding vectors in named indexes and finds the nearest o
 pub struct StrideServer {
     ownership: Ownership,
     tool_router: ToolRouter<StrideServer>,
+    /// This session is a relay's connection to us (the owner): a call that comes while we
+    /// leave is answered "owner leaving", so that the relay sends it to the next owner.
+    relayed: bool,
 }
 
 impl StrideServer {
@@ -54,6 +56,15 @@ impl StrideServer {
         StrideServer {
             ownership,
             tool_router: Self::router(),
+            relayed: false,
+        }
+    }
+
+    /// The handler of one relay's connection to this owner.
+    pub fn for_relay(ownership: Ownership) -> Self {
+        StrideServer {
+            relayed: true,
+            ..Self::new(ownership)
         }
     }
 
@@ -80,26 +91,32 @@ impl StrideServer {
         }
     }
 
-    /// Forward a call to the owner, following the ownership to a new owner (or to this
-    /// process) if the owner dies mid-call. Every tool is safe to repeat: writes are
-    /// idempotent upserts, merges and deletes, and reads have no effect.
+    /// Forward a call to the owner, following the ownership to the next owner (or to this
+    /// process) when the owner leaves or dies before answering. Every tool is safe to
+    /// repeat: writes are idempotent upserts, merges and deletes, an acknowledged `embed` is
+    /// in the durable queue, and reads have no effect.
     ///
-    /// Only a lost connection means the owner died. Anything the owner answered, a JSON-RPC
-    /// error included, is the answer: it is passed back at once, unchanged.
+    /// Only "owner leaving" (its notice, its error, or a lost connection) sends a call
+    /// elsewhere. Anything else the owner answered, a JSON-RPC error included, is the answer
+    /// and is passed back at once, unchanged.
     async fn relay_call(
         &self,
-        mut link: crate::ownership::relay::RelayLink,
+        mut link: RelayLink,
         mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         // The caller's `_meta` (protocol revision, client info, progress token) describes the
         // caller's session with us, not ours with the owner.
         request.meta = None;
-        for _ in 0..RELAY_ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
             match link.call(request.clone()).await {
                 Ok(response) => return Ok(relayed(&request.name, &link, response)),
-                Err(ServiceError::McpError(error)) => return Err(error),
-                Err(e) if !owner_gone(&e) && !link.is_closed() => {
+                Err(RelayFailure::Rpc(error)) => return Err(error),
+                Err(RelayFailure::Silent(why)) => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into())
+                }
+                Err(RelayFailure::Other(e)) => {
                     tracing::warn!(tool = %request.name, error = %e, "relayed call failed");
                     return Err(ErrorData::internal_error(
                         format!(
@@ -109,11 +126,13 @@ impl StrideServer {
                         None,
                     ));
                 }
-                Err(e) => {
-                    tracing::warn!(tool = %request.name, error = %e, "the owner went away mid-call; following the ownership");
-                    match self.ownership.moved_on(&link, SETTLE).await {
-                        Backend::Relay(next) if !next.is_closed() => link = next,
-                        Backend::Relay(_) => continue,
+                Err(RelayFailure::OwnerLeft) => {
+                    tracing::warn!(tool = %request.name, "the owner left or died before answering; following the ownership");
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match self.ownership.moved_on(&link, left).await {
+                        Backend::Relay(next) if !next.same(&link) => link = next,
+                        Backend::Relay(_) | Backend::Starting => break,
+                        // We own the file now (or know why nobody can).
                         _ => {
                             return self
                                 .tool_router
@@ -124,9 +143,10 @@ impl StrideServer {
                 }
             }
         }
-        Ok(CallToolResult::error(vec![ContentBlock::text(
-            "the stride-vectors process that owns the database went away and no new owner answered yet; retry the call",
-        )])
+        Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "the stride-vectors process that owned the database left, and no new owner answered within {} s; retry the call",
+            SETTLE.as_secs()
+        ))])
         .into())
     }
 
@@ -152,23 +172,11 @@ impl StrideServer {
     }
 }
 
-/// Errors that mean the connection to the owner is gone (the owner exited or died).
-fn owner_gone(error: &ServiceError) -> bool {
-    matches!(
-        error,
-        ServiceError::TransportClosed | ServiceError::TransportSend(_)
-    )
-}
-
 /// The owner's answer, in the shape every client revision expects from us. The owner
 /// answered our own session with it, which may be on an older revision (no `resultType`);
 /// the handler strips or keeps `resultType` for the caller's revision, so it must be there.
 /// On a relay, `stats` also describes this process: its role, its PID and the owner's.
-fn relayed(
-    tool: &str,
-    link: &crate::ownership::relay::RelayLink,
-    response: CallToolResponse,
-) -> CallToolResponse {
+fn relayed(tool: &str, link: &RelayLink, response: CallToolResponse) -> CallToolResponse {
     let CallToolResponse::Complete(mut result) = response else {
         return response;
     };
@@ -182,6 +190,8 @@ fn relayed(
         }
         stats.insert("role".into(), "relay".into());
         stats.insert("pid".into(), std::process::id().into());
+        let heard = link.last_heartbeat().elapsed().as_millis() as u64;
+        stats.insert("owner_heartbeat_ms_ago".into(), heard.into());
         let text = serde_json::Value::Object(stats.clone()).to_string();
         result.content = vec![ContentBlock::text(text)];
     }
@@ -204,6 +214,26 @@ impl ServerHandler for StrideServer {
                     request.arguments = Some(arguments.map_err(|e| ErrorData::invalid_params(e, None))?);
                 }
                 self.relay_call(link, request, context).await
+            }
+            _ if self.relayed => {
+                // A leaving owner runs no new relayed call; one that was running when we
+                // started to leave and failed on the closing store goes to the next owner.
+                let Some(_running) = self.ownership.enter_relayed_call() else {
+                    return Err(owner_leaving_error());
+                };
+                let answer = self
+                    .tool_router
+                    .call(ToolCallContext::new(self, request, context))
+                    .await;
+                let failed = match &answer {
+                    Ok(CallToolResponse::Complete(result)) => result.is_error == Some(true),
+                    Ok(_) => false,
+                    Err(_) => true,
+                };
+                if failed && self.ownership.is_leaving() {
+                    return Err(owner_leaving_error());
+                }
+                answer
             }
             _ => {
                 self.tool_router

@@ -24,6 +24,11 @@ pub struct StatsResult {
     pub owner_pid: u32,
     /// Relays connected to the owner.
     pub relays_connected: usize,
+    /// On a relay: how long ago the owner last answered this relay's heartbeat, in
+    /// milliseconds (absent on the owner). Past `--owner-timeout-ms`, calls are answered
+    /// with an error naming the owner's pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_heartbeat_ms_ago: Option<u64>,
     /// The DuckDB file, or the PostgreSQL address and schema (never its password).
     pub database: String,
     /// `duckdb` or `postgres`.
@@ -105,6 +110,7 @@ impl StrideServer {
             pid: std::process::id(),
             owner_pid: std::process::id(),
             relays_connected: self.ownership().relays(),
+            owner_heartbeat_ms_ago: None,
             database: store.location(),
             indexes,
             pending: p.pending,

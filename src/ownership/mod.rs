@@ -11,6 +11,11 @@
 //!   MCP ([`relay`]). When the owner goes away its socket closes at once; the relays race for
 //!   the lock, one becomes the owner (DuckDB replays its WAL, the pipeline resumes pending
 //!   documents), the others connect to it.
+//! - An owner that **stops** (its client left, SIGTERM, SIGINT) hands over at once, whether
+//!   relays are attached or not: it turns new relayed calls away with "owner leaving" and
+//!   tells every relay so, lets the calls in flight finish (for a bounded time), commits,
+//!   closes the database and exits; the lock goes with the process. A relay sends every call
+//!   the owner did not answer to the next owner. See `main.rs`'s `stop` for the order.
 //!
 //! This module publishes the current [`Backend`] through a `watch` channel; the MCP handler
 //! reads it and never touches locks or sockets itself.
@@ -19,11 +24,12 @@ pub mod lock;
 pub mod relay;
 pub mod socket;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::embed::pipeline::Pipeline;
@@ -65,6 +71,31 @@ struct Shared {
     /// Held for the life of the process once we are the owner. `std` mutex: set once.
     lock: Mutex<Option<OwnerLock>>,
     rendezvous: Rendezvous,
+    /// A relay's bound on an owner that does not answer its heartbeat.
+    owner_timeout: Duration,
+    /// Set once this owner starts to leave: relayed calls are turned away from then on.
+    leaving: AtomicBool,
+    /// Relayed calls running here now, and a wake-up for when that drops to zero.
+    relayed_calls: AtomicUsize,
+    relayed_idle: Notify,
+    /// The relays connected to us. `std` mutex: held to push, remove or copy, never across
+    /// an await.
+    attached: Mutex<Vec<relay::Attached>>,
+    /// Stops the accept loop when we leave.
+    accept_stop: CancellationToken,
+}
+
+/// A relayed call counted as running until this is dropped.
+pub struct RelayedCall {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RelayedCall {
+    fn drop(&mut self) {
+        if self.shared.relayed_calls.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.relayed_idle.notify_waiters();
+        }
+    }
 }
 
 impl Ownership {
@@ -75,6 +106,12 @@ impl Ownership {
             relays: AtomicUsize::new(0),
             lock: Mutex::new(None),
             rendezvous: Rendezvous::for_database(&config.db_path),
+            owner_timeout: config.owner_timeout,
+            leaving: AtomicBool::new(false),
+            relayed_calls: AtomicUsize::new(0),
+            relayed_idle: Notify::new(),
+            attached: Mutex::new(Vec::new()),
+            accept_stop: CancellationToken::new(),
         });
         let ownership = Ownership { backend: rx, shared };
         if config.postgres.is_some() {
@@ -117,11 +154,68 @@ impl Ownership {
         self.shared.relays.load(Ordering::SeqCst)
     }
 
-    /// Wait until no relay is connected (an owner whose own client left stays up for them).
-    pub async fn relays_gone(&self) {
-        while self.relays() > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Count a relayed call as running, unless this owner is leaving (then the call must go
+    /// to the next owner, and `None` says so).
+    pub fn enter_relayed_call(&self) -> Option<RelayedCall> {
+        // Counted before the check: `begin_leaving` sets the flag before it waits for the
+        // count, so a call either sees the flag or is waited for.
+        self.shared.relayed_calls.fetch_add(1, Ordering::SeqCst);
+        let call = RelayedCall {
+            shared: self.shared.clone(),
+        };
+        (!self.is_leaving()).then_some(call)
+    }
+
+    /// Whether this owner has started to leave.
+    pub fn is_leaving(&self) -> bool {
+        self.shared.leaving.load(Ordering::SeqCst)
+    }
+
+    /// Start leaving: turn new relayed calls away, stop accepting relays, and tell every
+    /// attached relay to move to the next owner.
+    pub async fn begin_leaving(&self) {
+        self.shared.leaving.store(true, Ordering::SeqCst);
+        self.shared.accept_stop.cancel();
+        let attached: Vec<_> = self.attached().iter().map(relay::Attached::peer).collect();
+        relay::announce_leaving(attached, Duration::from_millis(500)).await;
+    }
+
+    /// Wait until no relayed call runs here, up to `timeout`; true when none does.
+    pub async fn relayed_calls_done(&self, timeout: Duration) -> bool {
+        let idle = async {
+            loop {
+                let woken = self.shared.relayed_idle.notified();
+                if self.shared.relayed_calls.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        tokio::time::timeout(timeout, idle).await.is_ok()
+    }
+
+    /// Close every relay connection (they then take over or reconnect).
+    pub fn end_relays(&self) {
+        for relay in self.attached().iter() {
+            relay.end();
         }
+    }
+
+    fn attached(&self) -> std::sync::MutexGuard<'_, Vec<relay::Attached>> {
+        self.shared.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn attach(&self, relay: relay::Attached) {
+        // A relay that connected as we started to leave hears it too.
+        if self.is_leaving() {
+            let peer = relay.peer();
+            tokio::spawn(relay::announce_leaving(vec![peer], Duration::from_millis(500)));
+        }
+        self.attached().push(relay);
+    }
+
+    fn detach(&self, id: u64) {
+        self.attached().retain(|r| r.peer().1 != id);
     }
 
     pub fn rendezvous(&self) -> &Rendezvous {
@@ -153,11 +247,15 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
         match OwnerLock::try_acquire(&rendezvous.lock) {
             Ok(Some(lock)) => {
                 *ownership.shared.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+                // Calls wait for the database to open here instead of going to a dead link.
+                tx.send_if_modified(|b| {
+                    !matches!(std::mem::replace(b, Backend::Starting), Backend::Starting)
+                });
                 tracing::info!(pid = std::process::id(), "this process owns the database");
                 become_owner(&config, &tx, &ownership).await;
                 return;
             }
-            Ok(None) => match RelayLink::connect(&rendezvous.socket).await {
+            Ok(None) => match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout).await {
                 Ok(link) => {
                     tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
                     let _ = tx.send(Backend::Relay(link.clone()));
@@ -197,7 +295,8 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
     #[cfg(unix)]
     match socket::bind(&ownership.shared.rendezvous.socket) {
         Ok(listener) => {
-            tokio::spawn(relay::accept(listener, ownership.clone()));
+            let stop = ownership.shared.accept_stop.clone();
+            tokio::spawn(relay::accept(listener, ownership.clone(), stop));
         }
         Err(e) => tracing::error!(
             socket = %ownership.shared.rendezvous.socket.display(),

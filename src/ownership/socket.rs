@@ -127,6 +127,15 @@ mod unix {
         peer_uid(stream) == Some(super::user_id())
     }
 
+    /// The pid of the process at the other end, if the OS tells.
+    pub fn peer_pid(stream: &UnixStream) -> Option<u32> {
+        stream
+            .peer_cred()
+            .ok()?
+            .pid()
+            .and_then(|pid| u32::try_from(pid).ok())
+    }
+
     /// The uid of the process at the other end, if the OS tells.
     pub fn peer_uid(stream: &UnixStream) -> Option<u32> {
         stream.peer_cred().ok().map(|cred| cred.uid())

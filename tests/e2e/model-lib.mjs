@@ -495,6 +495,9 @@ function generateSequence(rng, nOps, { kills, avoid, backend = "duckdb" }) {
     specials.set(spot(), backend === "postgres" ? { kind: "kill_peer", slot: rng.int(3) } : { kind: "kill_owner" });
   }
   if (rng.chance(0.6)) specials.set(spot(), { kind: "clean_restart", slot: rng.int(3) });
+  // The owner's client leaves while the others keep calling: a hand-over next to every
+  // write kind (on PostgreSQL there is no owner; clean_restart covers a peer leaving).
+  if (backend !== "postgres") for (let i = 0; i < 2; i++) specials.set(spot(), { kind: "owner_exit" });
   const unknownAt = spot();
   if (!avoid.has("unknown-tool")) specials.set(unknownAt, { kind: "unknown_tool" });
   const ops = [];
@@ -540,7 +543,6 @@ export class Sequence {
     this.maxWaitMs = 1000;
     this.kills = [];
     this.procs = new Set(); // every process of this sequence that may still be alive
-    this.lingering = new Set(); // owners whose client closed (they stay while relays are connected)
     this.slots = [];
     this.ownerPid = null;
     this.waiters = [];
@@ -549,7 +551,7 @@ export class Sequence {
     this.oplog = [];
     this.counter = 0;
     this.t0 = Date.now();
-    this.counts = { ops: 0, calls: 0, kills: 0, cleanRestarts: 0, unknownOutcomes: 0, searches: 0, barriers: 0 };
+    this.counts = { ops: 0, calls: 0, kills: 0, ownerExits: 0, cleanRestarts: 0, unknownOutcomes: 0, searches: 0, barriers: 0 };
     this.indexes = new Map(
       INDEXES.map((name) => [
         name,
@@ -860,8 +862,7 @@ export class Sequence {
     const slots = this.slots
       .filter((s) => s.proc)
       .map((s) => `s${s.i}=${s.gen}/${s.state === "up" ? this.roleOf(s.proc) : s.state}/pid ${s.proc.pid}`);
-    const lingering = [...this.lingering].map((p) => `lingering pid ${p.pid}`);
-    return [...slots, ...lingering].join(", ");
+    return slots.join(", ");
   }
 
   /** SIGKILL the current owner (found with stats) and put a new process in its slot. */
@@ -874,7 +875,6 @@ export class Sequence {
       slot.state = "restarting";
       this.newReady(slot);
     }
-    this.lingering.delete(victim);
     victim.killedByUs = true;
     const at = Date.now();
     this.kills.push(at);
@@ -927,6 +927,15 @@ export class Sequence {
     this.event(`roles: ${this.rolesText()}`);
   }
 
+  /** The current owner's client leaves (stdin closed); the others go on calling meanwhile. */
+  async ownerExit() {
+    const stats = await this.settleOwner();
+    const slot = this.slots.find((s) => s.state === "up" && s.proc.pid === stats.owner_pid);
+    if (!slot) throw new Violation(`stats name owner_pid ${stats.owner_pid}, which is no slot of ours`);
+    this.counts.ownerExits++;
+    await this.cleanRestart(slot.i);
+  }
+
   /** Close one client's stdin (what an MCP client does) and start a new process in its slot. */
   async cleanRestart(slotIndex) {
     const slot = this.slots[slotIndex];
@@ -938,14 +947,20 @@ export class Sequence {
     const wasOwner = !this.pg && proc.pid === this.ownerPid;
     this.counts.cleanRestarts++;
     this.event(`clean restart of s${slot.i} (${proc.gen}, ${this.roleOf(proc)}, pid ${proc.pid}): stdin closed`);
+    const at = Date.now();
     await proc.client.close().catch(() => {});
     if (this.pg) {
       // A peer serves no one else: it exits, cleanly, once its stdin is closed (having
       // handed back its claims on the queue).
       await this.expectCleanExit(proc, 20_000);
     } else if (wasOwner) {
-      // An owner whose client is gone keeps serving its relays (by design).
-      this.lingering.add(proc);
+      // An owner hands over at once: it turns relayed calls away, finishes those in flight,
+      // closes the file and exits; the relays send what it did not answer to the next owner.
+      // A call whose answer was lost on the way may have run twice, as after a kill.
+      this.kills.push(at);
+      await this.expectCleanExit(proc, 20_000);
+      const next = await this.settleOwner(proc.pid);
+      this.event(`hand-over: new owner pid ${next.owner_pid} ${Date.now() - at} ms after the owner's stdin closed`);
     } else {
       const outcome = await Promise.race([proc.exited, sleep(20_000, "timeout", { ref: false })]);
       if (outcome === "timeout") throw new Violation(`relay pid ${proc.pid} did not exit 20 s after its stdin closed`);
@@ -1734,6 +1749,9 @@ export class Sequence {
         case "clean_restart":
           await this.cleanRestart(op.slot);
           continue;
+        case "owner_exit":
+          await this.ownerExit();
+          continue;
         default:
           break;
       }
@@ -2057,7 +2075,7 @@ export async function runModel(options = {}) {
   await waitForBinary();
   const fake = await startFakeOllama();
   const started = Date.now();
-  const totals = { seed, sequences: 0, ops: 0, calls: 0, kills: 0, cleanRestarts: 0, unknownOutcomes: 0, searches: 0, barriers: 0 };
+  const totals = { seed, sequences: 0, ops: 0, calls: 0, kills: 0, ownerExits: 0, cleanRestarts: 0, unknownOutcomes: 0, searches: 0, barriers: 0 };
   try {
     for (let i = 0; ; i++) {
       if (seconds ? Date.now() - started >= seconds * 1000 : i >= sequences) break;
@@ -2078,10 +2096,10 @@ export async function runModel(options = {}) {
       });
       const result = await sequence.run();
       totals.sequences++;
-      for (const key of ["ops", "calls", "kills", "cleanRestarts", "unknownOutcomes", "searches", "barriers"]) totals[key] += result[key];
+      for (const key of ["ops", "calls", "kills", "ownerExits", "cleanRestarts", "unknownOutcomes", "searches", "barriers"]) totals[key] += result[key];
       log(
         `model: sequence ${i} (seed ${seqSeed}) ok in ${result.ms} ms: ${result.ops} ops, ${result.calls} calls, ` +
-          `${result.kills} ${backend === "postgres" ? "process" : "owner"} kills, ${result.cleanRestarts} clean restarts, ${result.unknownOutcomes} unknown outcomes, debounce ${result.debounceMs} ms`,
+          `${result.kills} ${backend === "postgres" ? "process" : "owner"} kills, ${result.ownerExits} owner exits, ${result.cleanRestarts} clean restarts, ${result.unknownOutcomes} unknown outcomes, debounce ${result.debounceMs} ms`,
       );
     }
   } finally {

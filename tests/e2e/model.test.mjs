@@ -40,7 +40,7 @@ test(
     const summary =
       `model: ${totals.sequences} sequences, ${totals.ops} operations (${totals.calls} tool calls, ` +
       `${totals.searches} searches, ${totals.barriers} barriers), ${totals.kills} owner kills, ` +
-      `${totals.cleanRestarts} clean restarts, ${totals.unknownOutcomes} unknown outcomes re-established, ` +
+      `${totals.ownerExits} owner exits (hand-overs), ${totals.cleanRestarts} clean restarts, ${totals.unknownOutcomes} unknown outcomes re-established, ` +
       `${totals.embedder.texts} texts embedded in ${totals.embedder.calls} embedding calls, ` +
       `${(totals.ms / 1000).toFixed(1)} s (seed ${totals.seed})`;
     console.log(summary);

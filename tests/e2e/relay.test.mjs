@@ -291,7 +291,7 @@ function round(title, makeOwner, makeRelays) {
     });
 
     after(async () => {
-      // Relays first: an owner whose client is gone stays up while a relay is connected.
+      // Relays first: an owner that leaves first would hand the file over to one of them.
       for (const driver of [...relays].reverse()) await driver.close().catch(() => driver.kill());
       if (owner) await owner.close().catch(() => owner.kill());
       await removeDir(dir);
@@ -651,7 +651,7 @@ describe("kill -9 of the owner while a 2026-07-28 client keeps calling through a
     t.diagnostic(
       `${ids.length} upserts acknowledged (${upsertsAfterKill} after the kill), ${searchesAfterKill} searches after the kill, ` +
         `take-over seen ${tookOverAt - killedAt} ms after the kill, ` +
-        `calls the relay followed to the new owner: ${relay.stderr().split("went away mid-call").length - 1}`,
+        `calls the relay followed to the new owner: ${relay.stderr().split("following the ownership").length - 1}`,
     );
     owner = undefined; // dead already
   });

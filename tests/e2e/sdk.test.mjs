@@ -76,7 +76,7 @@ describe("two SDK clients, owner + relay on one file, frontend edits while the a
   });
 
   after(async () => {
-    // Relay first: an owner whose own client is gone stays up while a relay is connected.
+    // Relay first: an owner that leaves first would hand the file over to the relay.
     await frontend?.client.close().catch(() => {});
     await agent?.client.close().catch(() => {});
     await removeDir(dir);
