@@ -440,10 +440,38 @@ async fn update_merges_metadata_by_default_and_can_replace() {
         json!({"id": "tip-1", "vector": [0.0, 2.0], "metadata": {"outcome": "neutral"}})
     );
 
+    // `if_missing: "ignore"` (what StrideVector sends, as Mastra's stores do nothing):
+    // nothing changes, nothing is created, and the answer says so.
+    let r = s
+        .ok(
+            "update",
+            json!({"index": "advice_history", "id": "nope", "metadata": {"a": 1}, "if_missing": "ignore"}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({"index": "advice_history", "id": "nope", "updated": false, "count": 0})
+    );
+    let f = s
+        .ok("fetch", json!({"index": "advice_history", "ids": ["nope"]}))
+        .await;
+    assert_eq!(f["vectors"], json!([]), "{f}");
     for (args, expected) in [
         (
             json!({"index": "advice_history", "id": "nope", "metadata": {"a": 1}}),
             "no vector with id \"nope\"",
+        ),
+        (
+            json!({"index": "advice_history", "id": "nope", "metadata": {"a": 1}, "if_missing": "error"}),
+            "no vector with id \"nope\"",
+        ),
+        (
+            json!({"index": "no_such_index", "id": "nope", "metadata": {"a": 1}, "if_missing": "ignore"}),
+            "index \"no_such_index\" does not exist",
+        ),
+        (
+            json!({"index": "advice_history", "id": "tip-1", "metadata": {"a": 1}, "if_missing": "skip"}),
+            "if_missing:",
         ),
         (
             json!({"index": "advice_history", "id": "tip-1"}),

@@ -98,6 +98,18 @@ pub struct UpdateArgs {
     /// `merge` (default) keeps the fields you do not mention; `replace` drops them.
     #[serde(default)]
     pub metadata_mode: MetadataModeArg,
+    /// With `id`: `error` (default) when no row has that id; `ignore` to change nothing
+    /// and answer `updated: false`, as Mastra's SQL stores do.
+    #[serde(default)]
+    pub if_missing: IfMissingArg,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfMissingArg {
+    #[default]
+    Error,
+    Ignore,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -253,6 +265,7 @@ impl StrideServer {
             vector: args.vector,
             metadata,
             mode,
+            skip_missing: args.if_missing == IfMissingArg::Ignore,
         };
         match self.store()?.write(op).await {
             Ok(WriteOutcome::Updated { count }) => Ok(Json(UpdateResult {

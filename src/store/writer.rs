@@ -68,6 +68,9 @@ pub enum WriteOp {
         vector: Option<Vec<f32>>,
         metadata: Option<Map<String, Value>>,
         mode: MetadataMode,
+        /// By id: an id with no stored row is skipped instead of failing the call (what
+        /// Mastra's SQL stores do: their UPDATE changes no row).
+        skip_missing: bool,
     },
     Delete {
         index: String,
@@ -478,12 +481,13 @@ impl Writer {
                 vector,
                 metadata,
                 mode,
+                skip_missing,
             } => self.update(
                 index,
                 target,
                 vector.as_deref(),
                 metadata.as_ref(),
-                *mode,
+                (*mode, *skip_missing),
                 working,
             ),
             WriteOp::Delete { index, target } => self.delete(index, target, working),
@@ -754,7 +758,7 @@ impl Writer {
         target: &Target,
         vector: Option<&[f32]>,
         metadata: Option<&Map<String, Value>>,
-        mode: MetadataMode,
+        (mode, skip_missing): (MetadataMode, bool),
         working: &Catalog,
     ) -> OpResult {
         let info = existing(index, working).map_err(OpError::Rejected)?;
@@ -782,7 +786,7 @@ impl Writer {
         for id in &ids {
             if self.update_one(index, dimension, id, vector, metadata, mode)? {
                 count += 1;
-            } else if matches!(target, Target::Ids(_)) {
+            } else if matches!(target, Target::Ids(_)) && !skip_missing {
                 // Rows changed before this one make the transaction unclean: fail it whole.
                 let message = format!("id: no vector with id {id:?} in index \"{index}\"");
                 return Err(if count == 0 {

@@ -48,6 +48,11 @@ export interface StrideVectorOptions {
   env?: Record<string, string>;
   /** The DuckDB file. Every process naming the same file shares one owner. */
   db?: string;
+  /** `DuckDBVector`'s name for `db` (so its options carry over as they are); `db` wins. */
+  path?: string;
+  /** `updateVector` of an id that is not stored throws (default `false`: it changes nothing
+   * and returns, as Mastra's `DuckDBVector` and `PgVector` do). */
+  strict?: boolean;
   /** An MCP client already connected to a stride-vectors server; nothing is spawned. */
   client?: Client;
   /** How long one tool call may take, in ms (default 120000). */
@@ -226,8 +231,10 @@ export class StrideVector extends MastraVector<VectorFilter> {
       throw userError("UPDATE_VECTOR", "EMPTY_FILTER", "Cannot update with empty filter", { indexName });
     }
     const args: Record<string, unknown> = { index: indexName };
-    if (id !== undefined) args.id = id;
-    else args.filter = filter;
+    if (id !== undefined) {
+      args.id = id;
+      if (!this.options.strict) args.if_missing = "ignore";
+    } else args.filter = filter;
     if (update.vector !== undefined) {
       checkVector("update.vector", update.vector, "UPDATE_VECTOR", indexName);
       args.vector = update.vector;
@@ -447,7 +454,8 @@ function parts(rows: { id: string; vector: number[]; metadata: Record<string, un
 
 function serverCommand(options: StrideVectorOptions): { command: string; args: string[] } {
   const args = [...(options.args ?? [])];
-  if (options.db !== undefined) args.push("--db", options.db);
+  const db = options.db ?? options.path;
+  if (db !== undefined) args.push("--db", db);
   if (options.command !== undefined) return { command: options.command, args };
   const own = process.env.STRIDE_VECTORS_BINARY;
   if (own) return { command: own, args };

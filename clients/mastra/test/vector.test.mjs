@@ -154,11 +154,23 @@ describe("StrideVector: every method", () => {
       [{ update: { metadata: {} } }, /Either id or filter must be provided/],
       [{ id: one, update: {} }, /No updates provided/],
       [{ filter: {}, update: { metadata: { a: 1 } } }, /empty filter/i],
-      [{ id: "missing", update: { metadata: { a: 1 } } }, /no vector with id "missing"/],
       [{ id: one, update: { vector: [1, 2] } }, /2 dimensions, the index has 1536/],
     ]) {
       assert.match(await rejection(fixture.vector.updateVector({ indexName: "u", ...params })), pattern, JSON.stringify(params));
     }
+  });
+
+  test("updateVector of an id that is not stored changes nothing, as DuckDBVector; `strict` makes it throw", async () => {
+    await fixture.vector.createIndex({ indexName: "um", dimension: DIM });
+    await fixture.vector.upsert({ indexName: "um", vectors: [vectorOf(1, DIM)], ids: ["kept"], metadata: [{ a: 1 }] });
+    const before = await fixture.vector.query({ indexName: "um", queryVector: vectorOf(1, DIM), topK: 10 });
+    assert.equal(await fixture.vector.updateVector({ indexName: "um", id: "missing", update: { metadata: { a: 2 } } }), undefined);
+    assert.deepEqual(await fixture.vector.query({ indexName: "um", queryVector: vectorOf(1, DIM), topK: 10 }), before, "nothing changed, nothing added");
+    assert.deepEqual(await fixture.vector.describeIndex({ indexName: "um" }), { dimension: DIM, count: 1, metric: "cosine" });
+    const strict = new StrideVector({ id: "strict", client: fixture.vector.client, strict: true });
+    assert.match(await rejection(strict.updateVector({ indexName: "um", id: "missing", update: { metadata: { a: 2 } } })), /no vector with id "missing" in index "um"/);
+    // A missing index is still an error, as DuckDBVector's UPDATE of a missing table is.
+    assert.match(await rejection(fixture.vector.updateVector({ indexName: "nope", id: "x", update: { metadata: { a: 2 } } })), /index "nope" does not exist/);
   });
 
   test("deleteVector and deleteVectors by ids or filter; Mastra's messages", async () => {

@@ -58,7 +58,11 @@ pub(super) async fn apply(store: &PgStore, op: &WriteOp) -> Result<WriteOutcome>
             vector,
             metadata,
             mode,
-        } => update(store, index, target, vector.as_deref(), metadata.as_ref(), *mode).await,
+            skip_missing,
+        } => {
+            let (vector, metadata) = (vector.as_deref(), metadata.as_ref());
+            update(store, index, target, vector, metadata, (*mode, *skip_missing)).await
+        }
         WriteOp::Delete { index, target } => delete(store, index, target).await,
         WriteOp::Accept {
             index,
@@ -494,7 +498,7 @@ async fn update(
     target: &Target,
     vector: Option<&[f32]>,
     metadata: Option<&Map<String, Value>>,
-    mode: MetadataMode,
+    (mode, skip_missing): (MetadataMode, bool),
 ) -> Result<WriteOutcome> {
     validate_index_name(index)?;
     if vector.is_none() && metadata.is_none() {
@@ -520,7 +524,7 @@ async fn update(
     for id in &ids {
         if update_one(&*tx, names, index, id, vector, metadata, mode).await? {
             count += 1;
-        } else if matches!(target, Target::Ids(_)) {
+        } else if matches!(target, Target::Ids(_)) && !skip_missing {
             // Dropping the transaction rolls back the rows changed before this one.
             return Err(invalid(format!(
                 "id: no vector with id {id:?} in index \"{index}\""
