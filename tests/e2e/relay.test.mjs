@@ -261,8 +261,10 @@ function renameIndex(value, from, to) {
 /** stats without what differs between processes or moves on with every call. */
 function stableStats(stats) {
   // Memory is measured at the moment of the call: only its presence is the same everywhere.
-  const { role, pid, resident_bytes, duckdb_memory_bytes, ...rest } = stats;
-  return { ...rest, memoryMeasured: resident_bytes > 0 && duckdb_memory_bytes >= 0 };
+  // A relay also says when the owner last answered its heartbeat; the owner does not.
+  const { role, pid, resident_bytes, duckdb_memory_bytes, owner_heartbeat_ms_ago, ...rest } = stats;
+  const heartbeat = role === "relay" ? Number.isInteger(owner_heartbeat_ms_ago) : owner_heartbeat_ms_ago === undefined;
+  return { ...rest, memoryMeasured: resident_bytes > 0 && duckdb_memory_bytes >= 0, heartbeatAsRoleSays: heartbeat };
 }
 
 // ---------------------------------------------------------------------------------------------
