@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::embed::download::{self, Source};
 use crate::embed::pipeline::PipelineConfig;
-use crate::embed::Provider;
+use crate::embed::{EmbedderConfig, Provider};
 use crate::store::postgres::PgOptions;
 use crate::store::{Engine, StoreOptions};
 
@@ -266,32 +266,6 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// A relay's bound on an owner that does not answer its heartbeat.
     pub owner_timeout: Duration,
-}
-
-/// Which embedder to build, with its settings.
-#[derive(Debug, Clone)]
-pub enum EmbedderConfig {
-    Local {
-        model_dir: Option<PathBuf>,
-        /// Download the model on first need when it is missing.
-        fetch: bool,
-        source: Source,
-        /// Load at start rather than on first need.
-        eager: bool,
-    },
-    Ollama {
-        url: String,
-        model: String,
-        dimension: Option<usize>,
-        timeout: Duration,
-    },
-    OpenAi {
-        url: String,
-        model: String,
-        api_key: Option<String>,
-        dimension: Option<usize>,
-        timeout: Duration,
-    },
 }
 
 impl ServeArgs {

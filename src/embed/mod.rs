@@ -11,11 +11,14 @@
 
 pub mod download;
 pub mod local;
+pub mod pins;
 pub mod pipeline;
 pub mod remote;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A provider's answer: one vector per text, in order.
 pub type EmbedFuture<'a> = futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
@@ -266,6 +269,32 @@ impl Embedder for Background {
     }
 }
 
+/// Which embedder to build, with its settings.
+#[derive(Debug, Clone)]
+pub enum EmbedderConfig {
+    Local {
+        model_dir: Option<PathBuf>,
+        /// Download the model on first need when it is missing.
+        fetch: bool,
+        source: download::Source,
+        /// Load at start rather than on first need.
+        eager: bool,
+    },
+    Ollama {
+        url: String,
+        model: String,
+        dimension: Option<usize>,
+        timeout: Duration,
+    },
+    OpenAi {
+        url: String,
+        model: String,
+        api_key: Option<String>,
+        dimension: Option<usize>,
+        timeout: Duration,
+    },
+}
+
 /// Which provider `--embedder` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Provider {
@@ -276,8 +305,7 @@ pub enum Provider {
 
 /// Build the configured embedder. The local model starts loading in the background; must be
 /// called inside a tokio runtime.
-pub fn build(config: &crate::config::EmbedderConfig) -> Result<SharedEmbedder, EmbedError> {
-    use crate::config::EmbedderConfig;
+pub fn build(config: &EmbedderConfig) -> Result<SharedEmbedder, EmbedError> {
     Ok(match config {
         EmbedderConfig::Local {
             model_dir,
