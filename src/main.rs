@@ -143,7 +143,7 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
-        let ownership = Ownership::start(config.clone());
+        let ownership = Ownership::start(config.clone(), std::sync::Arc::new(stride_vectors::mcp::serve_relay));
         match &config.postgres {
             Some(pg) => tracing::info!(schema = %pg.schema, "serving MCP on stdio, storing in PostgreSQL"),
             None => tracing::info!(db = %config.db_path.display(), "serving MCP on stdio"),

@@ -16,4 +16,4 @@ pub mod stats;
 pub mod transport;
 pub mod vectors;
 
-pub use server::StrideServer;
+pub use server::{serve_relay, StrideServer};

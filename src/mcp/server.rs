@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
@@ -12,11 +13,14 @@ use rmcp::model::{
     ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::{tool_handler, ErrorData, RoleServer, ServerHandler};
+use rmcp::{tool_handler, ErrorData, RoleServer, ServerHandler, ServiceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::args::ToolError;
 use crate::embed::pipeline::Pipeline;
-use crate::ownership::relay::{owner_leaving_error, RelayFailure, RelayLink};
+use crate::ownership::relay::{
+    owner_leaving_error, ConnRead, ConnWrite, RelayFailure, RelayLink, RelaySession,
+};
 use crate::ownership::{Backend, Ownership};
 use crate::store::Store;
 
@@ -170,6 +174,33 @@ impl StrideServer {
     pub fn tools() -> Vec<Tool> {
         Self::router().list_all()
     }
+}
+
+/// Serve one relay's connection to this owner (what `main` gives [`Ownership::start`]).
+pub fn serve_relay(
+    ownership: Ownership,
+    read: ConnRead,
+    write: ConnWrite,
+    end: CancellationToken,
+) -> BoxFuture<'static, Option<RelaySession>> {
+    Box::pin(async move {
+        let server = StrideServer::for_relay(ownership);
+        match server
+            .serve_with_ct(super::transport::server_transport(read, write), end)
+            .await
+        {
+            Ok(running) => Some(RelaySession {
+                peer: running.peer().clone(),
+                done: Box::pin(async move {
+                    let _ = running.waiting().await;
+                }),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "relay handshake failed");
+                None
+            }
+        }
+    })
 }
 
 /// The owner's answer, in the shape every client revision expects from us. The owner

@@ -35,7 +35,7 @@ use crate::config::ServeConfig;
 use crate::embed::pipeline::Pipeline;
 use crate::store::Store;
 use lock::OwnerLock;
-use relay::RelayLink;
+use relay::{RelayLink, ServeRelay};
 use socket::Rendezvous;
 
 /// The database, open in this process.
@@ -83,6 +83,8 @@ struct Shared {
     attached: Mutex<Vec<relay::Attached>>,
     /// Stops the accept loop when we leave.
     accept_stop: CancellationToken,
+    /// How a relay's connection is served (the MCP handler, given by `main`).
+    serve_relay: ServeRelay,
 }
 
 /// A relayed call counted as running until this is dropped.
@@ -99,8 +101,9 @@ impl Drop for RelayedCall {
 }
 
 impl Ownership {
-    /// Start deciding ownership of `config.db_path` in the background.
-    pub fn start(config: ServeConfig) -> Ownership {
+    /// Start deciding ownership of `config.db_path` in the background; once we own it,
+    /// relays' connections are served with `serve_relay`.
+    pub fn start(config: ServeConfig, serve_relay: ServeRelay) -> Ownership {
         let (tx, rx) = watch::channel(Backend::Starting);
         let shared = Arc::new(Shared {
             relays: AtomicUsize::new(0),
@@ -112,6 +115,7 @@ impl Ownership {
             relayed_idle: Notify::new(),
             attached: Mutex::new(Vec::new()),
             accept_stop: CancellationToken::new(),
+            serve_relay,
         });
         let ownership = Ownership { backend: rx, shared };
         if config.postgres.is_some() {

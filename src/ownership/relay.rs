@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientRequest, CustomNotification, ErrorCode, PingRequest,
     ServerNotification,
@@ -307,6 +308,28 @@ async fn heartbeat(link: RelayLink) {
     }
 }
 
+/// One relay's MCP session on this owner, once its handshake is done.
+pub struct RelaySession {
+    /// Where to send "owner leaving".
+    pub peer: Peer<RoleServer>,
+    /// Ends when the connection ends.
+    pub done: BoxFuture<'static, ()>,
+}
+
+/// The reading half of a relay's connection, whatever the OS's transport.
+pub type ConnRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// The writing half of a relay's connection.
+pub type ConnWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// Serves one relay's connection with the MCP handler until `end` is cancelled or the
+/// connection closes; `None` when the handshake failed. Given by `main`, so that this
+/// module knows nothing of `mcp/`.
+pub type ServeRelay = Arc<
+    dyn Fn(Ownership, ConnRead, ConnWrite, CancellationToken) -> BoxFuture<'static, Option<RelaySession>>
+        + Send
+        + Sync,
+>;
+
 /// One relay connected to us: where to send "leaving", and how to end it.
 pub(super) struct Attached {
     id: u64,
@@ -365,27 +388,25 @@ pub async fn accept(listener: tokio::net::UnixListener, ownership: Ownership, st
         let (ownership, id) = (ownership.clone(), next_id);
         tokio::spawn(async move {
             ownership.shared.relays.fetch_add(1, Ordering::SeqCst);
-            let server = crate::mcp::StrideServer::for_relay(ownership.clone());
             let (read, write) = stream.into_split();
             let end = CancellationToken::new();
-            match server
-                .serve_with_ct(
-                    crate::mcp::transport::server_transport(read, write),
-                    end.child_token(),
-                )
-                .await
+            let serve = ownership.shared.serve_relay.clone();
+            if let Some(session) = serve(
+                ownership.clone(),
+                Box::new(read),
+                Box::new(write),
+                end.child_token(),
+            )
+            .await
             {
-                Ok(running) => {
-                    ownership.attach(Attached {
-                        id,
-                        peer: running.peer().clone(),
-                        end,
-                    });
-                    tracing::info!(relays = ownership.relays(), "a relay connected");
-                    let _ = running.waiting().await;
-                    ownership.detach(id);
-                }
-                Err(e) => tracing::warn!(error = %e, "relay handshake failed"),
+                ownership.attach(Attached {
+                    id,
+                    peer: session.peer,
+                    end,
+                });
+                tracing::info!(relays = ownership.relays(), "a relay connected");
+                session.done.await;
+                ownership.detach(id);
             }
             ownership.shared.relays.fetch_sub(1, Ordering::SeqCst);
             tracing::info!(relays = ownership.relays(), "a relay disconnected");
