@@ -47,9 +47,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{content_hash, EmbedError, ModelState, SharedEmbedder};
-use crate::store::documents::{Acceptance, EmbeddedDocument, NewDocument};
-use crate::store::writer::{Superseded, WriteOp, WriteOutcome};
 use crate::store::{validate_index_name, IndexInfo, QueuedVersion, SharedQueue, Store, StoreError};
+use crate::store::{Acceptance, EmbeddedDocument, NewDocument};
+use crate::store::{Superseded, WriteOp, WriteOutcome};
 
 /// Longest pause between retries of a failing document.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
-use crate::store::memory::MemoryReport;
-use crate::store::writer::{WriteOp, WriteOutcome};
+use crate::store::MemoryReport;
 use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError};
+use crate::store::{WriteOp, WriteOutcome};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::args::{filter_arg, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
-use crate::store::read::{SearchRequest, MAX_TOP_K};
 use crate::store::{validate_vector, Engine, Metric, MAX_EF_SEARCH};
+use crate::store::{SearchRequest, MAX_TOP_K};
 
 const DEFAULT_TOP_K: i64 = 10;
 

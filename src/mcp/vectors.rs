@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::args::{filter_arg, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
 use super::StrideServer;
-use crate::store::writer::{MetadataMode, Target, WriteOp, WriteOutcome};
 use crate::store::{validate_index_name, validate_vector, Metric, VectorRow};
+use crate::store::{MetadataMode, Target, WriteOp, WriteOutcome};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

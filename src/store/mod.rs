@@ -1,60 +1,34 @@
-//! Storage: one typed API ([`Store`]) over two back-ends, the local DuckDB file ([`file`],
+//! Storage: one typed API ([`Store`]) over two back-ends, the local DuckDB file ([`duckdb`],
 //! the embedded default, one writer process per file) and PostgreSQL with pgvector
 //! ([`postgres`], many processes on many machines).
 //!
-//! Callers speak in plain Rust types: [`writer::WriteOp`] in, [`writer::WriteOutcome`] out,
-//! [`read::SearchRequest`] and [`read::Hit`] for searches, [`IndexInfo`] for shapes, and
-//! [`StoreError`] for every refusal. No connection, SQL text or driver type is visible
-//! above this module, so the MCP tools cannot tell the back-ends apart.
+//! The layout, one folder per back-end and the shared language at the top:
+//! - [`api`]: what every back-end and every caller speaks: [`WriteOp`] in, [`WriteOutcome`]
+//!   out, [`SearchRequest`] and [`Hit`], [`IndexInfo`], the documents to embed, [`Engine`],
+//!   [`StoreOptions`], and [`StoreError`] for every refusal, with the input checks.
+//! - [`filter`]: the metadata filter language, one parser compiled by each engine.
+//! - [`metadata`]: metadata as stored and returned, shared by the engines.
+//! - [`duckdb`]: the embedded file: its handle, the single writer, reads, schema and the
+//!   embedding queue's tables.
+//! - [`memory`]: the in-memory copy the DuckDB back-end serves searches from (snapshots,
+//!   scan kernels, int8 codes, metadata columns).
+//! - [`postgres`]: PostgreSQL + pgvector.
 //!
-//! What is shared by both back-ends lives here: the input checks ([`types`]), the filter
-//! language ([`filter`], compiled by each back-end), and the operation types. The DuckDB
-//! back-end's own parts are [`file`], [`writer`], [`read`], [`schema`] and [`documents`],
-//! with the in-memory copy it serves searches from ([`memory`], [`metadata`], [`columns`],
-//! [`quantized`]). PostgreSQL's are under [`postgres`].
-//!
-//! This module must not know about MCP.
+//! No back-end imports another's files (the DuckDB back-end uses [`memory`], which is its
+//! own search engine). No connection, SQL text or driver type is visible above this module,
+//! so the MCP tools cannot tell the back-ends apart. This module must not know about MCP.
 
-pub mod columns;
-pub mod documents;
-pub mod file;
+pub mod api;
+pub mod duckdb;
 pub mod filter;
 pub mod memory;
 pub mod metadata;
 pub mod postgres;
-pub mod quantized;
-pub mod read;
-pub mod schema;
-pub mod types;
-pub mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
-pub use documents::PendingDocument;
-pub use memory::{Engine, MemoryReport};
-pub use types::*;
-
-/// How to open the DuckDB file.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Most write requests folded into one transaction.
-    pub max_batch: usize,
-    /// DuckDB worker threads (0: DuckDB's default).
-    pub threads: u32,
-    /// DuckDB's memory limit in MiB (0: DuckDB's default).
-    pub duckdb_memory_mb: u32,
-    /// Default search engine.
-    pub engine: Engine,
-    /// Budget of the in-memory copies, in bytes.
-    pub memory_limit: usize,
-}
-
-/// Most reader connections (and reads running at once); more readers wait their turn.
-pub const MAX_READERS: usize = 16;
-
-/// Index name to shape, as committed. Written by the DuckDB writer thread only.
-pub type Catalog = BTreeMap<String, IndexInfo>;
+pub use api::*;
 
 /// Handle to the open store. Clone it freely: every clone talks to the same back-end.
 #[derive(Clone)]
@@ -129,7 +103,7 @@ impl SharedQueue {
 
 #[derive(Clone)]
 enum Backend {
-    File(file::FileStore),
+    File(duckdb::FileStore),
     Postgres(postgres::PgStore),
 }
 
@@ -138,7 +112,7 @@ impl Store {
     /// Blocking. Fails when the file is held by another process or is not a DuckDB database.
     pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<Store> {
         Ok(Store {
-            backend: Backend::File(file::FileStore::open(path, options)?),
+            backend: Backend::File(duckdb::FileStore::open(path, options)?),
         })
     }
 
@@ -172,7 +146,7 @@ impl Store {
     /// Only the DuckDB back-end calls it: on PostgreSQL other processes write too, so a
     /// superseded version is found out where it matters, when its embedding is stored
     /// (the version check refuses it) or its text is read back (it is gone).
-    pub fn on_superseded(&self, listener: impl Fn(&[writer::Superseded]) + Send + Sync + 'static) {
+    pub fn on_superseded(&self, listener: impl Fn(&[crate::store::Superseded]) + Send + Sync + 'static) {
         if let Backend::File(s) = &self.backend {
             s.on_superseded(listener);
         }
@@ -183,9 +157,9 @@ impl Store {
     pub async fn search(
         &self,
         index: IndexInfo,
-        req: read::SearchRequest,
+        req: crate::store::SearchRequest,
         engine: Option<Engine>,
-    ) -> Result<(Vec<read::Hit>, Engine), StoreError> {
+    ) -> Result<(Vec<crate::store::Hit>, Engine), StoreError> {
         match &self.backend {
             Backend::File(s) => {
                 if engine == Some(Engine::Postgres) {
@@ -222,7 +196,11 @@ impl Store {
     }
 
     /// Rows by id, with their vectors; missing ids are absent.
-    pub async fn fetch(&self, index: &IndexInfo, ids: Vec<String>) -> Result<Vec<read::Hit>, StoreError> {
+    pub async fn fetch(
+        &self,
+        index: &IndexInfo,
+        ids: Vec<String>,
+    ) -> Result<Vec<crate::store::Hit>, StoreError> {
         match &self.backend {
             Backend::File(s) => s.fetch(index.clone(), ids).await,
             Backend::Postgres(s) => s.fetch(index, &ids).await,
@@ -285,7 +263,7 @@ impl Store {
     }
 
     /// Apply one write and wait until it is committed (or refused).
-    pub async fn write(&self, op: writer::WriteOp) -> Result<writer::WriteOutcome, StoreError> {
+    pub async fn write(&self, op: crate::store::WriteOp) -> Result<crate::store::WriteOutcome, StoreError> {
         match &self.backend {
             Backend::File(s) => s.write(op).await,
             Backend::Postgres(s) => s.write(op).await,

@@ -95,7 +95,7 @@ mod differential {
 
     use super::super::compile;
     use super::super::pg::PgParam;
-    use crate::store::columns::{self, Columns};
+    use crate::store::memory::columns::{self, Columns};
     use crate::store::metadata::Metadata;
 
     /// `p.q` is a key no filter path can name (a path's `.` separates segments).

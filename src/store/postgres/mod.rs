@@ -44,10 +44,9 @@ use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 
-use super::documents::PendingDocument;
-use super::read::{Hit, SearchRequest};
-use super::writer::{WriteOp, WriteOutcome};
 use super::{validate_index_name, IndexInfo, StoreError, MAX_INDEX_NAME};
+use super::{Hit, SearchRequest, WriteOp, WriteOutcome};
+use crate::store::PendingDocument;
 
 /// How to reach PostgreSQL.
 #[derive(Clone)]

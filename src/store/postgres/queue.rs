@@ -29,8 +29,8 @@ use tokio_postgres::{AsyncMessage, GenericClient};
 
 use super::schema::{Names, NAMESPACE};
 use super::{PgStore, Shared};
-use crate::store::documents::PendingDocument;
 use crate::store::metadata::hit_object;
+use crate::store::PendingDocument;
 use crate::store::StoreError;
 
 type Key = (String, String);

@@ -20,10 +20,10 @@ use tokio_postgres::GenericClient;
 
 use super::schema::{Names, NAMESPACE};
 use super::{Client, Shared};
-use crate::store::documents::PendingDocument;
 use crate::store::filter::pg::{self, PgParam};
 use crate::store::metadata::hit_object;
-use crate::store::read::{Hit, SearchRequest};
+use crate::store::PendingDocument;
+use crate::store::{Hit, SearchRequest};
 use crate::store::{IndexInfo, Metric, StoreError, MAX_EF_SEARCH};
 
 /// pgvector's default `hnsw.ef_search`.

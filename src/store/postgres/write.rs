@@ -22,13 +22,13 @@ use tokio_postgres::GenericClient;
 use super::read::{boxed, refs};
 use super::schema::{self, Names, NAMESPACE};
 use super::{Failure, PgStore};
-use crate::store::documents::{Acceptance, Accepted, EmbeddedDocument, NewDocument};
 use crate::store::filter::{pg, CompiledFilter};
-use crate::store::writer::{distinct, MetadataMode, Target, WriteOp, WriteOutcome};
 use crate::store::{
     check_embeddable, dedup_last_wins, target_dimension, validate_dimension, validate_index_name,
     validate_vector, Hnsw, IndexInfo, Metric, StoreError, VectorRow,
 };
+use crate::store::{distinct, MetadataMode, Target, WriteOp, WriteOutcome};
+use crate::store::{Acceptance, Accepted, EmbeddedDocument, NewDocument};
 
 /// Widest `vector` column pgvector stores.
 const MAX_PG_DIMENSION: usize = 16_000;

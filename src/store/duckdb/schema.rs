@@ -12,8 +12,8 @@
 
 use duckdb::{params, Connection};
 
-use super::types::{quoted, IndexInfo, Metric};
 use super::Catalog;
+use crate::store::api::{quoted, IndexInfo, Metric};
 
 /// Our schema inside the database file.
 pub const BOOKKEEPING: &str = "stride_vectors";
@@ -151,7 +151,7 @@ fn index_tables(conn: &Connection) -> anyhow::Result<std::collections::BTreeMap<
     for row in rows {
         let (name, columns) = row?;
         match index_dimension(&columns) {
-            Some(dim) if super::types::validate_index_name(&name).is_ok() => {
+            Some(dim) if crate::store::api::validate_index_name(&name).is_ok() => {
                 out.insert(name, dim);
             }
             _ => tracing::warn!(table = %name, ?columns, "table in main is not an index table; ignoring it"),

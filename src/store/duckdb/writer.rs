@@ -26,143 +26,17 @@ use duckdb::{params, params_from_iter, Connection};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::documents::{self, Accepted, EmbeddedDocument, NewDocument};
-use super::filter::CompiledFilter;
-use super::memory::{Builder, Change, Keeper, Memory};
-use super::metadata::Metadata;
+use super::documents;
 use super::schema;
-use super::types::*;
 use super::Catalog;
+use crate::store::api::*;
+use crate::store::filter::CompiledFilter;
+use crate::store::memory::{Builder, Change, Keeper, Memory};
+use crate::store::metadata::Metadata;
 
 /// Requests waiting for the writer. Bounded so that a flood of writers waits instead of
 /// growing memory without limit.
 const QUEUE_DEPTH: usize = 4096;
-
-/// One change to the database.
-#[derive(Debug)]
-pub enum WriteOp {
-    CreateIndex {
-        name: String,
-        dimension: usize,
-        metric: Metric,
-        /// An HNSW index to build (PostgreSQL only).
-        ann: Option<Hnsw>,
-    },
-    DeleteIndex {
-        name: String,
-    },
-    /// Insert or replace rows; `create` makes the index first if it does not exist. With
-    /// `delete_filter`, the rows matching it are deleted first, in the same transaction
-    /// (Mastra's `upsert({deleteFilter})`: replace every chunk of a source at once).
-    Upsert {
-        index: String,
-        rows: Vec<VectorRow>,
-        create: Option<(usize, Metric)>,
-        delete_filter: Option<CompiledFilter>,
-    },
-    /// Change the vector and/or metadata of one row (an id), or of every stored row a filter
-    /// matches.
-    Update {
-        index: String,
-        target: Target,
-        vector: Option<Vec<f32>>,
-        metadata: Option<Map<String, Value>>,
-        mode: MetadataMode,
-        /// By id: an id with no stored row is skipped instead of failing the call (what
-        /// Mastra's SQL stores do: their UPDATE changes no row).
-        skip_missing: bool,
-    },
-    Delete {
-        index: String,
-        target: Target,
-    },
-    /// Record documents to embed as pending (or, when unchanged, just their metadata).
-    /// With a known `dimension` a missing index is created for `model`. Where the queue is
-    /// shared (PostgreSQL), each version is due `due_in` from now, but no later than
-    /// `max_wait` after the first version of its id still queued; the DuckDB back-end's
-    /// schedule lives in the pipeline instead.
-    Accept {
-        index: String,
-        model: String,
-        dimension: Option<usize>,
-        docs: Vec<NewDocument>,
-        due_in: std::time::Duration,
-        max_wait: std::time::Duration,
-    },
-    /// Store freshly embedded documents and retire their pending versions.
-    StoreEmbedded {
-        index: String,
-        model: String,
-        docs: Vec<EmbeddedDocument>,
-    },
-}
-
-/// How `update` treats the stored metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetadataMode {
-    /// JSON merge patch (RFC 7396): given keys replace, `null` removes, others stay.
-    Merge,
-    /// The given object becomes the whole metadata.
-    Replace,
-}
-
-/// The rows a delete or an update is about.
-#[derive(Debug)]
-pub enum Target {
-    Ids(Vec<String>),
-    Filter(CompiledFilter),
-}
-
-/// `ids` without repeats, in the order of their first appearance.
-pub fn distinct(ids: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    ids.iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// What a committed write did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteOutcome {
-    IndexCreated {
-        created: bool,
-    },
-    IndexDeleted {
-        existed: bool,
-    },
-    /// Distinct ids written, in the order of their first appearance; `deleted` counts the
-    /// rows a `delete_filter` removed first.
-    Upserted {
-        ids: Vec<String>,
-        created_index: bool,
-        deleted: Option<usize>,
-    },
-    /// Rows changed.
-    Updated {
-        count: usize,
-    },
-    Deleted {
-        count: usize,
-    },
-    Accepted(Vec<Accepted>),
-    /// Ids stored, and ids whose version was no longer the latest accepted one (a later
-    /// write superseded it while it was embedded): those were not written.
-    Embedded {
-        stored: Vec<String>,
-        stale: Vec<String>,
-    },
-}
-
-/// Versions of documents that a committed write superseded: every version of `ids` (or of
-/// the whole index when `ids` is `None`) accepted before `before_seq`. The pipeline drops
-/// them from its schedule; the database already has.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Superseded {
-    pub index: String,
-    pub ids: Option<Vec<String>>,
-    pub before_seq: u64,
-}
 
 /// Told, right after each commit and before any request of it is answered, what it
 /// superseded.
@@ -668,7 +542,7 @@ impl Writer {
         )?;
         // An unchanged text only rewrote the stored row's metadata.
         for (doc, answer) in docs.iter().zip(&accepted) {
-            if answer.status == documents::Acceptance::Unchanged {
+            if answer.status == crate::store::Acceptance::Unchanged {
                 self.changes.push(Change::Metadata {
                     index: index.to_string(),
                     id: doc.id.clone(),

@@ -11,34 +11,10 @@
 use duckdb::{params, params_from_iter, Connection, ToSql};
 use serde_json::{Map, Value};
 
-use super::filter::CompiledFilter;
-use super::memory::{MemoryIndex, Rows};
-use super::metadata::Metadata;
-use super::types::{quoted, vector_literal, IndexInfo, Metric, StoreError};
-
-/// Most results one search may return.
-pub const MAX_TOP_K: usize = 1000;
-
-/// One search.
-#[derive(Debug, Clone)]
-pub struct SearchRequest {
-    pub vector: Vec<f32>,
-    pub top_k: usize,
-    pub filter: Option<CompiledFilter>,
-    pub min_score: Option<f64>,
-    pub include_vector: bool,
-    /// Candidates an HNSW search keeps (PostgreSQL HNSW indexes only).
-    pub ef_search: Option<u32>,
-}
-
-/// One hit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    pub id: String,
-    pub score: f64,
-    pub metadata: Map<String, Value>,
-    pub vector: Option<Vec<f32>>,
-}
+use crate::store::api::*;
+use crate::store::filter::CompiledFilter;
+use crate::store::memory::{MemoryIndex, Rows};
+use crate::store::metadata::Metadata;
 
 fn score_sql(metric: Metric) -> &'static str {
     match metric {
@@ -124,7 +100,7 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
 fn parse_metadata(id: &str, text: Option<&str>) -> Result<Map<String, Value>, StoreError> {
     let Some(text) = text else { return Ok(Map::new()) };
     serde_json::from_str::<Value>(text)
-        .map(super::metadata::hit_object)
+        .map(crate::store::metadata::hit_object)
         .map_err(|e| StoreError::internal(&format!("metadata of id {id:?} is not JSON"), e))
 }
 
@@ -177,7 +153,7 @@ pub fn fetch(conn: &Connection, index: &IndexInfo, ids: &[String]) -> Result<Vec
 }
 
 /// Read a whole index into memory through Arrow (one contiguous copy per batch, no text).
-pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory::Builder, StoreError> {
+pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<crate::store::memory::Builder, StoreError> {
     use duckdb::arrow::array::{Array, FixedSizeListArray, Float32Array, StringArray};
     use duckdb::arrow::compute::cast;
     use duckdb::arrow::datatypes::DataType;
@@ -185,7 +161,7 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<super::memory:
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::internal(&format!("loading index \"{}\" into memory", index.name), e)
     };
-    let mut idx = super::memory::Builder::new(index.dimension, index.metric);
+    let mut idx = crate::store::memory::Builder::new(index.dimension, index.metric);
     let mut stmt = conn
         .prepare(&format!(
             "SELECT id, vector, metadata::VARCHAR FROM {}",
@@ -302,9 +278,9 @@ pub fn needs_file(req: &SearchRequest) -> bool {
 
 /// Exact top-k from the in-memory copy: filter, scores and metadata all from `memory`.
 /// When [`needs_file`] says so, `file` is a reader connection in a read transaction at the
-/// same commit as `memory` (see [`super::memory::Memory::begin_read`]), and the index.
+/// same commit as `memory` (see [`crate::store::memory::Memory::begin_read`]), and the index.
 pub fn search_memory(
-    pool: &super::memory::Memory,
+    pool: &crate::store::memory::Memory,
     memory: &MemoryIndex,
     req: &SearchRequest,
     file: Option<(&Connection, &IndexInfo)>,

@@ -7,7 +7,7 @@
 //!
 //! It owns that representation and how a [`Filter`] is answered from it. It must mean
 //! exactly what [`Filter::matches`] means row by row (the differential test in
-//! [`super::filter::eval`] checks the three: SQL, rows, columns). What the columns cannot
+//! [`crate::store::filter::eval`] checks the three: SQL, rows, columns). What the columns cannot
 //! answer (`$contains` on a string, `$size`, `$elemMatch`, and texts longer than [`LONG_TEXT`], which are
 //! not copied here) it hands to [`Filter::matches`] for just the rows still in question.
 //! It never sees SQL, and a chunk's columns never change: a chunk is full, and immutable,
@@ -16,8 +16,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use super::filter::{Candidate, Cmp, Filter, Operand, Path};
-use super::metadata::Metadata;
+use crate::store::filter::{Candidate, Cmp, Filter, Operand, Path};
+use crate::store::metadata::Metadata;
 
 /// Rows per chunk, and bits per mask.
 pub const ROWS: usize = 256;

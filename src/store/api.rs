@@ -1,12 +1,18 @@
-//! The plain values the store speaks in, and the input checks that do not need the database.
+//! The language every back-end speaks: the plain values the store takes and returns
+//! (indexes, rows, writes and their outcomes, documents to embed, searches and hits, the
+//! search engines), the options it opens with, and the input checks that need no database.
 //!
-//! Every check here produces a [`StoreError::Invalid`] whose message names the field or id at
-//! fault, so the MCP layer can hand it to the user unchanged.
+//! Both back-ends (`duckdb/`, `postgres/`) and the callers above `store/` use these; this
+//! file uses no back-end. Every check here produces a [`StoreError::Invalid`] whose message
+//! names the field or id at fault, so the MCP layer can hand it to the user unchanged.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::filter::CompiledFilter;
 
 /// Longest index name we accept; DuckDB allows more, but a name is typed by people.
 pub const MAX_INDEX_NAME: usize = 63;
@@ -316,6 +322,285 @@ pub fn vector_literal(vector: &[f32]) -> String {
 /// [`validate_index_name`], so there is nothing to escape; the quotes keep keywords usable.
 pub fn quoted(name: &str) -> String {
     format!("\"{name}\"")
+}
+
+// ---- The store's shape and options
+
+/// How to open the DuckDB file.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most write requests folded into one transaction.
+    pub max_batch: usize,
+    /// DuckDB worker threads (0: DuckDB's default).
+    pub threads: u32,
+    /// DuckDB's memory limit in MiB (0: DuckDB's default).
+    pub duckdb_memory_mb: u32,
+    /// Default search engine.
+    pub engine: Engine,
+    /// Budget of the in-memory copies, in bytes.
+    pub memory_limit: usize,
+}
+
+/// Most reader connections (and reads running at once); more readers wait their turn.
+pub const MAX_READERS: usize = 16;
+
+/// Index name to shape, as committed. Written by the DuckDB writer thread only.
+pub type Catalog = BTreeMap<String, IndexInfo>;
+
+// ---- Writes
+
+/// One change to the database.
+#[derive(Debug)]
+pub enum WriteOp {
+    CreateIndex {
+        name: String,
+        dimension: usize,
+        metric: Metric,
+        /// An HNSW index to build (PostgreSQL only).
+        ann: Option<Hnsw>,
+    },
+    DeleteIndex {
+        name: String,
+    },
+    /// Insert or replace rows; `create` makes the index first if it does not exist. With
+    /// `delete_filter`, the rows matching it are deleted first, in the same transaction
+    /// (Mastra's `upsert({deleteFilter})`: replace every chunk of a source at once).
+    Upsert {
+        index: String,
+        rows: Vec<VectorRow>,
+        create: Option<(usize, Metric)>,
+        delete_filter: Option<CompiledFilter>,
+    },
+    /// Change the vector and/or metadata of one row (an id), or of every stored row a filter
+    /// matches.
+    Update {
+        index: String,
+        target: Target,
+        vector: Option<Vec<f32>>,
+        metadata: Option<Map<String, Value>>,
+        mode: MetadataMode,
+        /// By id: an id with no stored row is skipped instead of failing the call (what
+        /// Mastra's SQL stores do: their UPDATE changes no row).
+        skip_missing: bool,
+    },
+    Delete {
+        index: String,
+        target: Target,
+    },
+    /// Record documents to embed as pending (or, when unchanged, just their metadata).
+    /// With a known `dimension` a missing index is created for `model`. Where the queue is
+    /// shared (PostgreSQL), each version is due `due_in` from now, but no later than
+    /// `max_wait` after the first version of its id still queued; the DuckDB back-end's
+    /// schedule lives in the pipeline instead.
+    Accept {
+        index: String,
+        model: String,
+        dimension: Option<usize>,
+        docs: Vec<NewDocument>,
+        due_in: std::time::Duration,
+        max_wait: std::time::Duration,
+    },
+    /// Store freshly embedded documents and retire their pending versions.
+    StoreEmbedded {
+        index: String,
+        model: String,
+        docs: Vec<EmbeddedDocument>,
+    },
+}
+
+/// How `update` treats the stored metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataMode {
+    /// JSON merge patch (RFC 7396): given keys replace, `null` removes, others stay.
+    Merge,
+    /// The given object becomes the whole metadata.
+    Replace,
+}
+
+/// The rows a delete or an update is about.
+#[derive(Debug)]
+pub enum Target {
+    Ids(Vec<String>),
+    Filter(CompiledFilter),
+}
+
+/// `ids` without repeats, in the order of their first appearance.
+pub fn distinct(ids: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    ids.iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    IndexCreated {
+        created: bool,
+    },
+    IndexDeleted {
+        existed: bool,
+    },
+    /// Distinct ids written, in the order of their first appearance; `deleted` counts the
+    /// rows a `delete_filter` removed first.
+    Upserted {
+        ids: Vec<String>,
+        created_index: bool,
+        deleted: Option<usize>,
+    },
+    /// Rows changed.
+    Updated {
+        count: usize,
+    },
+    Deleted {
+        count: usize,
+    },
+    Accepted(Vec<Accepted>),
+    /// Ids stored, and ids whose version was no longer the latest accepted one (a later
+    /// write superseded it while it was embedded): those were not written.
+    Embedded {
+        stored: Vec<String>,
+        stale: Vec<String>,
+    },
+}
+
+/// Versions of documents that a committed write superseded: every version of `ids` (or of
+/// the whole index when `ids` is `None`) accepted before `before_seq`. The pipeline drops
+/// them from its schedule; the database already has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Superseded {
+    pub index: String,
+    pub ids: Option<Vec<String>>,
+    pub before_seq: u64,
+}
+
+// ---- Documents to embed
+
+/// A document as a client sent it, with its content hash.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: String,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub hash: String,
+}
+
+/// What happened to an accepted document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Recorded as pending; it will be embedded.
+    Queued,
+    /// Replaced a pending version that was not embedded yet.
+    Coalesced,
+    /// Same model and text as what is stored: only its metadata was written.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub id: String,
+    pub status: Acceptance,
+    pub seq: u64,
+}
+
+/// A pending document, as stored (used to resume after a restart).
+#[derive(Debug, Clone)]
+pub struct PendingDocument {
+    pub index: String,
+    pub id: String,
+    pub seq: u64,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub hash: String,
+}
+
+/// A document whose vector is ready to be stored.
+#[derive(Debug, Clone)]
+/// Its metadata is the one its queued version holds when it is stored (see the writer).
+pub struct EmbeddedDocument {
+    pub id: String,
+    pub seq: u64,
+    pub hash: String,
+    pub vector: Vec<f32>,
+}
+
+// ---- Searches
+
+/// Most results one search may return.
+pub const MAX_TOP_K: usize = 1000;
+
+/// One search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    pub filter: Option<CompiledFilter>,
+    pub min_score: Option<f64>,
+    pub include_vector: bool,
+    /// Candidates an HNSW search keeps (PostgreSQL HNSW indexes only).
+    pub ef_search: Option<u32>,
+}
+
+/// One hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f64,
+    pub metadata: Map<String, Value>,
+    pub vector: Option<Vec<f32>>,
+}
+
+// ---- Search engines
+
+/// How searches are served.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The in-memory copy (DuckDB while it loads, or for indexes over the memory budget).
+    Memory,
+    /// DuckDB's brute-force scan: the reference implementation.
+    Duckdb,
+    /// PostgreSQL with pgvector (`--database postgres://…`): exact, or an HNSW index.
+    #[value(skip)]
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Memory => "memory",
+            Engine::Duckdb => "duckdb",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// How one index is served.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReport {
+    pub engine: Engine,
+    pub bytes: usize,
+    /// `ready`, `loading`, `over_budget`, or `off` (the engine is `duckdb`).
+    pub state: &'static str,
+}
+
+impl MemoryReport {
+    pub const OFF: MemoryReport = MemoryReport {
+        engine: Engine::Duckdb,
+        bytes: 0,
+        state: "off",
+    };
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@
 //! This module runs no SQL beyond opening and closing read transactions; loading is done by
 //! the store, which hands rows in, and what a filter means is [`super::filter`]'s.
 
+pub mod columns;
+pub mod quantized;
+
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -48,11 +51,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use duckdb::Connection;
 use rayon::prelude::*;
 
-use super::columns::{self, Columns, Mask};
-use super::filter::Filter;
-use super::metadata::Metadata;
-use super::quantized::{self, QueryCode, RowCode};
-use super::types::{Metric, StoreError};
+use self::columns::{Columns, Mask};
+use self::quantized::{QueryCode, RowCode};
+use crate::store::api::{Engine, MemoryReport, Metric, StoreError};
+use crate::store::filter::Filter;
+use crate::store::metadata::Metadata;
 
 /// Rows below which one thread scans alone: splitting costs more than it saves.
 const PARALLEL_MIN_ROWS: usize = 16_384;
@@ -1098,56 +1101,6 @@ mod quantized_tests {
             &snap.search_f32(&prepared, 10, Rows::All, None)
         ));
     }
-}
-
-/// How searches are served.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// The in-memory copy (DuckDB while it loads, or for indexes over the memory budget).
-    Memory,
-    /// DuckDB's brute-force scan: the reference implementation.
-    Duckdb,
-    /// PostgreSQL with pgvector (`--database postgres://…`): exact, or an HNSW index.
-    #[value(skip)]
-    Postgres,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Memory => "memory",
-            Engine::Duckdb => "duckdb",
-            Engine::Postgres => "postgres",
-        }
-    }
-}
-
-/// How one index is served.
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryReport {
-    pub engine: Engine,
-    pub bytes: usize,
-    /// `ready`, `loading`, `over_budget`, or `off` (the engine is `duckdb`).
-    pub state: &'static str,
-}
-
-impl MemoryReport {
-    pub const OFF: MemoryReport = MemoryReport {
-        engine: Engine::Duckdb,
-        bytes: 0,
-        state: "off",
-    };
 }
 
 /// A committed change, as the writer records it for the in-memory copy.

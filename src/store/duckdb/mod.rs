@@ -9,6 +9,11 @@
 //! It is reached only through [`super::Store`]; it must not know about MCP, and it speaks in
 //! plain Rust types and [`StoreError`].
 
+pub mod documents;
+pub mod read;
+pub mod schema;
+pub mod writer;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,11 +21,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use duckdb::{Config, Connection};
 
-use super::documents::{self, PendingDocument};
-use super::memory::{self, Memory};
-use super::{
-    read, schema, validate_index_name, writer, Catalog, Engine, IndexInfo, StoreError, StoreOptions,
-    MAX_READERS,
+use crate::store::memory::{self, Memory};
+use crate::store::{
+    validate_index_name, Catalog, Engine, IndexInfo, PendingDocument, StoreError, StoreOptions, MAX_READERS,
 };
 
 /// Handle to an open database. Clone it freely: every clone talks to the same writer.
@@ -105,7 +108,7 @@ impl FileStore {
     /// Have `listener` told, after each commit and before its requests are answered, which
     /// document versions it superseded (the embedding pipeline drops them). One listener;
     /// a second call is ignored.
-    pub fn on_superseded(&self, listener: impl Fn(&[writer::Superseded]) + Send + Sync + 'static) {
+    pub fn on_superseded(&self, listener: impl Fn(&[crate::store::Superseded]) + Send + Sync + 'static) {
         if self.shared.superseded.set(Box::new(listener)).is_err() {
             tracing::warn!("a superseded-versions listener is already set; ignoring another");
         }
@@ -119,9 +122,9 @@ impl FileStore {
     pub async fn search(
         &self,
         index: IndexInfo,
-        req: read::SearchRequest,
+        req: crate::store::SearchRequest,
         engine: Option<Engine>,
-    ) -> Result<(Vec<read::Hit>, Engine), StoreError> {
+    ) -> Result<(Vec<crate::store::Hit>, Engine), StoreError> {
         let memory = self.shared.memory.clone();
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         if want_memory && !read::needs_file(&req) {
@@ -160,13 +163,13 @@ impl FileStore {
     }
 
     /// How `index` is served: engine, in-memory bytes, state of its copy.
-    pub fn memory_report(&self, index: &str) -> memory::MemoryReport {
+    pub fn memory_report(&self, index: &str) -> crate::store::MemoryReport {
         self.shared
             .memory
             .report()
             .get(index)
             .copied()
-            .unwrap_or(memory::MemoryReport::OFF)
+            .unwrap_or(crate::store::MemoryReport::OFF)
     }
 
     pub fn path(&self) -> &Path {
@@ -197,7 +200,7 @@ impl FileStore {
     }
 
     /// Send one write to the writer and wait until it is committed (or refused).
-    pub async fn write(&self, op: writer::WriteOp) -> Result<writer::WriteOutcome, StoreError> {
+    pub async fn write(&self, op: crate::store::WriteOp) -> Result<crate::store::WriteOutcome, StoreError> {
         self.shared.writer.submit(op).await
     }
 
@@ -212,7 +215,11 @@ impl FileStore {
     }
 
     /// Rows by id, with their vectors; missing ids are absent.
-    pub async fn fetch(&self, index: IndexInfo, ids: Vec<String>) -> Result<Vec<read::Hit>, StoreError> {
+    pub async fn fetch(
+        &self,
+        index: IndexInfo,
+        ids: Vec<String>,
+    ) -> Result<Vec<crate::store::Hit>, StoreError> {
         self.read(move |conn| read::fetch(conn, &index, &ids)).await
     }
 

@@ -12,56 +12,8 @@
 use duckdb::{params, params_from_iter, Connection, ToSql};
 use serde_json::{Map, Value};
 
-use super::filter::CompiledFilter;
-use super::types::{quoted, IndexInfo};
-
-/// A document as a client sent it, with its content hash.
-#[derive(Debug, Clone)]
-pub struct NewDocument {
-    pub id: String,
-    pub text: String,
-    pub metadata: Map<String, Value>,
-    pub hash: String,
-}
-
-/// What happened to an accepted document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acceptance {
-    /// Recorded as pending; it will be embedded.
-    Queued,
-    /// Replaced a pending version that was not embedded yet.
-    Coalesced,
-    /// Same model and text as what is stored: only its metadata was written.
-    Unchanged,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Accepted {
-    pub id: String,
-    pub status: Acceptance,
-    pub seq: u64,
-}
-
-/// A pending document, as stored (used to resume after a restart).
-#[derive(Debug, Clone)]
-pub struct PendingDocument {
-    pub index: String,
-    pub id: String,
-    pub seq: u64,
-    pub text: String,
-    pub metadata: Map<String, Value>,
-    pub hash: String,
-}
-
-/// A document whose vector is ready to be stored.
-#[derive(Debug, Clone)]
-/// Its metadata is the one its queued version holds when it is stored (see the writer).
-pub struct EmbeddedDocument {
-    pub id: String,
-    pub seq: u64,
-    pub hash: String,
-    pub vector: Vec<f32>,
-}
+use crate::store::api::*;
+use crate::store::filter::CompiledFilter;
 
 /// Record `docs` (deduplicated by the caller, last version wins) for `index`, which may not
 /// exist yet. Returns one answer per document.
