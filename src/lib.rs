@@ -6,24 +6,28 @@
 //! database file and writes it through a single writer that group-commits. On PostgreSQL
 //! every process writes directly, in transactions.
 //!
-//! Where things live:
+//! Where things live, and which way the arrows go (`main → mcp → {ownership, embed} →
+//! store`, `config` at the side; `tests/layout.rs` checks them):
 //!
-//! - [`config`]: every knob (flags, environment, defaults) and its validation.
+//! - [`config`]: every knob (flags, environment, defaults) and its validation; it parses
+//!   them into the config structs the modules own.
 //! - [`mcp`]: the protocol face. One file per tool family, argument and result types with
-//!   JSON Schemas. No SQL here: tools call [`store`].
-//! - [`store`]: storage behind one typed API ([`store::Store`]), two back-ends. The DuckDB
-//!   file: [`store::file`] (the handle), [`store::schema`] (DDL, Mastra layout,
-//!   bookkeeping), [`store::writer`] (the single writer actor), [`store::read`] (search,
-//!   describe), [`store::memory`] (the in-memory copy searches are served from) and
-//!   [`store::metadata`] (a row's metadata as that copy keeps it). PostgreSQL + pgvector:
-//!   [`store::postgres`] (Mastra's PgVector layout, transactions on a pool). Shared by both:
-//!   [`store::filter`] (the metadata filter language: one parser, a DuckDB and a PostgreSQL
-//!   back-end, an in-memory evaluator) and [`store::types`] (values and input checks).
+//!   JSON Schemas. No SQL here: tools call [`store`]. It also gives [`ownership`] the
+//!   function that serves a relay's connection ([`mcp::serve_relay`]).
+//! - [`store`]: storage behind one typed API ([`store::Store`]): [`store::api`] (the values
+//!   both back-ends speak, and input checks), [`store::filter`] (the metadata filter
+//!   language: one parser, a DuckDB and a PostgreSQL back-end, an in-memory evaluator),
+//!   [`store::metadata`], then one folder per back-end: [`store::duckdb`] (the handle, the
+//!   single writer, reads, schema, the documents tables) with [`store::memory`] (the
+//!   in-memory copy its searches are served from), and [`store::postgres`] (Mastra's
+//!   PgVector layout, transactions on a pool).
 //! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers,
-//!   [`embed::download`] (fetching the local model's files: `model fetch`, or on first need)
-//!   and [`embed::pipeline`] (debounce, dedup, batching, durable pending queue).
+//!   [`embed::pins`] (the model's pinned hashes), [`embed::download`] (fetching the local
+//!   model's files: `model fetch`, or on first need) and [`embed::pipeline`] (debounce,
+//!   dedup, batching, durable pending queue).
 //! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
-//!   processes, and take-over when the owner dies.
+//!   processes, hand-over when the owner leaves and take-over when it dies. It knows nothing
+//!   of [`mcp`].
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
 //! - [`bench`]: the `bench` subcommand (numbers for BENCHMARKS.md, never a test).
 //! - [`client`]: a small MCP client of this binary (child process on stdio).
