@@ -1,13 +1,15 @@
 //! The DuckDB back-end: the one place that opens the database file and runs its SQL.
 //!
 //! [`FileStore`] is a cheap-to-clone handle over `Arc<Shared>` (the mini-redis `Db` shape). Writes
-//! go to the single writer actor ([`super::writer`]), which owns the only read-write connection and
-//! group-commits; reads run on connections cloned from it ([`super::read`]). Index shapes live in a
+//! go to the single writer actor ([`writer`]), which owns the only read-write connection and
+//! group-commits; reads run on connections cloned from it ([`read`]). Index shapes live in a
 //! [`Catalog`] that only the writer changes, after a commit, so a reader never sees an index
-//! that is not in the file.
+//! that is not in the file. [`schema`] makes and adopts the tables (Mastra's layout and our
+//! bookkeeping), [`documents`] keeps the embedding queue and content hashes, and searches are
+//! served from [`crate::store::memory`] once it has loaded.
 //!
-//! It is reached only through [`super::Store`]; it must not know about MCP, and it speaks in
-//! plain Rust types and [`StoreError`].
+//! It is reached only through [`crate::store::Store`]; it must not know about MCP or the
+//! PostgreSQL back-end, and it speaks in the plain types of [`crate::store::api`].
 
 pub mod documents;
 pub mod read;
