@@ -72,6 +72,23 @@ impl ChildServer {
 
 /// Start this binary on `db` with `extra` flags, its stdin and stdout piped to us (its logs
 /// go to our stderr); it is killed if dropped.
+/// The server binary: this one, or `stride-vectors` beside it when this is another tool
+/// (`stride-vectors-bench`).
+fn server_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let name = format!("stride-vectors{}", std::env::consts::EXE_SUFFIX);
+    if exe.file_name().is_some_and(|n| n == name.as_str()) {
+        return Ok(exe);
+    }
+    let beside = exe.with_file_name(&name);
+    anyhow::ensure!(
+        beside.exists(),
+        "the server binary {} is missing: build it with cargo build --release",
+        beside.display()
+    );
+    Ok(beside)
+}
+
 fn spawn(
     db: &Path,
     extra: &[&str],
@@ -80,8 +97,7 @@ fn spawn(
     tokio::process::ChildStdin,
     tokio::process::ChildStdout,
 )> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut child = tokio::process::Command::new(server_binary()?)
         .arg("--db")
         .arg(db)
         .args(extra)

@@ -54,40 +54,6 @@ pub enum Command {
     },
     /// Print the tools this server offers, exactly as `tools/list` answers, as JSON.
     Tools,
-    /// Measure speed through the real binary; print a table and write BENCHMARKS.md.
-    Bench {
-        /// Index sizes for search latency, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
-        sizes: Vec<usize>,
-        /// Vector widths, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "384,1024")]
-        dims: Vec<usize>,
-        /// Searches per latency figure.
-        #[arg(long, default_value_t = 200)]
-        searches: usize,
-        /// Runs per throughput figure (median reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Where to write the Markdown report.
-        #[arg(long, default_value = "BENCHMARKS.md")]
-        out: PathBuf,
-        /// Skip Mastra's DuckDBVector (bench/mastra, needs Node).
-        #[arg(long)]
-        no_mastra: bool,
-        /// Vectors per search data set that Mastra loads through its own upsert (about 60
-        /// vectors/s here); the rest are appended straight into its table.
-        #[arg(long, default_value_t = 10_000)]
-        mastra_upsert_load_max: usize,
-        /// Run only these scenarios, comma-separated: relay, upsert, same-id, search, mixed,
-        /// embedder, mastra, postgres (default: all).
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// A PostgreSQL + pgvector database for the `postgres` scenario (URL or key=value
-        /// string; it creates and drops schemas named bench_* there). Without it the
-        /// scenario is skipped.
-        #[arg(long)]
-        postgres: Option<String>,
-    },
     /// Write the JSON Schema of every tool's input and output into a directory.
     Schemas {
         /// Directory that receives `<tool>.input.json` and `<tool>.output.json`.

@@ -29,15 +29,15 @@
 //!   processes, hand-over when the owner leaves and take-over when it dies. It knows nothing
 //!   of [`mcp`].
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
-//! - [`bench`]: the `bench` subcommand (numbers for BENCHMARKS.md, never a test).
-//! - [`client`]: a small MCP client of this binary (child process on stdio).
+//! - [`client`]: a small MCP client of the server binary (child process on stdio), used by
+//!   the demo and by `stride-vectors-bench` (`src/bin/`, the benchmarks: numbers for
+//!   BENCHMARKS.md, never a test; not part of the server binary).
 //! - [`demo`]: the `demo` subcommand, indexing the sample documents through [`client`].
 //! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
 //!
 //! Outside the crate: `npm/` holds the npm launcher, the per-platform binary package and the
 //! Claude Desktop bundle's manifest template, which `scripts/package` turns into `dist/`.
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;

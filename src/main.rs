@@ -1,7 +1,7 @@
 //! The `stride-vectors` binary: parse the command line, log to stderr, run.
 //!
 //! stdout belongs to JSON-RPC; nothing here or below prints to it except the subcommands
-//! that do not serve MCP (`demo`, `bench`, `model fetch`, `tools`).
+//! that do not serve MCP (`demo`, `model fetch`, `tools`).
 
 use std::process::ExitCode;
 
@@ -27,29 +27,6 @@ fn main() -> ExitCode {
             action: ModelAction::Fetch,
         }) => run_model_fetch(&cli.serve),
         Some(Command::Tools) => run_tools(),
-        Some(Command::Bench {
-            sizes,
-            dims,
-            searches,
-            runs,
-            out,
-            no_mastra,
-            mastra_upsert_load_max,
-            only,
-            postgres,
-        }) => run_bench(
-            stride_vectors::bench::BenchConfig {
-                sizes,
-                dims,
-                searches,
-                runs,
-                mastra: !no_mastra,
-                mastra_upsert_load_max,
-                only,
-                postgres,
-            },
-            &out,
-        ),
         Some(Command::Serve) | None => run_server(cli.serve),
     };
     match result {
@@ -125,14 +102,6 @@ fn run_tools() -> anyhow::Result<ExitCode> {
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({ "tools": tools }))?
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn run_bench(config: stride_vectors::bench::BenchConfig, out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(stride_vectors::bench::run(&config))?;
-    println!("{report}");
-    std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,10 @@
-//! The module map holds: which part of `src/` may use which, read from the `crate::` and
-//! `super::` paths of every source file. The arrows allowed are the design's:
+//! The module map holds: which part of `src/` may use which, read from the `crate::` paths
+//! of every source file (comments aside). The arrows allowed are the design's:
 //! `main → mcp → {ownership, embed} → store`, with `config` at the side (it parses flags
 //! into the config structs the modules own, and no module imports it but `ownership`,
 //! which is handed the whole server config, and `mcp`); the tools that are not the
-//! server (`bench`, `demo`, `client`, `schemas`) may use anything and nothing uses them.
+//! server (`bin/stride-vectors-bench`, `demo`, `client`, `schemas`) may use anything and
+//! nothing uses them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["embed", "store"]),
 ];
 /// Not part of the server: they may use any module, and no module may use them.
-const TOOLS: &[&str] = &["bench", "demo", "client", "schemas", "shutdown"];
+const TOOLS: &[&str] = &["bin", "demo", "client", "schemas", "shutdown"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

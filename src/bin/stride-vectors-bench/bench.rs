@@ -1,7 +1,7 @@
 //! The `bench` subcommand: speed numbers measured through the real binary, printed as a
 //! table and written to `BENCHMARKS.md`. Nothing here is a pass/fail test.
 //!
-//! Every server-side number goes through [`crate::client::ChildServer`], i.e. MCP over stdio
+//! Every server-side number goes through [`stride_vectors::client::ChildServer`], i.e. MCP over stdio
 //! to a child process on a fresh DuckDB file, as a user would see it. The local embedder and
 //! the flat-scan reference run in process. Data is generated from a fixed seed.
 
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::client::{ChildServer, LineClient};
+use stride_vectors::client::{ChildServer, LineClient};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -726,7 +726,7 @@ fn flat_scan(data: &[Vec<f32>], query: &[f32]) -> (Duration, Duration) {
     let flat: Vec<f32> = data.iter().flatten().copied().collect();
     let pass = |rows: &[f32]| {
         rows.chunks_exact(dim)
-            .map(|r| crate::store::memory::dot(r, query))
+            .map(|r| stride_vectors::store::memory::dot(r, query))
             .fold(f32::MIN, f32::max)
     };
     let best_of = |f: &dyn Fn() -> f32| {
@@ -819,8 +819,8 @@ async fn wait_role(server: &ChildServer, role: &str) -> Result<()> {
 }
 
 async fn embedder_speed(rows: &mut Vec<Row>) -> Result<()> {
-    use crate::embed::local::LocalEmbedder;
-    use crate::embed::Embedder;
+    use stride_vectors::embed::local::LocalEmbedder;
+    use stride_vectors::embed::Embedder;
     let dir = LocalEmbedder::find_model_dir(None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = Instant::now();
     let model = LocalEmbedder::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -905,7 +905,7 @@ fn report(cfg: &BenchConfig, rows: &[Row]) -> String {
     let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
     let mut out = String::from("# stride-vectors benchmarks\n\n");
     out += &format!(
-        "Machine: {} cores, {} MiB memory. Command: `stride-vectors bench --sizes {} --dims {} --searches {} --runs {}{}{}` \
+        "Machine: {} cores, {} MiB memory. Command: `stride-vectors-bench --sizes {} --dims {} --searches {} --runs {}{}{}` \
          from the repository root. Throughputs are the median of {} runs; latencies are percentiles over {} calls.\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         memory_mib(),
