@@ -47,9 +47,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{content_hash, EmbedError, ModelState, SharedEmbedder};
-use crate::store::{validate_index_name, IndexInfo, QueuedVersion, SharedQueue, Store, StoreError};
-use crate::store::{Acceptance, EmbeddedDocument, NewDocument};
-use crate::store::{Superseded, WriteOp, WriteOutcome};
+use crate::store::{
+    validate_index_name, Acceptance, EmbeddedDocument, IndexInfo, NewDocument, PendingDocument,
+    QueuedVersion, SharedQueue, Store, StoreError, Superseded, WriteOp, WriteOutcome,
+};
 
 /// Longest pause between retries of a failing document.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -182,7 +183,7 @@ struct Entry {
 
 impl Entry {
     /// A queued version read back from the database, due now.
-    fn from_queue(doc: crate::store::PendingDocument, now: Instant) -> (Key, Entry) {
+    fn from_queue(doc: PendingDocument, now: Instant) -> (Key, Entry) {
         let entry = Entry {
             seq: doc.seq,
             text: Some(doc.text),
@@ -892,7 +893,7 @@ impl Inner {
     }
 
     /// Claimed versions, as a batch in flight.
-    fn take_claimed(&self, docs: Vec<crate::store::PendingDocument>) -> Vec<(Key, Entry)> {
+    fn take_claimed(&self, docs: Vec<PendingDocument>) -> Vec<(Key, Entry)> {
         let now = Instant::now();
         let mut state = self.lock();
         docs.into_iter()

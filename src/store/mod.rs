@@ -146,7 +146,7 @@ impl Store {
     /// Only the DuckDB back-end calls it: on PostgreSQL other processes write too, so a
     /// superseded version is found out where it matters, when its embedding is stored
     /// (the version check refuses it) or its text is read back (it is gone).
-    pub fn on_superseded(&self, listener: impl Fn(&[crate::store::Superseded]) + Send + Sync + 'static) {
+    pub fn on_superseded(&self, listener: impl Fn(&[Superseded]) + Send + Sync + 'static) {
         if let Backend::File(s) = &self.backend {
             s.on_superseded(listener);
         }
@@ -157,9 +157,9 @@ impl Store {
     pub async fn search(
         &self,
         index: IndexInfo,
-        req: crate::store::SearchRequest,
+        req: SearchRequest,
         engine: Option<Engine>,
-    ) -> Result<(Vec<crate::store::Hit>, Engine), StoreError> {
+    ) -> Result<(Vec<Hit>, Engine), StoreError> {
         match &self.backend {
             Backend::File(s) => {
                 if engine == Some(Engine::Postgres) {
@@ -196,11 +196,7 @@ impl Store {
     }
 
     /// Rows by id, with their vectors; missing ids are absent.
-    pub async fn fetch(
-        &self,
-        index: &IndexInfo,
-        ids: Vec<String>,
-    ) -> Result<Vec<crate::store::Hit>, StoreError> {
+    pub async fn fetch(&self, index: &IndexInfo, ids: Vec<String>) -> Result<Vec<Hit>, StoreError> {
         match &self.backend {
             Backend::File(s) => s.fetch(index.clone(), ids).await,
             Backend::Postgres(s) => s.fetch(index, &ids).await,
@@ -263,7 +259,7 @@ impl Store {
     }
 
     /// Apply one write and wait until it is committed (or refused).
-    pub async fn write(&self, op: crate::store::WriteOp) -> Result<crate::store::WriteOutcome, StoreError> {
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match &self.backend {
             Backend::File(s) => s.write(op).await,
             Backend::Postgres(s) => s.write(op).await,

@@ -85,6 +85,20 @@ async function strideVectorDriver(db, url) {
   return driver;
 }
 
+/** The five operations as tool calls, for a client whose `call(name, args)` returns the
+ * structured result (or throws on a tool error). */
+function toolOps(kind, call) {
+  return {
+    kind,
+    upsert: (id, v, metadata) => call("upsert", { index: "h", vectors: [{ id, vector: v, metadata }] }),
+    update: (id, metadata) => call("update", { index: "h", id, metadata, metadata_mode: "replace", if_missing: "ignore" }),
+    remove: (id) => call("delete", { index: "h", ids: [id] }),
+    embed: (id, text, metadata) => call("embed", { index: "docs", documents: [{ id, text, metadata }] }),
+    search: (v) => call("search", { index: "h", vector: v, top_k: 3 }),
+    stats: () => call("stats", {}),
+  };
+}
+
 async function sdkDriver(db, url) {
   const client = new Client({ name: "handover-1.x", version: "0.0.0" });
   await client.connect(new StdioClientTransport({ command: BIN, args: serverArgs(db, url), env: serverEnv(), stderr: "inherit" }));
@@ -93,17 +107,7 @@ async function sdkDriver(db, url) {
     if (r.isError) throw new Error(`${name}: ${r.content?.[0]?.text}`);
     return r.structuredContent;
   };
-  return {
-    kind: "sdk-1.x",
-    call,
-    upsert: (id, v, metadata) => call("upsert", { index: "h", vectors: [{ id, vector: v, metadata }] }),
-    update: (id, metadata) => call("update", { index: "h", id, metadata, metadata_mode: "replace", if_missing: "ignore" }),
-    remove: (id) => call("delete", { index: "h", ids: [id] }),
-    embed: (id, text, metadata) => call("embed", { index: "docs", documents: [{ id, text, metadata }] }),
-    search: (v) => call("search", { index: "h", vector: v, top_k: 3 }),
-    stats: () => call("stats", {}),
-    close: () => client.close(),
-  };
+  return { ...toolOps("sdk-1.x", call), call, close: () => client.close() };
 }
 
 async function mastraDriver(db, url) {
@@ -120,16 +124,7 @@ async function mastraDriver(db, url) {
     if (r && r.error === true) throw new Error(`Mastra validation: ${r.message}`);
     return r;
   };
-  return {
-    kind: "mastra-MCPClient",
-    upsert: (id, v, metadata) => call("upsert", { index: "h", vectors: [{ id, vector: v, metadata }] }),
-    update: (id, metadata) => call("update", { index: "h", id, metadata, metadata_mode: "replace", if_missing: "ignore" }),
-    remove: (id) => call("delete", { index: "h", ids: [id] }),
-    embed: (id, text, metadata) => call("embed", { index: "docs", documents: [{ id, text, metadata }] }),
-    search: (v) => call("search", { index: "h", vector: v, top_k: 3 }),
-    stats: () => call("stats", {}),
-    close: () => mcp.disconnect(),
-  };
+  return { ...toolOps("mastra-MCPClient", call), close: () => mcp.disconnect() };
 }
 
 const KINDS = [strideVectorDriver, mastraDriver, sdkDriver];

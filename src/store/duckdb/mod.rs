@@ -25,7 +25,8 @@ use duckdb::{Config, Connection};
 
 use crate::store::memory::{self, Memory};
 use crate::store::{
-    validate_index_name, Catalog, Engine, IndexInfo, PendingDocument, StoreError, StoreOptions, MAX_READERS,
+    validate_index_name, Catalog, Engine, Hit, IndexInfo, MemoryReport, PendingDocument, SearchRequest,
+    StoreError, StoreOptions, Superseded, WriteOp, WriteOutcome, MAX_READERS,
 };
 
 /// Handle to an open database. Clone it freely: every clone talks to the same writer.
@@ -110,7 +111,7 @@ impl FileStore {
     /// Have `listener` told, after each commit and before its requests are answered, which
     /// document versions it superseded (the embedding pipeline drops them). One listener;
     /// a second call is ignored.
-    pub fn on_superseded(&self, listener: impl Fn(&[crate::store::Superseded]) + Send + Sync + 'static) {
+    pub fn on_superseded(&self, listener: impl Fn(&[Superseded]) + Send + Sync + 'static) {
         if self.shared.superseded.set(Box::new(listener)).is_err() {
             tracing::warn!("a superseded-versions listener is already set; ignoring another");
         }
@@ -124,9 +125,9 @@ impl FileStore {
     pub async fn search(
         &self,
         index: IndexInfo,
-        req: crate::store::SearchRequest,
+        req: SearchRequest,
         engine: Option<Engine>,
-    ) -> Result<(Vec<crate::store::Hit>, Engine), StoreError> {
+    ) -> Result<(Vec<Hit>, Engine), StoreError> {
         let memory = self.shared.memory.clone();
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         if want_memory && !read::needs_file(&req) {
@@ -165,13 +166,13 @@ impl FileStore {
     }
 
     /// How `index` is served: engine, in-memory bytes, state of its copy.
-    pub fn memory_report(&self, index: &str) -> crate::store::MemoryReport {
+    pub fn memory_report(&self, index: &str) -> MemoryReport {
         self.shared
             .memory
             .report()
             .get(index)
             .copied()
-            .unwrap_or(crate::store::MemoryReport::OFF)
+            .unwrap_or(MemoryReport::OFF)
     }
 
     pub fn path(&self) -> &Path {
@@ -202,7 +203,7 @@ impl FileStore {
     }
 
     /// Send one write to the writer and wait until it is committed (or refused).
-    pub async fn write(&self, op: crate::store::WriteOp) -> Result<crate::store::WriteOutcome, StoreError> {
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.shared.writer.submit(op).await
     }
 
@@ -217,11 +218,7 @@ impl FileStore {
     }
 
     /// Rows by id, with their vectors; missing ids are absent.
-    pub async fn fetch(
-        &self,
-        index: IndexInfo,
-        ids: Vec<String>,
-    ) -> Result<Vec<crate::store::Hit>, StoreError> {
+    pub async fn fetch(&self, index: IndexInfo, ids: Vec<String>) -> Result<Vec<Hit>, StoreError> {
         self.read(move |conn| read::fetch(conn, &index, &ids)).await
     }
 

@@ -542,7 +542,7 @@ impl Writer {
         )?;
         // An unchanged text only rewrote the stored row's metadata.
         for (doc, answer) in docs.iter().zip(&accepted) {
-            if answer.status == crate::store::Acceptance::Unchanged {
+            if answer.status == Acceptance::Unchanged {
                 self.changes.push(Change::Metadata {
                     index: index.to_string(),
                     id: doc.id.clone(),
