@@ -215,6 +215,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIDE_VECTORS_OWNER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub owner_timeout_ms: u64,
 
+    /// Test-only: make the writer panic on a write to this index.
+    #[arg(long, hide = true)]
+    pub test_writer_panic_on: Option<String>,
+
     /// Timeout of one HTTP call to a remote embedder, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub embed_timeout_ms: u64,
@@ -279,6 +283,7 @@ impl ServeArgs {
                 },
                 engine: self.search_engine,
                 memory_limit: (self.memory_limit_mb as usize).saturating_mul(1 << 20),
+                writer_panic_on: self.test_writer_panic_on.clone(),
             },
             embedder: self.embedder_config()?,
             pipeline: PipelineConfig {

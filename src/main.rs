@@ -144,7 +144,7 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// whether relays are attached or not (it never makes its own client wait for them):
 ///
 /// 1. it turns new relayed calls away ("owner leaving") and tells every relay to move;
-/// 2. it lets the relayed calls in flight finish, for up to [`DRAIN`] (one still running
+/// 2. it lets the relayed calls in flight finish, for up to [`stride_vectors::ownership::DRAIN`] (one still running
 ///    then fails on the closing store, and is turned into "owner leaving" too);
 /// 3. it flushes the pipeline when no relay is attached (what is left stays queued on disk
 ///    for the next owner) and closes the database, checkpointed;
@@ -158,9 +158,12 @@ async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
     let relays = ownership.relays();
     tracing::info!(relays, by_signal, "stopping: handing the database over");
     ownership.begin_leaving().await;
-    if !ownership.relayed_calls_done(DRAIN).await {
+    if !ownership
+        .relayed_calls_done(stride_vectors::ownership::DRAIN)
+        .await
+    {
         tracing::warn!(
-            "relayed calls still running after {DRAIN:?}; their relays send them to the next owner"
+            "relayed calls still running after the drain; their relays send them to the next owner"
         );
     }
     // With relays attached, what is queued stays on disk for the next owner, which resumes
@@ -190,6 +193,3 @@ async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
         "database closed; ownership released on exit"
     );
 }
-
-/// How long a stopping owner lets relayed calls in flight finish.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -653,3 +653,81 @@ async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it
     drop(owner);
     relay.stop().await;
 }
+
+/// A writer that panics (a test-only fault: `--test-writer-panic-on boom`) is reported by the
+/// call that met it and by `stats`; the process gives the file up, the other process takes
+/// ownership with every acknowledged write, and the first one goes on serving its client
+/// through it.
+#[tokio::test]
+async fn a_writer_panic_is_reported_and_another_process_takes_the_file_over() {
+    let db = temp_db();
+    let mut cmd = command(&db.path);
+    cmd.args(["--test-writer-panic-on", "boom"]);
+    let a = start_with(cmd).await;
+    assert_eq!(a.ok("stats", json!({})).await["role"], json!("owner"));
+    let b = start(&db.path).await;
+    wait_for_stats(&b, 30, |st| st["role"] == "relay").await;
+    let upsert = |index: &str, id: &str| json!({"index": index, "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [1, 0]}]});
+    b.ok("upsert", upsert("kept", "x")).await;
+
+    let error = a.err("upsert", upsert("boom", "y")).await;
+    assert!(
+        error.starts_with("store failed: the writer thread panicked: test fault: a write to index \"boom\""),
+        "{error}"
+    );
+    let b_stats = stats_once_answered(&b, |st| st["role"] == "owner").await;
+    assert_eq!(b_stats["pid"], json!(b.child.id().unwrap()));
+    assert!(b_stats.get("store_failure").is_none(), "{b_stats}");
+    let a_stats = stats_once_answered(&a, |st| st["role"] == "relay").await;
+    assert_eq!(a_stats["owner_pid"], b_stats["pid"]);
+    let failure = a_stats["store_failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("test fault: a write to index \"boom\""),
+        "{a_stats}"
+    );
+    let fetched = a.ok("fetch", json!({"index": "kept", "ids": ["x"]})).await;
+    assert_eq!(fetched["missing"], json!([]), "{fetched}");
+    let list = a.ok("list_indexes", json!({})).await;
+    assert_eq!(
+        index_shapes(&list)["indexes"].as_array().unwrap().len(),
+        1,
+        "nothing of the failed call: {list}"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Alone on its file, a process whose writer panicked opens the file again itself, once
+/// every connection of the broken store is gone: what was acknowledged is there, and
+/// writes go on.
+#[tokio::test]
+async fn alone_after_a_writer_panic_the_process_opens_the_file_again() {
+    let db = temp_db();
+    let mut cmd = command(&db.path);
+    cmd.args(["--test-writer-panic-on", "boom"]);
+    let a = start_with(cmd).await;
+    let upsert = |index: &str, id: &str| json!({"index": index, "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [1, 0]}]});
+    a.ok("upsert", upsert("kept", "x")).await;
+    let error = a.err("upsert", upsert("boom", "y")).await;
+    assert!(
+        error.starts_with("store failed: the writer thread panicked"),
+        "{error}"
+    );
+    let stats = stats_once_answered(&a, |st| st["role"] == "owner").await;
+    assert!(
+        stats["store_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("test fault")),
+        "{stats}"
+    );
+    a.ok("upsert", upsert("kept", "z")).await;
+    let fetched = a.ok("fetch", json!({"index": "kept", "ids": ["x", "z"]})).await;
+    assert_eq!(fetched["missing"], json!([]), "{fetched}");
+    a.stop().await;
+    let rows = rows_in_file(&db.path, "kept");
+    assert_eq!(
+        rows.keys().collect::<Vec<_>>(),
+        ["x", "z"],
+        "both writes are in the file"
+    );
+}

@@ -115,7 +115,10 @@ impl StrideServer {
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
             match link.call(request.clone()).await {
-                Ok(response) => return Ok(relayed(&request.name, &link, response)),
+                Ok(response) => {
+                    let failure = self.ownership.last_failure();
+                    return Ok(relayed(&request.name, &link, failure, response));
+                }
                 Err(RelayFailure::Rpc(error)) => return Err(error),
                 Err(RelayFailure::Silent(why)) => {
                     return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into())
@@ -206,8 +209,14 @@ pub fn serve_relay(
 /// The owner's answer, in the shape every client revision expects from us. The owner
 /// answered our own session with it, which may be on an older revision (no `resultType`);
 /// the handler strips or keeps `resultType` for the caller's revision, so it must be there.
-/// On a relay, `stats` also describes this process: its role, its PID and the owner's.
-fn relayed(tool: &str, link: &RelayLink, response: CallToolResponse) -> CallToolResponse {
+/// On a relay, `stats` also describes this process: its role, its PID and the owner's, when
+/// the owner last answered its heartbeat, and this process's own store `failure`.
+fn relayed(
+    tool: &str,
+    link: &RelayLink,
+    failure: Option<String>,
+    response: CallToolResponse,
+) -> CallToolResponse {
     let CallToolResponse::Complete(mut result) = response else {
         return response;
     };
@@ -223,6 +232,11 @@ fn relayed(tool: &str, link: &RelayLink, response: CallToolResponse) -> CallTool
         stats.insert("pid".into(), std::process::id().into());
         let heard = link.last_heartbeat().elapsed().as_millis() as u64;
         stats.insert("owner_heartbeat_ms_ago".into(), heard.into());
+        // This process's own failures, not the owner's.
+        match failure {
+            Some(failure) => stats.insert("store_failure".into(), failure.into()),
+            None => stats.remove("store_failure"),
+        };
         let text = serde_json::Value::Object(stats.clone()).to_string();
         result.content = vec![ContentBlock::text(text)];
     }

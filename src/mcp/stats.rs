@@ -29,6 +29,10 @@ pub struct StatsResult {
     /// with an error naming the owner's pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_heartbeat_ms_ago: Option<u64>,
+    /// The last failure of a store this process owned (its writer or loader panicked), after
+    /// which it gave the database up; absent when there was none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_failure: Option<String>,
     /// The DuckDB file, or the PostgreSQL address and schema (never its password).
     pub database: String,
     /// `duckdb` or `postgres`.
@@ -111,6 +115,7 @@ impl StrideServer {
             owner_pid: std::process::id(),
             relays_connected: self.ownership().relays(),
             owner_heartbeat_ms_ago: None,
+            store_failure: self.ownership().last_failure(),
             database: store.location(),
             indexes,
             pending: p.pending,

@@ -81,8 +81,12 @@ struct Shared {
     /// The relays connected to us. `std` mutex: held to push, remove or copy, never across
     /// an await.
     attached: Mutex<Vec<relay::Attached>>,
-    /// Stops the accept loop when we leave.
-    accept_stop: CancellationToken,
+    /// Stops this ownership term's accept loop when we leave. `std` mutex: replaced when a
+    /// new term begins, cloned otherwise.
+    accept_stop: Mutex<CancellationToken>,
+    /// The last failure of a store this process owned (a writer or loader panic), for
+    /// `stats`. `std` mutex: set and read in one statement.
+    last_failure: Mutex<Option<String>>,
     /// How a relay's connection is served (the MCP handler, given by `main`).
     serve_relay: ServeRelay,
 }
@@ -114,7 +118,8 @@ impl Ownership {
             relayed_calls: AtomicUsize::new(0),
             relayed_idle: Notify::new(),
             attached: Mutex::new(Vec::new()),
-            accept_stop: CancellationToken::new(),
+            accept_stop: Mutex::new(CancellationToken::new()),
+            last_failure: Mutex::new(None),
             serve_relay,
         });
         let ownership = Ownership { backend: rx, shared };
@@ -154,6 +159,15 @@ impl Ownership {
         self.current()
     }
 
+    /// The last failure of a store this process owned, if any.
+    pub fn last_failure(&self) -> Option<String> {
+        self.shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn relays(&self) -> usize {
         self.shared.relays.load(Ordering::SeqCst)
     }
@@ -179,7 +193,11 @@ impl Ownership {
     /// attached relay to move to the next owner.
     pub async fn begin_leaving(&self) {
         self.shared.leaving.store(true, Ordering::SeqCst);
-        self.shared.accept_stop.cancel();
+        self.shared
+            .accept_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
         let attached: Vec<_> = self.attached().iter().map(relay::Attached::peer).collect();
         relay::announce_leaving(attached, Duration::from_millis(500)).await;
     }
@@ -257,7 +275,18 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                 });
                 tracing::info!(pid = std::process::id(), "this process owns the database");
                 become_owner(&config, &tx, &ownership).await;
-                return;
+                // Owners keep the file until the process exits, unless the store breaks.
+                let failure = match ownership.current() {
+                    Backend::Local(local) => local.store.wait_failed().await,
+                    _ => return,
+                };
+                let had_relays = step_down(&ownership, &tx, failure).await;
+                if had_relays {
+                    // Leave the file to a relay first: we just failed with it.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                quiet = false;
+                continue;
             }
             Ok(None) => match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout).await {
                 Ok(link) => {
@@ -293,13 +322,53 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
     }
 }
 
+/// How long a stopping owner lets relayed calls in flight finish.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// The store this process owns broke: give the file up as a leaving owner does (relays
+/// told, calls in flight finished), say why in every call meanwhile, drop every connection
+/// and the owner lock, so that the file is opened again, by a relay or by us. Returns
+/// whether relays were attached.
+async fn step_down(ownership: &Ownership, tx: &watch::Sender<Backend>, failure: String) -> bool {
+    tracing::error!(error = %failure, "the store failed; giving the database up");
+    *ownership
+        .shared
+        .last_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(failure.clone());
+    let had_relays = ownership.relays() > 0;
+    ownership.begin_leaving().await;
+    ownership.relayed_calls_done(DRAIN).await;
+    let said = crate::store::StoreError::Failed(failure).to_string();
+    if let Backend::Local(local) = tx.send_replace(Backend::Unavailable(said)) {
+        local.pipeline.shutdown(Duration::ZERO).await;
+        local.store.release().await;
+    }
+    let _ = std::fs::remove_file(&ownership.shared.rendezvous.socket);
+    ownership.end_relays();
+    ownership
+        .shared
+        .lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    had_relays
+}
+
 /// Listen for relays, then open the database, retrying with backoff while another program
 /// holds DuckDB's lock.
 async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownership: &Ownership) {
     #[cfg(unix)]
     match socket::bind(&ownership.shared.rendezvous.socket) {
         Ok(listener) => {
-            let stop = ownership.shared.accept_stop.clone();
+            // A new term: relayed calls are welcome again, and a new accept loop runs.
+            ownership.shared.leaving.store(false, Ordering::SeqCst);
+            let stop = CancellationToken::new();
+            *ownership
+                .shared
+                .accept_stop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = stop.clone();
             tokio::spawn(relay::accept(listener, ownership.clone(), stop));
         }
         Err(e) => tracing::error!(

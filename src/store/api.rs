@@ -123,6 +123,9 @@ pub enum StoreError {
     Internal(String),
     /// The store is stopping and takes no more work.
     Closed,
+    /// The store broke (its writer or loader panicked); the text says how. The process
+    /// gives the database up so that it can be opened again, by another process or by it.
+    Failed(String),
 }
 
 impl StoreError {
@@ -161,6 +164,10 @@ impl fmt::Display for StoreError {
             StoreError::Invalid(m) => f.write_str(m),
             StoreError::Internal(m) => write!(f, "internal error: {m}"),
             StoreError::Closed => f.write_str("the server is shutting down; retry"),
+            StoreError::Failed(m) => write!(
+                f,
+                "store failed: {m}. Nothing of this call was committed; the process gives the database up so that it is opened again (here or by another stride-vectors process): call again"
+            ),
         }
     }
 }
@@ -339,6 +346,9 @@ pub struct StoreOptions {
     pub engine: Engine,
     /// Budget of the in-memory copies, in bytes.
     pub memory_limit: usize,
+    /// Test-only fault: the DuckDB writer panics when it applies a write to this index (set by
+    /// a hidden flag; how the tests show that a broken writer is reported and handed over).
+    pub writer_panic_on: Option<String>,
 }
 
 /// Most reader connections (and reads running at once); more readers wait their turn.

@@ -275,6 +275,29 @@ impl Store {
         }
     }
 
+    /// Why the store broke, if it has (DuckDB: its writer or loader panicked).
+    pub fn failed(&self) -> Option<String> {
+        match &self.backend {
+            Backend::File(s) => s.failed(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Wait until the store breaks; never returns for a store that cannot (PostgreSQL).
+    pub async fn wait_failed(&self) -> String {
+        match &self.backend {
+            Backend::File(s) => s.wait_failed().await,
+            Backend::Postgres(_) => std::future::pending().await,
+        }
+    }
+
+    /// Let go of the database after a failure: no connection is kept once this returns.
+    pub async fn release(&self) {
+        if let Backend::File(s) = &self.backend {
+            s.release().await;
+        }
+    }
+
     /// Let every accepted write commit, then close.
     pub async fn shutdown(&self) {
         match &self.backend {

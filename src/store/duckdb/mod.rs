@@ -45,9 +45,13 @@ struct Shared {
     /// Reads running at once, so at most [`MAX_READERS`] connections ever exist. `tokio`
     /// semaphore: a read waits for a permit without holding a thread.
     reading: Arc<tokio::sync::Semaphore>,
+    /// The writer and loader threads, joined when the store is released. `std` mutex:
+    /// taken once.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Source of new reader connections (`try_clone` needs a connection; the writer's lives
     /// on its thread). Never used to run a query.
-    template: Mutex<Connection>,
+    /// `None` once released (the store failed and gives the file up).
+    template: Mutex<Option<Connection>>,
     /// In-memory copies of the indexes, kept in step by the writer.
     memory: Arc<Memory>,
     superseded: writer::SupersededListener,
@@ -71,28 +75,38 @@ impl FileStore {
         }
         let catalog = Arc::new(RwLock::new(catalog));
         let superseded = writer::SupersededListener::default();
-        let writer = writer::spawn(
+        let (writer, writer_thread) = writer::spawn(
             conn,
             catalog.clone(),
             memory.clone(),
-            options.max_batch,
+            (options.max_batch, options.writer_panic_on.clone()),
             superseded.clone(),
         )?;
         let reading = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
+        let mut threads = vec![writer_thread];
         if memory.enabled {
             let (memory, catalog, writer) = (memory.clone(), catalog.clone(), writer.clone());
             let reading = reading.clone();
-            std::thread::Builder::new()
-                .name("stride-loader".into())
-                .spawn(move || {
-                    load_all(&loader, &catalog, &memory, &writer);
-                    // Every read permit, so that no query runs while DuckDB's limit is
-                    // lowered to shed its cache (one did, and ran out of memory); reads
-                    // wait those few milliseconds instead.
-                    let all = futures::executor::block_on(reading.acquire_many(MAX_READERS as u32));
-                    writer.shed_cache();
-                    drop(all);
-                })?;
+            let loader_thread =
+                std::thread::Builder::new()
+                    .name("stride-loader".into())
+                    .spawn(move || {
+                        let load =
+                            std::panic::AssertUnwindSafe(|| load_all(&loader, &catalog, &memory, &writer));
+                        if let Err(panic) = std::panic::catch_unwind(load) {
+                            writer
+                                .failure()
+                                .set(writer::Failure::describe("loader", panic.as_ref()));
+                            return;
+                        }
+                        // Every read permit, so that no query runs while DuckDB's limit is
+                        // lowered to shed its cache (one did, and ran out of memory); reads
+                        // wait those few milliseconds instead.
+                        let all = futures::executor::block_on(reading.acquire_many(MAX_READERS as u32));
+                        writer.shed_cache();
+                        drop(all);
+                    })?;
+            threads.push(loader_thread);
         }
         Ok(FileStore {
             shared: Arc::new(Shared {
@@ -101,7 +115,8 @@ impl FileStore {
                 catalog,
                 readers: Mutex::new(Vec::new()),
                 reading,
-                template: Mutex::new(template),
+                threads: Mutex::new(threads),
+                template: Mutex::new(Some(template)),
                 memory,
                 superseded,
             }),
@@ -212,6 +227,37 @@ impl FileStore {
         self.shared.writer.shutdown().await;
     }
 
+    /// Why the store broke, if it has (a writer or loader panic).
+    pub fn failed(&self) -> Option<String> {
+        self.shared.writer.failure().get()
+    }
+
+    /// Wait until the store breaks (never, if it does not).
+    pub async fn wait_failed(&self) -> String {
+        self.shared.writer.failure().wait().await
+    }
+
+    /// Let go of the file after a failure: drop every connection this handle keeps, wait
+    /// for the reads running now (each drops its connection as it ends), refuse later ones,
+    /// and join the writer and loader threads (each held one). When this returns no
+    /// connection to the file is left in this process, so DuckDB has closed it and it may
+    /// be opened again, here or elsewhere.
+    pub async fn release(&self) {
+        lock(&self.shared.template).take();
+        lock(&self.shared.readers).clear();
+        if let Ok(all) = self.shared.reading.acquire_many(MAX_READERS as u32).await {
+            self.shared.reading.close();
+            drop(all);
+        }
+        let threads = std::mem::take(&mut *lock(&self.shared.threads));
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+
     /// Number of rows in `index`.
     pub async fn count(&self, index: IndexInfo) -> Result<u64, StoreError> {
         self.read(move |conn| read::count(conn, &index)).await
@@ -277,16 +323,25 @@ impl FileStore {
 
 impl Shared {
     fn take_reader(&self) -> Result<Connection, StoreError> {
+        if let Some(failure) = self.writer.failure().get() {
+            return Err(StoreError::Failed(failure));
+        }
         if let Some(conn) = lock(&self.readers).pop() {
             return Ok(conn);
         }
-        lock(&self.template)
-            .try_clone()
-            .map_err(|e| StoreError::Internal(format!("opening a reader connection: {e}")))
+        match lock(&self.template).as_ref() {
+            Some(template) => template
+                .try_clone()
+                .map_err(|e| StoreError::Internal(format!("opening a reader connection: {e}"))),
+            None => Err(StoreError::Closed),
+        }
     }
 
     fn return_reader(&self, conn: Connection) {
-        lock(&self.readers).push(conn);
+        // A released store keeps no connection: this one closes here.
+        if lock(&self.template).is_some() {
+            lock(&self.readers).push(conn);
+        }
     }
 }
 

@@ -63,17 +63,78 @@ enum Request {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    failure: Arc<Failure>,
+}
+
+/// Why the store broke, once it has: set by the writer or the loader thread when it
+/// panics, read by every later call and by the owner (which then gives the file up).
+#[derive(Default)]
+pub struct Failure {
+    message: std::sync::OnceLock<String>,
+    noticed: tokio::sync::Notify,
+}
+
+impl Failure {
+    /// Record the first failure; later ones are the same breakage seen again.
+    pub fn set(&self, message: String) {
+        if self.message.set(message).is_ok() {
+            tracing::error!(error = %self.message.get().map_or("", String::as_str), "the store failed");
+        }
+        self.noticed.notify_waiters();
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.message.get().cloned()
+    }
+
+    /// Wait until the store has failed.
+    pub async fn wait(&self) -> String {
+        loop {
+            let noticed = self.noticed.notified();
+            if let Some(m) = self.get() {
+                return m;
+            }
+            noticed.await;
+        }
+    }
+
+    /// A panic's payload as text.
+    pub fn describe(what: &str, payload: &(dyn std::any::Any + Send)) -> String {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        format!("the {what} thread panicked: {text}")
+    }
 }
 
 impl WriterHandle {
     /// Queue `op` and wait for its commit.
     pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request::Write(op, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        if self.tx.send(Request::Write(op, reply)).await.is_err() {
+            return Err(self.gone().await);
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.gone().await),
+        }
+    }
+
+    /// Why the writer no longer answers: it failed (its thread records why as it unwinds,
+    /// just after the replies it held were dropped), or it was shut down.
+    async fn gone(&self) -> StoreError {
+        let failed = tokio::time::timeout(std::time::Duration::from_secs(1), self.failure.wait());
+        match failed.await {
+            Ok(message) => StoreError::Failed(message),
+            Err(_) => StoreError::Closed,
+        }
+    }
+
+    /// The store's failure record (shared with the loader and the owner).
+    pub fn failure(&self) -> Arc<Failure> {
+        self.failure.clone()
     }
 
     /// Hand the writer a copy of `index` loaded off its thread (blocking: the loader is a
@@ -111,9 +172,9 @@ pub fn spawn(
     conn: Connection,
     catalog: Arc<RwLock<Catalog>>,
     memory: Arc<Memory>,
-    max_batch: usize,
+    (max_batch, panic_on): (usize, Option<String>),
     listener: SupersededListener,
-) -> anyhow::Result<WriterHandle> {
+) -> anyhow::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let next_seq = documents::next_seq(&conn)?;
     let with_texts = documents::indexes_with_texts(&conn)?;
@@ -128,11 +189,21 @@ pub fn spawn(
         max_batch: max_batch.max(1),
         next_seq,
         with_texts,
+        panic_on,
     };
-    std::thread::Builder::new()
+    let failure = Arc::new(Failure::default());
+    let failed = failure.clone();
+    let thread = std::thread::Builder::new()
         .name("stride-writer".into())
-        .spawn(move || writer.run(rx))?;
-    Ok(WriterHandle { tx })
+        .spawn(move || {
+            // A panic must not look like a shutdown: it is recorded, and every caller and
+            // the owner learn it. The connection went with the unwinding writer.
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run(rx)))
+            {
+                failed.set(Failure::describe("writer", panic.as_ref()));
+            }
+        })?;
+    Ok((WriterHandle { tx, failure }, thread))
 }
 
 struct Writer {
@@ -155,6 +226,8 @@ struct Writer {
     /// transaction only leaves an index here for nothing). A vector write to any other
     /// index skips those two tables, two statements that cost a tenth of an upsert.
     with_texts: HashSet<String>,
+    /// Test-only fault (`StoreOptions::writer_panic_on`).
+    panic_on: Option<String>,
 }
 
 /// Why one operation did not apply.
@@ -332,6 +405,9 @@ impl Writer {
     }
 
     fn apply(&mut self, op: &WriteOp, working: &mut Catalog) -> OpResult {
+        if let (Some(name), WriteOp::Upsert { index, .. }) = (&self.panic_on, op) {
+            assert!(index != name, "test fault: a write to index {name:?}");
+        }
         match op {
             WriteOp::CreateIndex {
                 name,
