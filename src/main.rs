@@ -132,12 +132,18 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::warn!("MCP handshake did not complete: {e}"),
         }
         stop(&ownership, &config, by_signal).await;
-        Ok(ExitCode::SUCCESS)
+        anyhow::Ok((ExitCode::SUCCESS, ownership.take_lock()))
     });
     // stdin is read on a blocking thread that only returns when the client closes it; after
     // a signal it may never do so, and dropping the runtime would wait for it forever.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    result
+    let (code, lock) = result?;
+    // The owner lock goes only with the process. Dropping the runtime dropped the tasks that
+    // held store handles, but the last DuckDB connection may still be closing (or a read may
+    // still run on a blocking thread): a relay that found this lock free before DuckDB's own
+    // lock was would fail to open the file ("Conflicting lock is held in stride-vectors").
+    std::mem::forget(lock);
+    Ok(code)
 }
 
 /// Leave cleanly. A relay has nothing to flush. An owner hands the file over at once,

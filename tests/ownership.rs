@@ -654,6 +654,18 @@ async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it
     relay.stop().await;
 }
 
+/// A server whose writer panics on a write to index `boom` (the test-only fault).
+async fn start_panicking_on_boom(db: &std::path::Path) -> Server {
+    let mut cmd = command(db);
+    cmd.args(["--test-writer-panic-on", "boom"]);
+    start_with(cmd).await
+}
+
+/// An upsert of one row of dimension 2, creating the index on first use.
+fn upsert(index: &str, id: &str) -> Value {
+    json!({"index": index, "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [1, 0]}]})
+}
+
 /// A writer that panics (a test-only fault: `--test-writer-panic-on boom`) is reported by the
 /// call that met it and by `stats`; the process gives the file up, the other process takes
 /// ownership with every acknowledged write, and the first one goes on serving its client
@@ -661,13 +673,10 @@ async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it
 #[tokio::test]
 async fn a_writer_panic_is_reported_and_another_process_takes_the_file_over() {
     let db = temp_db();
-    let mut cmd = command(&db.path);
-    cmd.args(["--test-writer-panic-on", "boom"]);
-    let a = start_with(cmd).await;
+    let a = start_panicking_on_boom(&db.path).await;
     assert_eq!(a.ok("stats", json!({})).await["role"], json!("owner"));
     let b = start(&db.path).await;
     wait_for_stats(&b, 30, |st| st["role"] == "relay").await;
-    let upsert = |index: &str, id: &str| json!({"index": index, "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [1, 0]}]});
     b.ok("upsert", upsert("kept", "x")).await;
 
     let error = a.err("upsert", upsert("boom", "y")).await;
@@ -703,10 +712,7 @@ async fn a_writer_panic_is_reported_and_another_process_takes_the_file_over() {
 #[tokio::test]
 async fn alone_after_a_writer_panic_the_process_opens_the_file_again() {
     let db = temp_db();
-    let mut cmd = command(&db.path);
-    cmd.args(["--test-writer-panic-on", "boom"]);
-    let a = start_with(cmd).await;
-    let upsert = |index: &str, id: &str| json!({"index": index, "create_index": {"dimension": 2}, "vectors": [{"id": id, "vector": [1, 0]}]});
+    let a = start_panicking_on_boom(&db.path).await;
     a.ok("upsert", upsert("kept", "x")).await;
     let error = a.err("upsert", upsert("boom", "y")).await;
     assert!(

@@ -244,6 +244,13 @@ impl Ownership {
         &self.shared.rendezvous
     }
 
+    /// Take the owner lock out, for the caller to keep until the process exits (see
+    /// `main.rs`): dropped with the rest of the ownership, it could be released while a
+    /// DuckDB connection of ours is still closing.
+    pub fn take_lock(&self) -> Option<OwnerLock> {
+        self.shared.lock.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// Whether this process holds the owner lock (and so its socket file is ours).
     pub fn holds_lock(&self) -> bool {
         self.shared
