@@ -412,9 +412,20 @@ use std::os::unix::process::CommandExt;
 /// Live processes on one file, each with its own client; load tasks pick one per call.
 struct Pool {
     live: std::sync::Mutex<Vec<Arc<Server>>>,
+    /// Calls answered so far, by every load task.
+    answered: AtomicUsize,
 }
 
 impl Pool {
+    /// Wait until `n` more calls have been answered: the load is running, through whatever
+    /// happened last.
+    async fn calls_answered(&self, n: usize) {
+        let target = self.answered.load(Ordering::SeqCst) + n;
+        while self.answered.load(Ordering::SeqCst) < target {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     fn pick(&self, n: usize) -> Arc<Server> {
         let live = self.live.lock().unwrap();
         live[n % live.len()].clone()
@@ -473,6 +484,7 @@ async fn pooled_load(
             text(&result)
         );
         timings.push((invoked, invoked.elapsed()));
+        pool.answered.fetch_add(1, Ordering::SeqCst);
         if tool == "upsert" {
             acks.push(Ack {
                 id,
@@ -497,6 +509,7 @@ async fn an_owner_whose_client_leaves_hands_over_mid_load_without_a_single_error
     let servers = start_group(&db.path, &mock, 3).await;
     let pool = Arc::new(Pool {
         live: std::sync::Mutex::new(servers),
+        answered: AtomicUsize::new(0),
     });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks: Vec<_> = (0..2)
@@ -504,7 +517,7 @@ async fn an_owner_whose_client_leaves_hands_over_mid_load_without_a_single_error
         .collect();
     let mut hand_overs = Vec::new();
     for round in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        pool.calls_answered(100).await;
         // The owner, found by asking any process; its client stops using it, waits for
         // its own calls to end (as an app does before close()), and leaves.
         let owner_pid = {
@@ -535,7 +548,7 @@ async fn an_owner_whose_client_leaves_hands_over_mid_load_without_a_single_error
         .await;
         pool.live.lock().unwrap().push(Arc::new(fresh));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pool.calls_answered(100).await;
     stop.store(true, Ordering::SeqCst);
     let (mut acks, mut timings) = (Vec::new(), Vec::new());
     for t in tasks {

@@ -63,6 +63,16 @@ function isAlive(pid) {
   }
 }
 
+/** Whether process `pid` is gone within `ms` (a client's close() may return just before). */
+async function exitedWithin(pid, ms) {
+  const deadline = Date.now() + ms;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(5);
+  }
+  return true;
+}
+
 const serverArgs = (db, url) => ["--db", db, "--embedder", "ollama", "--ollama-url", url, "--model", "fake", "--dimension", String(DIM), "--debounce-ms", "50"];
 const serverEnv = () => ({ PATH: process.env.PATH, HOME: process.env.HOME, STRIDE_VECTORS_LOG: "warn" });
 
@@ -216,6 +226,12 @@ describe(`hand-over under load: ${CLEAN_ROUNDS} clean exits and ${KILL_ROUNDS} k
     };
   }
 
+  /** Waits until `n` more calls have been answered (the load runs, whatever happened last). */
+  async function callsAnswered(n) {
+    const target = calls.length + n;
+    while (calls.length < target) await sleep(2);
+  }
+
   /** The slot whose process owns the file (a Mastra probe process may own it for a moment). */
   async function ownerSlot() {
     const deadline = Date.now() + 30_000;
@@ -235,14 +251,14 @@ describe(`hand-over under load: ${CLEAN_ROUNDS} clean exits and ${KILL_ROUNDS} k
       await fill(slots[i], random);
     }
     for (let round = 0; round < CLEAN_ROUNDS + KILL_ROUNDS; round++) {
-      await sleep(100 + Math.floor(random() * 200));
+      await callsAnswered(20 + Math.floor(random() * 60));
       const slot = await ownerSlot();
       await slot.stopWorkers();
       const start = Date.now();
       if (round < CLEAN_ROUNDS) {
         await slot.driver.close();
         closeTimes.owner.push([slot.driver.kind, Date.now() - start]);
-        assert.ok(!isAlive(slot.pid) || (await sleep(200), !isAlive(slot.pid)), `${slot.driver.kind}'s process ${slot.pid} exited`);
+        assert.ok(await exitedWithin(slot.pid, 200), `${slot.driver.kind}'s process ${slot.pid} exited`);
       } else {
         process.kill(slot.pid, "SIGKILL");
         await slot.driver.close().catch(() => {});
@@ -250,7 +266,7 @@ describe(`hand-over under load: ${CLEAN_ROUNDS} clean exits and ${KILL_ROUNDS} k
       handOvers.push({ start, end: Date.now() });
       await fill(slot, random);
     }
-    await sleep(300);
+    await callsAnswered(100);
     for (const slot of slots) await slot.stopWorkers();
 
     assert.deepEqual(failures, [], "calls that failed");

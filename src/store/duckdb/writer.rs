@@ -72,6 +72,9 @@ pub struct WriterHandle {
 pub struct Failure {
     message: std::sync::OnceLock<String>,
     noticed: tokio::sync::Notify,
+    /// Set by the writer as it shuts down, before it stops taking requests: a request it
+    /// no longer takes is then known to be "closed", not a failure still unwinding.
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl Failure {
@@ -122,9 +125,12 @@ impl WriterHandle {
         }
     }
 
-    /// Why the writer no longer answers: it failed (its thread records why as it unwinds,
-    /// just after the replies it held were dropped), or it was shut down.
+    /// Why the writer no longer answers: it was shut down, or it failed (its thread records
+    /// why just after unwinding dropped the replies it held, so that record is waited for).
     async fn gone(&self) -> StoreError {
+        if self.failure.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return StoreError::Closed;
+        }
         let failed = tokio::time::timeout(std::time::Duration::from_secs(1), self.failure.wait());
         match failed.await {
             Ok(message) => StoreError::Failed(message),
@@ -190,9 +196,10 @@ pub fn spawn(
         next_seq,
         with_texts,
         panic_on,
+        fate: Arc::new(Failure::default()),
     };
-    let failure = Arc::new(Failure::default());
-    let failed = failure.clone();
+    let failed = writer.fate.clone();
+    let failure = writer.fate.clone();
     let thread = std::thread::Builder::new()
         .name("stride-writer".into())
         .spawn(move || {
@@ -228,6 +235,8 @@ struct Writer {
     with_texts: HashSet<String>,
     /// Test-only fault (`StoreOptions::writer_panic_on`).
     panic_on: Option<String>,
+    /// Shared with every handle: the writer marks its shutdown here.
+    fate: Arc<Failure>,
 }
 
 /// Why one operation did not apply.
@@ -279,6 +288,9 @@ impl Writer {
                 self.commit_batch(batch);
             }
             if let Some(done) = shutdown {
+                self.fate
+                    .shut_down
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 rx.close();
                 // Answer what raced in after the shutdown request instead of dropping it.
                 while let Ok(request) = rx.try_recv() {

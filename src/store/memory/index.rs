@@ -23,8 +23,6 @@ use crate::store::metadata::Metadata;
 pub(super) const PARALLEL_MIN_ROWS: usize = 16_384;
 /// Smallest share of a split scan: small enough to balance between busy threads.
 pub(super) const PART_MIN_ROWS: usize = 8_192;
-/// How much lower the search threads' CPU priority is than the writer's (a nice value).
-pub(super) const SEARCH_NICE: libc::c_int = 10;
 /// Rows per chunk: the most a single-row upsert copies (1.25 MiB at 1024 dimensions), and the
 /// rows one filter mask covers.
 pub(super) const CHUNK_ROWS: usize = columns::ROWS;

@@ -55,7 +55,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use duckdb::Connection;
 
-use self::index::*;
 pub use self::index::{dot, Builder, MemoryIndex, Rows, Scored};
 pub use self::keeper::Keeper;
 use crate::store::api::{Engine, MemoryReport, Metric, StoreError};
@@ -253,6 +252,10 @@ impl Memory {
             .collect()
     }
 }
+
+/// How much lower the search threads' CPU priority is than the writer's (a nice value).
+#[cfg(target_os = "linux")]
+const SEARCH_NICE: libc::c_int = 10;
 
 /// Make the calling thread yield the CPU to the rest of the process when cores are short.
 #[cfg(target_os = "linux")]

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use super::index::*;
 use super::tests::ids;
 use super::*;
 use rand::{Rng, SeedableRng};

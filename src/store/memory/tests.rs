@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::index::*;
 use super::*;
 
 fn index(metric: Metric, rows: &[(&str, [f32; 2])]) -> Builder {
