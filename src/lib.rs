@@ -7,7 +7,7 @@
 //! every process writes directly, in transactions.
 //!
 //! Where things live, and which way the arrows go (`main → mcp → {ownership, embed} →
-//! store`, `config` at the side; `tests/layout.rs` checks them):
+//! store`, `config` and `retry` at the side; `tests/layout.rs` checks them):
 //!
 //! - [`config`]: every knob (flags, environment, defaults) and its validation; it parses
 //!   them into the config structs the modules own.
@@ -28,6 +28,8 @@
 //! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
 //!   processes, hand-over when the owner leaves and take-over when it dies. It knows nothing
 //!   of [`mcp`].
+//! - [`retry`]: the one backoff policy (exponential, capped, jittered by a real random
+//!   number) of every loop that tries again; a leaf any module may use.
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
 //! - [`client`]: a small MCP client of the server binary (child process on stdio), used by
 //!   the demo and by `stride-vectors-bench` (`src/bin/`, the benchmarks: numbers for
@@ -44,6 +46,7 @@ pub mod demo;
 pub mod embed;
 pub mod mcp;
 pub mod ownership;
+pub mod retry;
 pub mod schemas;
 pub mod shutdown;
 pub mod store;

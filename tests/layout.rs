@@ -2,7 +2,8 @@
 //! of every source file (comments aside). The arrows allowed are the design's:
 //! `main → mcp → {ownership, embed} → store`, with `config` at the side (it parses flags
 //! into the config structs the modules own, and no module imports it but `ownership`,
-//! which is handed the whole server config, and `mcp`); the tools that are not the
+//! which is handed the whole server config, and `mcp`), and `retry` (the one backoff
+//! policy) a leaf anyone may use; the tools that are not the
 //! server (`bin/stride-vectors-bench`, `demo`, `client`, `schemas`) may use anything and
 //! nothing uses them.
 
@@ -11,11 +12,12 @@ use std::path::{Path, PathBuf};
 
 /// Top-level module -> the top-level modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("mcp", &["ownership", "embed", "store", "config"]),
-    ("ownership", &["embed", "store", "config"]),
-    ("embed", &["store"]),
-    ("store", &[]),
+    ("mcp", &["ownership", "embed", "store", "config", "retry"]),
+    ("ownership", &["embed", "store", "config", "retry"]),
+    ("embed", &["store", "retry"]),
+    ("store", &["retry"]),
     ("config", &["embed", "store"]),
+    ("retry", &[]),
 ];
 /// Not part of the server: they may use any module, and no module may use them.
 const TOOLS: &[&str] = &["bin", "demo", "client", "schemas", "shutdown"];

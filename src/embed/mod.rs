@@ -61,6 +61,14 @@ pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 impl EmbedError {
+    /// How long the provider asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            EmbedError::Throttled(_, after) => Some(*after),
+            _ => None,
+        }
+    }
+
     /// The message alone, without the retry note (for a command that will not retry).
     pub fn message(&self) -> &str {
         match self {

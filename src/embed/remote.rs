@@ -11,10 +11,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{EmbedError, EmbedFuture, Embedder};
+use crate::retry::Backoff;
 
 /// Attempts per call before giving the batch back to the pipeline.
 const ATTEMPTS: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Between attempts of one call: 200 ms, then 800 ms (jittered; see `crate::retry`).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), 4, Duration::from_secs(5));
 
 fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
     reqwest::Client::builder()
@@ -84,7 +86,6 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Attempt>>,
 {
-    let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match call().await {
@@ -92,8 +93,7 @@ where
                 if attempt < ATTEMPTS && after.is_none_or(|a| a <= MAX_INLINE_RETRY_AFTER) =>
             {
                 tracing::debug!(attempt, error = %msg, "embedding request failed; retrying");
-                tokio::time::sleep(after.map_or(backoff, |a| a.max(backoff))).await;
-                backoff *= 4;
+                tokio::time::sleep(BACKOFF.delay_at_least(attempt, after)).await;
                 attempt += 1;
             }
             other => return other,

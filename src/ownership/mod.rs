@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::embed::pipeline::Pipeline;
+use crate::retry::{Backoff, Retry};
 use crate::store::Store;
 use lock::OwnerLock;
 use relay::{RelayLink, ServeRelay};
@@ -387,10 +388,13 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
     open_with_backoff(config, tx).await;
 }
 
+/// Between attempts to open a database that cannot be opened: 200 ms doubling up to 5 s.
+const OPEN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), 2, Duration::from_secs(5));
+
 /// Open the store, retrying with backoff (up to every 5 s) while it cannot be opened, and
 /// saying why in every data call meanwhile.
 async fn open_with_backoff(config: &ServeConfig, tx: &watch::Sender<Backend>) {
-    let mut delay = Duration::from_millis(200);
+    let mut retry = Retry::new(OPEN_BACKOFF);
     loop {
         match open_local(config).await {
             Ok(local) => {
@@ -399,13 +403,13 @@ async fn open_with_backoff(config: &ServeConfig, tx: &watch::Sender<Backend>) {
             }
             Err(e) => {
                 let message = format!("{e:#}");
+                let delay = retry.next_delay();
                 tracing::error!(
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot open the database: {message}"
                 );
                 let _ = tx.send(Backend::Unavailable(unavailable_text(config, &message)));
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -436,6 +440,6 @@ async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
         }
     };
     let embedder = crate::embed::build(&config.embedder).map_err(|e| anyhow::anyhow!("embedder: {e}"))?;
-    let pipeline = Pipeline::start(store.clone(), embedder, config.pipeline.clone()).await?;
+    let pipeline = Pipeline::start(Arc::new(store.clone()), embedder, config.pipeline.clone()).await?;
     Ok(Local { store, pipeline })
 }

@@ -485,6 +485,36 @@ pub struct Superseded {
     pub before_seq: u64,
 }
 
+/// Where a store hands over what its commits superseded: the writer pushes (a lock and a
+/// wake-up, nothing of the reader's code runs on its thread) and the embedding pipeline
+/// takes, in its own task and before it answers anything that depends on it.
+#[derive(Debug, Default)]
+pub struct SupersededFeed {
+    events: std::sync::Mutex<Vec<Superseded>>,
+    ready: tokio::sync::Notify,
+}
+
+impl SupersededFeed {
+    /// Hand over one commit's superseded versions.
+    pub fn push(&self, mut events: Vec<Superseded>) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut events);
+        self.ready.notify_one();
+    }
+
+    /// Everything handed over since the last take, in commit order.
+    pub fn take(&self) -> Vec<Superseded> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wait until something was pushed (at once if something was since the last wait).
+    pub async fn pushed(&self) {
+        self.ready.notified().await
+    }
+}
+
 // ---- Documents to embed
 
 /// A document as a client sent it, with its content hash.

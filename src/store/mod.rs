@@ -140,15 +140,17 @@ impl Store {
         }
     }
 
-    /// Have `listener` told, after each commit and before its requests are answered, which
-    /// document versions it superseded (the embedding pipeline drops them). One listener.
+    /// The versions each commit supersedes, handed over after the commit and before its
+    /// requests are answered (the embedding pipeline drops them from its schedule).
     ///
-    /// Only the DuckDB back-end calls it: on PostgreSQL other processes write too, so a
+    /// Only the DuckDB back-end tells it: on PostgreSQL other processes write too, so a
     /// superseded version is found out where it matters, when its embedding is stored
     /// (the version check refuses it) or its text is read back (it is gone).
-    pub fn on_superseded(&self, listener: impl Fn(&[Superseded]) + Send + Sync + 'static) {
-        if let Backend::File(s) = &self.backend {
-            s.on_superseded(listener);
+    pub fn superseded(&self) -> std::sync::Arc<SupersededFeed> {
+        match &self.backend {
+            Backend::File(s) => s.superseded(),
+            // The shared queue itself drops superseded versions; nothing is ever told here.
+            Backend::Postgres(_) => Default::default(),
         }
     }
 

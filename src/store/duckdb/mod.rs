@@ -26,7 +26,7 @@ use duckdb::{Config, Connection};
 use crate::store::memory::{self, Memory};
 use crate::store::{
     validate_index_name, Catalog, Engine, Hit, IndexInfo, MemoryReport, PendingDocument, SearchRequest,
-    StoreError, StoreOptions, Superseded, WriteOp, WriteOutcome, MAX_READERS,
+    StoreError, StoreOptions, SupersededFeed, WriteOp, WriteOutcome, MAX_READERS,
 };
 
 /// Handle to an open database. Clone it freely: every clone talks to the same writer.
@@ -123,13 +123,10 @@ impl FileStore {
         })
     }
 
-    /// Have `listener` told, after each commit and before its requests are answered, which
-    /// document versions it superseded (the embedding pipeline drops them). One listener;
-    /// a second call is ignored.
-    pub fn on_superseded(&self, listener: impl Fn(&[Superseded]) + Send + Sync + 'static) {
-        if self.shared.superseded.set(Box::new(listener)).is_err() {
-            tracing::warn!("a superseded-versions listener is already set; ignoring another");
-        }
+    /// The versions each commit superseded, handed over right after the commit and before
+    /// its requests are answered (the embedding pipeline drops them).
+    pub fn superseded(&self) -> Arc<SupersededFeed> {
+        self.shared.superseded.clone()
     }
 
     /// Exact top-k, from the in-memory copy when it is on and loaded, else from DuckDB

@@ -46,6 +46,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{validate_index_name, IndexInfo, StoreError, MAX_INDEX_NAME};
 use super::{Hit, SearchRequest, WriteOp, WriteOutcome};
+use crate::retry::Backoff;
 use crate::store::PendingDocument;
 
 /// How to reach PostgreSQL.
@@ -124,12 +125,16 @@ struct Shared {
 
 struct Down {
     until: Instant,
-    delay: Duration,
+    /// Failed attempts in a row (the backoff's count).
+    failures: u32,
     reason: String,
 }
 
-/// Longest pause between two attempts to reach a database that is down.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+/// Between two attempts to reach a database that is down: 200 ms doubling up to 5 s.
+pub(super) const RECONNECT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), 2, Duration::from_secs(5));
+/// Between runs of a write that deadlocked or failed to serialize: 10 ms doubling.
+const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), 2, Duration::from_secs(1));
 /// Times a write is run again after a deadlock or serialization failure.
 const RETRIES: usize = 5;
 
@@ -264,7 +269,7 @@ impl PgStore {
                 Err(Failure::Retry(e)) if attempt < RETRIES => {
                     attempt += 1;
                     tracing::debug!(attempt, error = %e, "write conflicted; running it again");
-                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                    tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt as u32)).await;
                 }
                 Err(Failure::Retry(e)) => return Err(StoreError::Internal(e)),
                 Err(Failure::Store(e)) => return Err(e),
@@ -310,16 +315,15 @@ impl Shared {
 
     fn went_down(&self, reason: &str) {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        let delay = down.as_ref().map_or(Duration::from_millis(200), |d| {
-            (d.delay * 2).min(MAX_RECONNECT_DELAY)
-        });
+        let failures = down.as_ref().map_or(1, |d| d.failures.saturating_add(1));
+        let delay = RECONNECT_BACKOFF.delay(failures);
         tracing::warn!(
             retry_in_ms = delay.as_millis() as u64,
             "PostgreSQL unreachable: {reason}"
         );
         *down = Some(Down {
             until: Instant::now() + delay,
-            delay,
+            failures,
             reason: reason.to_string(),
         });
     }
@@ -451,10 +455,7 @@ fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
 
 /// This process in `claimed_by`: host, pid and a random part (pids are reused).
 fn process_name() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nonce = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let nonce: u64 = rand::random();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     format!("{host}:{}:{:08x}", std::process::id(), nonce as u32)
 }

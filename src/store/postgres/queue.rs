@@ -29,6 +29,7 @@ use tokio_postgres::{AsyncMessage, GenericClient};
 
 use super::schema::{Names, NAMESPACE};
 use super::{PgStore, Shared};
+use crate::retry::Retry;
 use crate::store::metadata::hit_object;
 use crate::store::PendingDocument;
 use crate::store::StoreError;
@@ -349,7 +350,7 @@ impl PgStore {
 /// Keep one connection listening on the queue's channel, reconnecting with backoff; each
 /// notification (and each reconnect) ticks `events`. Ends when the store is dropped.
 pub async fn listen(shared: std::sync::Weak<Shared>) {
-    let mut delay = Duration::from_millis(200);
+    let mut retry = Retry::new(super::RECONNECT_BACKOFF);
     loop {
         let Some(strong) = shared.upgrade() else { return };
         let (config, tls, channel, events) = (
@@ -387,7 +388,7 @@ pub async fn listen(shared: std::sync::Weak<Shared>) {
                     .await;
                 match listening {
                     Ok(()) => {
-                        delay = Duration::from_millis(200);
+                        retry.reset();
                         // Anything said while we were not listening is lost: look again.
                         events.send_modify(|n| *n += 1);
                         while rx.recv().await.is_some() {
@@ -402,12 +403,10 @@ pub async fn listen(shared: std::sync::Weak<Shared>) {
                 pump.abort();
             }
             Err(e) => tracing::warn!(
-                retry_in_ms = delay.as_millis() as u64,
                 "cannot open the queue's listening connection: {}",
                 super::explain(&e)
             ),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(super::MAX_RECONNECT_DELAY);
+        tokio::time::sleep(retry.next_delay()).await;
     }
 }
