@@ -78,33 +78,41 @@ async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
 }
 
 #[tokio::test]
-async fn a_document_edited_every_half_second_lands_within_the_max_wait() {
+async fn a_document_edited_faster_than_the_debounce_lands_at_the_max_wait() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
-    // The defaults: 2 s debounce, 10 s maximum wait.
-    let s = start_with(command_with_ollama(&db.path, &mock.url, &[])).await;
+    // Edits every 250 ms never let a 1 s debounce run out: only the 2 s maximum wait,
+    // counted from the first edit, can land the document while it is being edited.
+    let flags = ["--debounce-ms", "1000", "--max-wait-ms", "2000"];
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &flags)).await;
     let started = Instant::now();
-    for i in 0..30 {
+    let mut edits = 0;
+    // Edit until the provider is asked, then a few more times (so that the last edit is
+    // not the one embedded then); the provider answers at once.
+    let mut after_landing = 4;
+    while after_landing > 0 {
         s.ok(
             "embed",
-            json!({"index": "goals", "documents": [{"id": "g1", "text": format!("goal draft {i}")}]}),
+            json!({"index": "goals", "documents": [{"id": "g1", "text": format!("goal draft {edits}")}]}),
         )
         .await;
-        tokio::time::sleep_until((started + Duration::from_millis(500 * (i + 1))).into()).await;
+        edits += 1;
+        assert!(edits < 80, "not embedded during {edits} edits 250 ms apart");
+        if mock.first_call().is_some() {
+            after_landing -= 1;
+        }
+        tokio::time::sleep_until((started + Duration::from_millis(250 * edits)).into()).await;
     }
-    let landed = mock
-        .first_call()
-        .expect("indexed at least once during 15 s of edits")
-        - started;
+    let landed = mock.first_call().unwrap() - started;
     assert!(
-        landed < Duration::from_millis(10_500),
-        "first embedding after {landed:?}"
+        landed >= Duration::from_millis(2000),
+        "embedded after {landed:?}, before the maximum wait, while edits kept coming"
     );
     s.stop().await;
     let rows = rows_in_store(&db.path, "goals").await;
     assert_eq!(
         rows["g1"].0,
-        vector_of("goal draft 29"),
+        vector_of(&format!("goal draft {}", edits - 1)),
         "the last edit is flushed at shutdown"
     );
 }

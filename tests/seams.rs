@@ -47,7 +47,6 @@ async fn a_delete_wins_over_a_newer_text_still_queued() {
     assert_eq!(statuses(&r), ["queued"]);
     let d = s.ok("delete", json!({"index": "goals", "ids": ["a"]})).await;
     assert_eq!(d["deleted"], json!(1));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.ok("flush", json!({})).await;
     assert_eq!(
         fetch_one(&s, "goals", "a").await,
@@ -80,7 +79,6 @@ async fn delete_index_drops_its_queue() {
     .await;
     let d = s.ok("delete_index", json!({"index": "tmpidx"})).await;
     assert_eq!(d["deleted"], json!(true));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.ok("flush", json!({})).await;
     let list = s.ok("list_indexes", json!({})).await;
     assert_eq!(list["indexes"], json!([]), "a dropped index came back: {list}");
@@ -119,7 +117,6 @@ async fn an_upsert_wins_over_an_older_text_still_queued() {
         ]}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.ok("flush", json!({})).await;
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
@@ -175,8 +172,11 @@ async fn an_upsert_after_a_crash_wins_over_a_text_queued_before_it() {
     assert_eq!(row["vector"], json!(raw));
     assert_eq!(row["metadata"], json!({"raw": true}));
     // The provider answers meanwhile, but its embedding is not stored: the upsert is the
-    // last word, now and after a restart.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // last word, now and after a restart. (On PostgreSQL nothing was in flight.)
+    if !on_postgres() {
+        let stats = wait_for_stats(&s, 20, |st| st["embeddings_discarded_superseded"] == json!(1)).await;
+        assert_eq!(stats["embeddings_discarded_superseded"], json!(1), "{stats}");
+    }
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(row["vector"], json!(raw));
     s.stop().await;
@@ -224,14 +224,14 @@ async fn a_version_superseded_in_flight_is_neither_pending_nor_parked_nor_retrie
         .await;
         let stats = s.ok("stats", json!({})).await;
         assert_eq!(stats["pending"], json!(0), "round {round}: {stats}");
-        // The provider answers; a retry would be scheduled 6 s later.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let stats = s.ok("stats", json!({})).await;
+        // The provider answers and the server takes the answer in (its error is the last
+        // one): a retry would be pending now, due 6 s later; a parked version counted.
+        let refusal = if throttled { "HTTP 429" } else { "zero vector" };
+        let answered = |st: &Value| st["last_error"].as_str().is_some_and(|e| e.contains(refusal));
+        let stats = wait_for_stats(&s, 20, answered).await;
+        assert!(answered(&stats), "round {round}: {stats}");
         assert_eq!(stats["pending"], json!(0), "round {round}: {stats}");
         assert_eq!(stats["parked_count"], json!(0), "round {round}: {stats}");
-        if throttled {
-            tokio::time::sleep(Duration::from_millis(5500)).await;
-        }
         assert_eq!(
             mock.times_asked(&text),
             1,
@@ -267,7 +267,9 @@ async fn a_revert_to_the_stored_text_wins_over_the_embedding_in_flight() {
         )
         .await;
     assert_eq!(statuses(&r), ["unchanged"]);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The draft's embedding comes back after the revert, and is refused.
+    let stats = wait_for_stats(&s, 20, |st| st["embeddings_discarded_superseded"] == json!(1)).await;
+    assert_eq!(stats["embeddings_discarded_superseded"], json!(1), "{stats}");
     s.ok("flush", json!({})).await;
     let row = fetch_one(&s, "goals", "a").await.expect("row");
     assert_eq!(
@@ -330,7 +332,6 @@ async fn an_update_reaches_the_version_still_queued() {
         json!({"index": "advice_history", "id": "a", "vector": v}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.ok("flush", json!({})).await;
     let row = fetch_one(&s, "advice_history", "a").await.expect("row");
     assert_eq!(row["vector"], json!(v));
@@ -372,7 +373,6 @@ async fn a_delete_by_filter_also_matches_the_version_still_queued() {
         json!(2),
         "a (queued version matches) and b (stored row matches)"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     s.ok("flush", json!({})).await;
     let rows = s
         .ok("fetch", json!({"index": "goals", "ids": ["a", "b", "c"]}))
@@ -443,7 +443,13 @@ async fn one_poison_document_is_parked_and_its_batch_is_stored() {
     let calls = mock.call_count() + mock.refused.lock().unwrap().len();
     s.ok("embed", json!({"index": "student_profiles", "documents": [{"id": "p2", "text": format!("profile {POISON}")}]}))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing was scheduled for it: nothing pending, still parked.
+    let stats = s.ok("stats", json!({})).await;
+    assert_eq!(
+        (stats["pending"].clone(), stats["parked_count"].clone()),
+        (json!(0), json!(3)),
+        "{stats}"
+    );
     assert_eq!(
         mock.call_count() + mock.refused.lock().unwrap().len(),
         calls,

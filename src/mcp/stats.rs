@@ -49,6 +49,9 @@ pub struct StatsResult {
     pub embeddings_skipped_unchanged: u64,
     pub embedding_calls: u64,
     pub texts_embedded: u64,
+    /// Versions whose embedding (or failure) came back after a later write to their id had
+    /// won: dropped, never stored, retried or parked.
+    pub embeddings_discarded_superseded: u64,
     pub documents_committed: u64,
     /// Bytes of all in-memory index copies.
     pub memory_bytes: usize,
@@ -125,6 +128,7 @@ impl StrideServer {
             embeddings_skipped_unchanged: p.unchanged,
             embedding_calls: p.embedding_calls,
             texts_embedded: p.texts_embedded,
+            embeddings_discarded_superseded: p.discarded,
             documents_committed: p.committed,
             memory_bytes,
             resident_bytes: resident_bytes(),

@@ -153,6 +153,9 @@ pub struct PipelineStats {
     pub unchanged: u64,
     pub embedding_calls: u64,
     pub texts_embedded: u64,
+    /// Versions whose embedding (or failure) came back after a later write had won:
+    /// dropped, never stored, retried or parked.
+    pub discarded: u64,
     pub committed: u64,
     pub last_error: Option<String>,
     pub model: String,
@@ -522,6 +525,7 @@ impl Pipeline {
             unchanged: c.unchanged.load(Ordering::Relaxed),
             embedding_calls: c.embedding_calls.load(Ordering::Relaxed),
             texts_embedded: c.texts_embedded.load(Ordering::Relaxed),
+            discarded: c.discarded.load(Ordering::Relaxed),
             committed: *self.inner.progress.borrow(),
             last_error: state.last_error.clone(),
             model: self.inner.embedder.model().to_string(),

@@ -61,6 +61,8 @@ pub(super) struct Counters {
     pub(super) unchanged: AtomicU64,
     pub(super) embedding_calls: AtomicU64,
     pub(super) texts_embedded: AtomicU64,
+    /// Versions whose embedding (or failure) came back after a later write had won.
+    pub(super) discarded: AtomicU64,
 }
 
 impl Inner {
@@ -488,7 +490,10 @@ impl Inner {
                 if !stale.contains(&doc.id) {
                     stored += 1;
                     state.resolve(&key, doc.seq, Ok(()));
-                } else if state.newest_seq(&key).is_none_or(|s| s <= doc.seq) {
+                    continue;
+                }
+                self.counters.discarded.fetch_add(1, Ordering::Relaxed);
+                if state.newest_seq(&key).is_none_or(|s| s <= doc.seq) {
                     // Nothing newer will answer these waiters: say what happened.
                     state.resolve(&key, doc.seq, Err(SUPERSEDED.into()));
                 }
@@ -525,6 +530,7 @@ impl Inner {
         }
         for (key, entry) in batch {
             if state.land(&key, entry.seq) {
+                self.counters.discarded.fetch_add(1, Ordering::Relaxed);
                 continue; // Superseded while it was embedded: nothing left to park.
             }
             state.resolve(&key, entry.seq, Err(error.to_string()));
@@ -556,6 +562,7 @@ impl Inner {
         state.last_error = Some(error.to_string());
         for (key, mut entry) in batch {
             if state.land(&key, entry.seq) {
+                self.counters.discarded.fetch_add(1, Ordering::Relaxed);
                 continue; // Superseded while it was embedded: nothing left to retry.
             }
             state.resolve(&key, entry.seq, Err(error.to_string()));
