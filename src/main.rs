@@ -105,6 +105,9 @@ fn run_tools() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Longest wait at exit for the tasks to end once told to (each ends at its next await).
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,7 +115,14 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
-        let ownership = Ownership::start(config.clone(), std::sync::Arc::new(stride_vectors::mcp::serve_relay));
+        // The root of every task's cancellation: ownership's tasks (and the pipeline's,
+        // below them) stop when it is cancelled, after the hand-over.
+        let root = tokio_util::sync::CancellationToken::new();
+        let ownership = Ownership::start(
+            config.clone(),
+            std::sync::Arc::new(stride_vectors::mcp::serve_relay),
+            root.child_token(),
+        );
         match &config.postgres {
             Some(pg) => tracing::info!(schema = %pg.schema, "serving MCP on stdio, storing in PostgreSQL"),
             None => tracing::info!(db = %config.db_path.display(), "serving MCP on stdio"),
@@ -132,6 +142,8 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::warn!("MCP handshake did not complete: {e}"),
         }
         stop(&ownership, &config, by_signal).await;
+        root.cancel();
+        ownership.stop_tasks(TASKS_GRACE).await;
         anyhow::Ok((ExitCode::SUCCESS, ownership.take_lock()))
     });
     // stdin is read on a blocking thread that only returns when the client closes it; after

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::embed::pipeline::Pipeline;
@@ -90,6 +91,12 @@ struct Shared {
     last_failure: Mutex<Option<String>>,
     /// How a relay's connection is served (the MCP handler, given by `main`).
     serve_relay: ServeRelay,
+    /// Cancelled when the process stops (a child of `main`'s token): every task below
+    /// ends at its next await.
+    stop: CancellationToken,
+    /// Every task this module starts (the supervisor, accept loops, relay connections,
+    /// heartbeats, "leaving" notices); `main` waits for them at exit.
+    tasks: TaskTracker,
 }
 
 /// A relayed call counted as running until this is dropped.
@@ -108,7 +115,7 @@ impl Drop for RelayedCall {
 impl Ownership {
     /// Start deciding ownership of `config.db_path` in the background; once we own it,
     /// relays' connections are served with `serve_relay`.
-    pub fn start(config: ServeConfig, serve_relay: ServeRelay) -> Ownership {
+    pub fn start(config: ServeConfig, serve_relay: ServeRelay, stop: CancellationToken) -> Ownership {
         let (tx, rx) = watch::channel(Backend::Starting);
         let shared = Arc::new(Shared {
             relays: AtomicUsize::new(0),
@@ -122,14 +129,45 @@ impl Ownership {
             accept_stop: Mutex::new(CancellationToken::new()),
             last_failure: Mutex::new(None),
             serve_relay,
+            stop,
+            tasks: TaskTracker::new(),
         });
         let ownership = Ownership { backend: rx, shared };
         if config.postgres.is_some() {
-            tokio::spawn(connect_postgres(config, tx));
+            ownership.spawn(connect_postgres(config, tx, ownership.shared.stop.clone()));
         } else {
-            tokio::spawn(supervise(config, tx, ownership.clone()));
+            ownership.spawn(supervise(config, tx, ownership.clone()));
         }
         ownership
+    }
+
+    /// Run `task` as one of ours: it is dropped at its next await once the process stops,
+    /// and [`Ownership::stop_tasks`] waits for it.
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.shared.stop.clone();
+        self.shared.tasks.spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stop every task of this module and wait for them, up to `within`; false if some
+    /// still ran then (they are dropped with the runtime).
+    pub async fn stop_tasks(&self, within: Duration) -> bool {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        let done = tokio::time::timeout(within, self.shared.tasks.wait())
+            .await
+            .is_ok();
+        if !done {
+            tracing::warn!(
+                tasks = self.shared.tasks.len(),
+                "ownership tasks still running at exit"
+            );
+        }
+        done
     }
 
     pub fn current(&self) -> Backend {
@@ -232,7 +270,7 @@ impl Ownership {
         // A relay that connected as we started to leave hears it too.
         if self.is_leaving() {
             let peer = relay.peer();
-            tokio::spawn(relay::announce_leaving(vec![peer], Duration::from_millis(500)));
+            self.spawn(relay::announce_leaving(vec![peer], Duration::from_millis(500)));
         }
         self.attached().push(relay);
     }
@@ -296,29 +334,32 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                 quiet = false;
                 continue;
             }
-            Ok(None) => match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout).await {
-                Ok(link) => {
-                    tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
-                    let _ = tx.send(Backend::Relay(link.clone()));
-                    link.closed().await;
-                    tracing::warn!("the owner went away; taking over or reconnecting");
-                    quiet = false;
-                }
-                Err(relay::ConnectError::Foreign(why)) => {
-                    tracing::error!("{why}");
-                    let _ = tx.send(Backend::Unavailable(why));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    // The owner is starting (socket not bound yet) or just died (lock not
-                    // yet released): try again shortly.
-                    if !quiet {
-                        tracing::debug!(error = %e, "owner not reachable yet");
-                        quiet = true;
+            Ok(None) => {
+                match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout, &ownership).await
+                {
+                    Ok(link) => {
+                        tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
+                        let _ = tx.send(Backend::Relay(link.clone()));
+                        link.closed().await;
+                        tracing::warn!("the owner went away; taking over or reconnecting");
+                        quiet = false;
                     }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    Err(relay::ConnectError::Foreign(why)) => {
+                        tracing::error!("{why}");
+                        let _ = tx.send(Backend::Unavailable(why));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        // The owner is starting (socket not bound yet) or just died (lock not
+                        // yet released): try again shortly.
+                        if !quiet {
+                            tracing::debug!(error = %e, "owner not reachable yet");
+                            quiet = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
                 }
-            },
+            }
             Err(e) => {
                 let _ = tx.send(Backend::Unavailable(format!(
                     "cannot take the owner lock {}: {e}",
@@ -371,13 +412,13 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
         Ok(listener) => {
             // A new term: relayed calls are welcome again, and a new accept loop runs.
             ownership.shared.leaving.store(false, Ordering::SeqCst);
-            let stop = CancellationToken::new();
+            let stop = ownership.shared.stop.child_token();
             *ownership
                 .shared
                 .accept_stop
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = stop.clone();
-            tokio::spawn(relay::accept(listener, ownership.clone(), stop));
+            ownership.spawn(relay::accept(listener, ownership.clone(), stop));
         }
         Err(e) => tracing::error!(
             socket = %ownership.shared.rendezvous.socket.display(),
@@ -385,7 +426,7 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
             "cannot listen for relays; other stride-vectors processes on this file will wait"
         ),
     }
-    open_with_backoff(config, tx).await;
+    open_with_backoff(config, tx, &ownership.shared.stop).await;
 }
 
 /// Between attempts to open a database that cannot be opened: 200 ms doubling up to 5 s.
@@ -393,10 +434,10 @@ const OPEN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), 2, Durati
 
 /// Open the store, retrying with backoff (up to every 5 s) while it cannot be opened, and
 /// saying why in every data call meanwhile.
-async fn open_with_backoff(config: &ServeConfig, tx: &watch::Sender<Backend>) {
+async fn open_with_backoff(config: &ServeConfig, tx: &watch::Sender<Backend>, stop: &CancellationToken) {
     let mut retry = Retry::new(OPEN_BACKOFF);
     loop {
-        match open_local(config).await {
+        match open_local(config, stop.child_token()).await {
             Ok(local) => {
                 let _ = tx.send(Backend::Local(local));
                 return;
@@ -427,11 +468,12 @@ fn unavailable_text(config: &ServeConfig, error: &str) -> String {
 }
 
 /// With PostgreSQL there is nothing to own: every process writes directly.
-async fn connect_postgres(config: ServeConfig, tx: watch::Sender<Backend>) {
-    open_with_backoff(&config, &tx).await;
+async fn connect_postgres(config: ServeConfig, tx: watch::Sender<Backend>, stop: CancellationToken) {
+    open_with_backoff(&config, &tx, &stop).await;
 }
 
-async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
+/// Open the store and start its pipeline, whose tasks stop with `stop` (or its shutdown).
+async fn open_local(config: &ServeConfig, stop: CancellationToken) -> anyhow::Result<Local> {
     let store = match &config.postgres {
         Some(options) => Store::connect(options).await?,
         None => {
@@ -440,6 +482,6 @@ async fn open_local(config: &ServeConfig) -> anyhow::Result<Local> {
         }
     };
     let embedder = crate::embed::build(&config.embedder).map_err(|e| anyhow::anyhow!("embedder: {e}"))?;
-    let pipeline = Pipeline::start(Arc::new(store.clone()), embedder, config.pipeline.clone()).await?;
+    let pipeline = Pipeline::start(Arc::new(store.clone()), embedder, config.pipeline.clone(), stop).await?;
     Ok(Local { store, pipeline })
 }

@@ -131,7 +131,11 @@ impl RelayLink {
     /// Connect to the owner's socket; `Foreign` when the process there is not our user's.
     /// `owner_timeout` bounds how long the owner may leave heartbeats unanswered.
     #[cfg(unix)]
-    pub async fn connect(path: &std::path::Path, owner_timeout: Duration) -> Result<RelayLink, ConnectError> {
+    pub async fn connect(
+        path: &std::path::Path,
+        owner_timeout: Duration,
+        ownership: &Ownership,
+    ) -> Result<RelayLink, ConnectError> {
         let stream = tokio::net::UnixStream::connect(path)
             .await
             .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
@@ -155,7 +159,7 @@ impl RelayLink {
         let closed = CancellationToken::new();
         let done = closed.clone();
         // Ends with the connection: `waiting` returns when the socket closes.
-        tokio::spawn(async move {
+        ownership.spawn(async move {
             let _ = running.waiting().await;
             done.cancel();
         });
@@ -173,7 +177,7 @@ impl RelayLink {
             owner_pid: Arc::new(AtomicU32::new(pid)),
         };
         // Ends when the link closes.
-        tokio::spawn(heartbeat(link.clone()));
+        ownership.spawn(heartbeat(link.clone()));
         Ok(link)
     }
 
@@ -181,6 +185,7 @@ impl RelayLink {
     pub async fn connect(
         _path: &std::path::Path,
         _owner_timeout: Duration,
+        _ownership: &Ownership,
     ) -> Result<RelayLink, ConnectError> {
         Err(ConnectError::Unreachable(
             "relaying to another stride-vectors process is not supported on this platform yet".into(),
@@ -386,7 +391,7 @@ pub async fn accept(listener: tokio::net::UnixListener, ownership: Ownership, st
         }
         next_id += 1;
         let (ownership, id) = (ownership.clone(), next_id);
-        tokio::spawn(async move {
+        ownership.clone().spawn(async move {
             ownership.shared.relays.fetch_add(1, Ordering::SeqCst);
             let (read, write) = stream.into_split();
             let end = CancellationToken::new();

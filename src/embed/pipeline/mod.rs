@@ -195,11 +195,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start the pipeline's worker and resume what the database has pending.
+    /// Start the pipeline's worker and resume what the database has pending. Its tasks end
+    /// when `stop` is cancelled (a child of the process's token) or at [`Pipeline::shutdown`].
     pub async fn start(
         store: Arc<dyn Durable>,
         embedder: SharedEmbedder,
         config: PipelineConfig,
+        stop: CancellationToken,
     ) -> Result<Pipeline, StoreError> {
         let shared = store.shared_queue();
         // A shared queue is claimed from the database as versions fall due; a queue of our
@@ -219,7 +221,7 @@ impl Pipeline {
             wake: Notify::new(),
             progress: watch::channel(0).0,
             accepting: AtomicBool::new(true),
-            stop: CancellationToken::new(),
+            stop,
             tasks: TaskTracker::new(),
             learned_dimension: AtomicU64::new(0),
             counters: Counters::default(),

@@ -238,7 +238,7 @@ fn config(debounce_ms: u64, max_wait_ms: u64) -> PipelineConfig {
 }
 
 async fn start(store: &Arc<ModelStore>, embedder: &Arc<Scripted>, config: PipelineConfig) -> Pipeline {
-    Pipeline::start(store.clone(), embedder.clone(), config)
+    Pipeline::start(store.clone(), embedder.clone(), config, CancellationToken::new())
         .await
         .unwrap()
 }

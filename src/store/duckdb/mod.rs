@@ -220,8 +220,21 @@ impl FileStore {
     }
 
     /// Let every accepted write commit, then checkpoint and close the database.
+    /// Commit what is queued, checkpoint and close the writer's connection, and join the
+    /// writer thread (the first of `threads`). A loader still reading is left to finish:
+    /// it holds only a read connection, closed with the process.
     pub async fn shutdown(&self) {
         self.shared.writer.shutdown().await;
+        let writer_thread = {
+            let mut threads = lock(&self.shared.threads);
+            (!threads.is_empty()).then(|| threads.remove(0))
+        };
+        if let Some(thread) = writer_thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if let Ok(Err(_)) = joined.await {
+                tracing::warn!("the writer thread ended in a panic");
+            }
+        }
     }
 
     /// Why the store broke, if it has (a writer or loader panic).
