@@ -10,7 +10,12 @@ use rmcp::service::RxJsonRpcMessage;
 use rmcp::RoleServer;
 
 use super::classify::Rejection;
-use crate::mcp::args::{RawArguments, RAW_ARGUMENT_TOOLS};
+
+/// A call's arguments exactly as they came on the wire, kept for the tools the caller
+/// names (see [`tool_call`]) in the request's extensions. rmcp's copy of the arguments is
+/// then empty.
+#[derive(Debug, Clone)]
+pub(crate) struct RawArguments(pub(crate) Arc<str>);
 
 /// What the fast path makes of a line (made once per line and matched at once, so the
 /// variants' sizes do not matter).
@@ -34,10 +39,11 @@ pub(super) enum Fast {
 /// upsert of 500 x 384 numbers that cost as much CPU as DuckDB's write of them (a profile
 /// in BENCHMARKS.md). A test holds the two parses equal on generated calls.
 ///
-/// The arguments of the tools in [`RAW_ARGUMENT_TOOLS`] are not even made a JSON tree: they
-/// travel as [`RawArguments`] in the request's extensions, and the tool parses them once,
-/// into its own types ([`super::args::Args`]).
-pub(super) fn tool_call(line: &[u8]) -> Fast {
+/// The arguments of the tools named in `raw_argument_tools` (the caller's list, see
+/// [`super::server_transport`]) are not even made a JSON tree: they travel as
+/// [`RawArguments`] in the request's extensions, and the tool parses them once, into its
+/// own types.
+pub(super) fn tool_call(line: &[u8], raw_argument_tools: &[&str]) -> Fast {
     use rmcp::model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, InputResponses, JsonObject, JsonRpcMessage,
         JsonRpcRequest, JsonRpcVersion2_0, RequestId, RequestMetaObject,
@@ -128,7 +134,7 @@ pub(super) fn tool_call(line: &[u8]) -> Fast {
     }
     let raw = wire.params.arguments;
     // Kept as text only when it is an object (then it parses as one later, for sure).
-    let keep = RAW_ARGUMENT_TOOLS.contains(&wire.params.name.as_str())
+    let keep = raw_argument_tools.contains(&wire.params.name.as_str())
         && raw.as_ref().is_some_and(|r| r.get().starts_with('{'));
     let mut params = CallToolRequestParams::new(wire.params.name);
     let mut kept = None;

@@ -1,9 +1,21 @@
 //! The fast `tools/call` parse held to rmcp's own parse of the same lines, and the -32602
 //! answers it gives a call whose params are wrong.
 
-use super::call::{tool_call, Fast};
+use super::call::Fast;
 use super::*;
-use crate::mcp::args::RawArguments;
+
+/// The tools whose arguments travel as text in these tests (the server's list).
+const RAW: &[&str] = &["upsert"];
+
+/// What becomes of `line` on a connection that keeps [`RAW`]'s arguments as text.
+fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejection> {
+    super::classify::classify(line, RAW)
+}
+
+/// The fast parse of `line`, keeping [`RAW`]'s arguments as text.
+fn tool_call(line: &[u8]) -> Fast {
+    super::call::tool_call(line, RAW)
+}
 
 /// rmcp takes a `tools/call` with wrong params for an unknown method (-32601); the
 /// caller gets -32602 and the field at fault instead.

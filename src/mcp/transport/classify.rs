@@ -39,7 +39,10 @@ impl Rejection {
 }
 
 /// A message for rmcp, `None` for a line to skip silently, or the answer a bad line gets.
-pub(super) fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejection> {
+pub(super) fn classify(
+    line: &[u8],
+    raw_argument_tools: &[&str],
+) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejection> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let depth = max_depth(line);
     if depth > MAX_DEPTH {
@@ -50,7 +53,7 @@ pub(super) fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer
             batch: false,
         });
     }
-    match tool_call(line) {
+    match tool_call(line, raw_argument_tools) {
         Fast::Message(message) => return Ok(Some(message)),
         Fast::Refused(rejection) => return Err(rejection),
         Fast::NotMine => {}

@@ -15,7 +15,8 @@
 //! What a line becomes is [`classify`]'s; [`ids`] finds the `id` of a line that cannot be
 //! parsed; [`call`] is the fast parse of `tools/call` requests.
 //!
-//! This module owns framing only: it knows nothing of tools, the store or ownership.
+//! This module owns framing only: it knows nothing of tools, the store or ownership. Which
+//! tools' arguments travel as text ([`RawArguments`]) is its caller's word.
 
 mod call;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use rmcp::RoleServer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
+pub(crate) use self::call::RawArguments;
 use self::classify::{classify, Rejection};
 use self::ids::{recover_id, Skeleton};
 
@@ -41,10 +43,13 @@ const MAX_LINE: usize = 16 * 1024 * 1024;
 
 type Writer = Arc<Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
-/// The server side of one connection (stdio, or a relay's socket).
+/// The server side of one connection (stdio, or a relay's socket). The arguments of a
+/// `tools/call` of a tool in `raw_argument_tools` reach it as [`RawArguments`], not as a
+/// JSON object.
 pub fn server_transport<R, W>(
     read: R,
     write: W,
+    raw_argument_tools: &'static [&'static str],
 ) -> (
     impl Sink<TxJsonRpcMessage<RoleServer>, Error = std::io::Error> + Send + Unpin + 'static,
     impl Stream<Item = RxJsonRpcMessage<RoleServer>> + Send + Unpin + 'static,
@@ -66,6 +71,7 @@ where
     let reader = Reader {
         input: BufReader::with_capacity(64 * 1024, read),
         writer,
+        raw_argument_tools,
     };
     let stream = Box::pin(futures::stream::unfold(reader, |mut reader| async move {
         let message = reader.next_message().await?;
@@ -83,6 +89,8 @@ async fn write_line(writer: &Writer, line: &[u8]) -> std::io::Result<()> {
 struct Reader<R> {
     input: BufReader<R>,
     writer: Writer,
+    /// The tools whose arguments are kept as text (see [`server_transport`]).
+    raw_argument_tools: &'static [&'static str],
 }
 
 /// One line as read: whole, or, when it was too long, its top level ([`Skeleton`]).
@@ -114,7 +122,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     ),
                     batch: false,
                 }),
-                Line::Whole(text) => match classify(&text) {
+                Line::Whole(text) => match classify(&text, self.raw_argument_tools) {
                     Ok(Some(message)) => return Some(message),
                     Ok(None) => None,
                     Err(rejection) => Some(rejection),

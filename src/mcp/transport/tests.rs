@@ -4,6 +4,14 @@
 use super::classify::max_depth;
 use super::*;
 
+/// The tools whose arguments travel as text in these tests (the server's list).
+const RAW: &[&str] = &["upsert"];
+
+/// What becomes of `line` on a connection that keeps [`RAW`]'s arguments as text.
+fn classify(line: &[u8]) -> Result<Option<RxJsonRpcMessage<RoleServer>>, Rejection> {
+    super::classify::classify(line, RAW)
+}
+
 /// The plain byte-by-byte reading of [`max_depth`], to hold the fast one to.
 fn max_depth_plain(text: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
@@ -115,6 +123,7 @@ async fn lines_are_read_whole_and_over_long_ones_keep_their_top_level() {
     let mut reader = Reader {
         input: BufReader::new(server),
         writer: Arc::new(Mutex::new(Box::new(tokio::io::sink()))),
+        raw_argument_tools: RAW,
     };
     let big = format!(r#"{{"id":9,"x":"{}"}}"#, "y".repeat(MAX_LINE));
     // The TypeScript SDK's order: the id after 16 MiB of params, which hold decoy ids,
