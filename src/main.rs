@@ -129,7 +129,11 @@ fn run_server(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let mut by_signal = false;
         let (stdin, stdout) = rmcp::transport::stdio();
-        let transport = stride_vectors::mcp::transport::server_transport(stdin, stdout);
+        let transport = stride_vectors::mcp::transport::server_transport(
+            stdin,
+            stdout,
+            stride_vectors::mcp::args::RAW_ARGUMENT_TOOLS,
+        );
         match StrideServer::new(ownership.clone()).serve(transport).await {
             Ok(service) => {
                 let cancel = service.cancellation_token();

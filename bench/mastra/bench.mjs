@@ -7,8 +7,9 @@
 // Prints ONE JSON object on stdout: { "rows": [{ "what", "value" }...], "raw": {...} }.
 // Everything else (progress, Mastra's own logs) goes to stderr.
 //
-// Data is the same as `stride-vectors bench` generates (src/bench.rs `vectors`): the same
-// xorshift64 generator, seeds, ids ("v<n>") and metadata ({group: n % 10, userId: "u" + n % 100}),
+// Data is the same as `stride-vectors-bench` generates (`vectors` in
+// src/bin/stride-vectors-bench/data.rs): the same xorshift64 generator, seeds, ids ("v<n>")
+// and metadata ({group: n % 10, userId: "u" + n % 100}),
 // so both sides search the same vectors with the same queries. Only Mastra's public
 // DuckDBVector API is used to load and query (createIndex, upsert, query, listIndexes,
 // describeIndex, deleteIndex, close). Each measurement uses a fresh file in --dir.
@@ -86,7 +87,8 @@ function parseArgs(argv) {
 const MASK64 = (1n << 64n) - 1n;
 
 /**
- * Deterministic vectors in (-1, 1), bit-identical to `vectors(seed, n, dim)` in src/bench.rs:
+ * Deterministic vectors in (-1, 1), bit-identical to `vectors(seed, n, dim)` in
+ * src/bin/stride-vectors-bench/data.rs:
  * xorshift64 (13, 7, 17) on state = seed * 0x9E3779B97F4A7C15 | 1, value =
  * f32((state >> 40) / 2^24) * 2 - 1 + 1e-4 in f32 arithmetic. The 64-bit state is kept
  * as two u32 halves (BigInt would be far too slow for 10^8 values).
@@ -151,13 +153,13 @@ const msSince = (t0) => Number(now() - t0) / 1e6;
 const fmtMs = (x) => `${x.toFixed(2)} ms`;
 const fmtRate = (x) => `${x.toFixed(0)} vectors/s`;
 
-/** Same percentile as src/bench.rs: the element at round((n - 1) * p) of the sorted list. */
+/** Same percentile as src/bin/stride-vectors-bench/measure.rs: the element at round((n - 1) * p) of the sorted list. */
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0;
   return sorted[Math.round((sorted.length - 1) * p)];
 }
 
-/** Same median as src/bench.rs: the element at n / 2 of the sorted list. */
+/** Same median as src/bin/stride-vectors-bench/measure.rs: the element at n / 2 of the sorted list. */
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -313,7 +315,7 @@ async function searchLatency(cfg) {
       const file = freshFile(cfg.dir, `search-${dim}-${size}`);
       const { store, firstCallMs } = await openStore(file, dim);
       const vss = await vssLoaded(store);
-      // Same batch size as src/bench.rs.
+      // Same batch size as src/bin/stride-vectors-bench/scenarios.rs.
       const batch = Math.min(1000, Math.floor(3_000_000 / (dim * 10)));
       const gen = new Xorshift(7);
       const viaUpsert = Math.min(size, cfg.upsertLoadMax);
@@ -416,7 +418,7 @@ async function upsertThroughput(cfg) {
     for (let run = 0; run < cfg.runs; run++) {
       const file = freshFile(cfg.dir, `upsert-${batch}-${run}`);
       const { store } = await openStore(file, dim);
-      // Same seeds as src/bench.rs (run + 1).
+      // Same seeds as src/bin/stride-vectors-bench/scenarios.rs (run + 1).
       const secs = await load(store, new Xorshift(run + 1), total, dim, batch, progress(`upsert batches of ${batch}, run ${run + 1}`, total));
       const { count } = await store.describeIndex({ indexName: INDEX });
       if (count !== total) throw new Error(`describeIndex count ${count}, expected ${total}`);

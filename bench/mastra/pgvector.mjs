@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Benchmark of Mastra's PgVector (@mastra/pg) for comparison with the PostgreSQL back-end of
-// stride-vectors (the `postgres` scenario of `stride-vectors bench`, src/bench.rs), on the same data.
+// stride-vectors (the `postgres` scenario of `stride-vectors-bench`,
+// src/bin/stride-vectors-bench/postgres.rs), on the same data.
 //
 //   node pgvector.mjs --connection "host=/tmp/x/sock user=postgres dbname=postgres" \
 //     --sizes 100000 --dims 384 --searches 200 --schema <fresh schema>
@@ -8,10 +9,11 @@
 // Prints ONE JSON object on stdout: { "rows": [{ "what", "value" }...], "raw": {...} }.
 // Everything else (progress, Mastra's own logs) goes to stderr.
 //
-// Data is the same as `stride-vectors bench` generates (src/bench.rs `vectors`, and bench.mjs
-// here): the same xorshift64 generator, seeds (7 for the data, 99 for the 50 queries), ids
+// Data is the same as `stride-vectors-bench` generates (`vectors` in
+// src/bin/stride-vectors-bench/data.rs, and bench.mjs here): the same xorshift64 generator,
+// seeds (7 for the data, 99 for the 50 queries), ids
 // ("v<n>") and metadata ({group: n % 10, userId: "u" + n % 100}); "filter" is
-// {group: {$eq: 3}} (1/10 of the rows), as in the postgres scenario of src/bench.rs. Only
+// {group: {$eq: 3}} (1/10 of the rows), as in the postgres scenario of stride-vectors-bench. Only
 // PgVector's public API loads and queries (createIndex, upsert, query, describeIndex,
 // buildIndex, deleteIndex, disconnect). A plain `pg` client only sets things up and reads the
 // catalog: it checks that --schema does not exist yet, runs `CREATE EXTENSION IF NOT EXISTS
@@ -30,7 +32,8 @@
 //  3. buildIndex({indexName, metric: "cosine", indexConfig: {type: "hnsw", hnsw: {m: 16,
 //     efConstruction: 64}}}) -> build time; search p50 / p99 with ef: 40, without and with the
 //     filter; recall@10 against the exact top 10 (computed here in float64, ties to the smaller
-//     id as src/bench.rs) at ef 40, 100 and 400, counted as src/bench.rs counts it (returned ids
+//     id as stride-vectors-bench) at ef 40, 100 and 400, counted as stride-vectors-bench counts
+//     it (returned ids
 //     that are in the exact top 10, over 10 per query, 50 queries). Each phase also records
 //     how many of its calls the HNSW index served (its scan counter in pg_stat_user_indexes):
 //     Mastra's filtered query orders by score, not distance, so no index serves it, and the
@@ -115,7 +118,8 @@ function connection(conninfo) {
 const MASK64 = (1n << 64n) - 1n;
 
 /**
- * Deterministic vectors in (-1, 1), bit-identical to `vectors(seed, n, dim)` in src/bench.rs:
+ * Deterministic vectors in (-1, 1), bit-identical to `vectors(seed, n, dim)` in
+ * src/bin/stride-vectors-bench/data.rs:
  * xorshift64 (13, 7, 17) on state = seed * 0x9E3779B97F4A7C15 | 1, value =
  * f32((state >> 40) / 2^24) * 2 - 1 + 1e-4 in f32 arithmetic. The 64-bit state is kept
  * as two u32 halves (BigInt would be far too slow for 10^8 values).
@@ -181,7 +185,7 @@ const fmtMs = (x) => `${x.toFixed(2)} ms`;
 const fmtRate = (x) => `${x.toFixed(0)} vectors/s`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Same percentile as src/bench.rs: the element at round((n - 1) * p) of the sorted list. */
+/** Same percentile as src/bin/stride-vectors-bench/measure.rs: the element at round((n - 1) * p) of the sorted list. */
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0;
   return sorted[Math.round((sorted.length - 1) * p)];
@@ -200,7 +204,7 @@ function progress(label, total) {
 // ---------------------------------------------------------------- exact answers
 
 /**
- * Exact cosine top 10 of each query, in float64 like `exact_top10` in src/bench.rs (score
+ * Exact cosine top 10 of each query, in float64 like `exact_top10` in src/bin/stride-vectors-bench/data.rs (score
  * descending, ties to the smaller id, ids compared as strings "v<n>"), over all rows and over
  * the rows the filter keeps (n % 10 == 3). `data` is the rows, flat, as f32.
  */
@@ -250,7 +254,7 @@ function exactTop10(data, size, dim, queries) {
   return { all, filtered };
 }
 
-/** As src/bench.rs: returned ids that are in the exact top 10, over 10 per query. */
+/** As src/bin/stride-vectors-bench/postgres.rs: returned ids that are in the exact top 10, over 10 per query. */
 function recall(answers, exact) {
   let found = 0;
   answers.forEach((ids, i) => {

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::transport::RawArguments;
 use crate::store::filter::{self, CompiledFilter};
 use crate::store::StoreError;
 
@@ -30,15 +31,10 @@ pub fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ToolError> {
     })
 }
 
-/// A call's arguments exactly as they came on the wire, kept by the transport
-/// ([`super::transport`]) for the tools whose arguments are large, so they are parsed once,
-/// straight into their type, instead of into a JSON tree first. rmcp's copy of the
-/// arguments is then empty; [`raw_arguments`] gives them back where a tree is needed (a
-/// relayed call).
-#[derive(Debug, Clone)]
-pub struct RawArguments(pub Arc<str>);
-
-/// The tools whose arguments the transport keeps as [`RawArguments`].
+/// The tools whose arguments are large enough to be kept as text by the transport
+/// ([`RawArguments`]), so they are parsed once, straight into their type, instead of into
+/// a JSON tree first. Every caller of [`super::transport::server_transport`] hands it this
+/// list; [`raw_arguments`] gives the arguments back where a tree is needed (a relayed call).
 pub const RAW_ARGUMENT_TOOLS: &[&str] = &["upsert"];
 
 /// A tool's arguments parsed as `T` (from [`RawArguments`] when the transport kept them, else

@@ -189,7 +189,10 @@ pub fn serve_relay(
     Box::pin(async move {
         let server = StrideServer::for_relay(ownership);
         match server
-            .serve_with_ct(super::transport::server_transport(read, write), end)
+            .serve_with_ct(
+                super::transport::server_transport(read, write, super::args::RAW_ARGUMENT_TOOLS),
+                end,
+            )
             .await
         {
             Ok(running) => Some(RelaySession {

@@ -3,8 +3,18 @@
 //! `DuckDBVector` on the same data. Never a test, and not part of the server binary.
 //!
 //! stdout gets the report; logs go to stderr.
+//!
+//! [`bench`] holds the plan and runs it; [`scenarios`] (DuckDB), [`postgres`] and [`mastra`]
+//! measure, with the data of [`data`] and the timing of [`measure`]; [`report`] writes the
+//! Markdown.
 
 mod bench;
+mod data;
+mod mastra;
+mod measure;
+mod postgres;
+mod report;
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,486 @@
+//! What each write operation does, in SQL, inside the transaction the writer's loop opened:
+//! checks first (a refusal runs no SQL, so the transaction stays good), then statements,
+//! then what changed for the in-memory copy and which document versions were superseded.
+//!
+//! It must not begin, commit or roll back a transaction, publish the catalog or answer a
+//! request: that is the loop's ([`super`]), which does it once for the whole batch.
+
+use duckdb::{params, params_from_iter};
+use serde_json::{Map, Value};
+
+use super::arrow::record_batch;
+use super::{OpError, OpResult, Writer};
+use crate::store::api::*;
+use crate::store::duckdb::{documents, schema, Catalog};
+use crate::store::filter::CompiledFilter;
+use crate::store::memory::Change;
+use crate::store::metadata::Metadata;
+
+impl Writer {
+    pub(super) fn apply(&mut self, op: &WriteOp, working: &mut Catalog) -> OpResult {
+        if let (Some(name), WriteOp::Upsert { index, .. }) = (&self.panic_on, op) {
+            assert!(index != name, "test fault: a write to index {name:?}");
+        }
+        match op {
+            WriteOp::CreateIndex {
+                name,
+                dimension,
+                metric,
+                ann: None,
+            } => self.create_index(name, *dimension, *metric, working),
+            WriteOp::CreateIndex { ann: Some(_), .. } => Err(OpError::Rejected(StoreError::invalid(
+                "ann: HNSW indexes need the PostgreSQL back-end (--database postgres://…); a DuckDB file is always searched exactly",
+            ))),
+            WriteOp::DeleteIndex { name } => self.delete_index(name, working),
+            WriteOp::Upsert {
+                index,
+                rows,
+                create,
+                delete_filter,
+            } => self.upsert(index, rows, *create, delete_filter.as_ref(), working),
+            WriteOp::Update {
+                index,
+                target,
+                vector,
+                metadata,
+                mode,
+                skip_missing,
+            } => self.update(
+                index,
+                target,
+                vector.as_deref(),
+                metadata.as_ref(),
+                (*mode, *skip_missing),
+                working,
+            ),
+            WriteOp::Delete { index, target } => self.delete(index, target, working),
+            WriteOp::Accept {
+                index,
+                model,
+                dimension,
+                docs,
+                ..
+            } => self.accept(index, model, *dimension, docs, working),
+            WriteOp::StoreEmbedded { index, model, docs } => self.store_embedded(index, model, docs, working),
+        }
+    }
+
+    fn create_index(
+        &mut self,
+        name: &str,
+        dimension: usize,
+        metric: Metric,
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(name).map_err(OpError::Rejected)?;
+        validate_dimension(dimension).map_err(OpError::Rejected)?;
+        if let Some(existing) = working.get(name) {
+            if existing.dimension == dimension && existing.metric == metric {
+                return Ok(WriteOutcome::IndexCreated { created: false });
+            }
+            return Err(OpError::Rejected(StoreError::invalid(format!(
+                "index \"{name}\" already exists with dimension {} and metric {}; asked for dimension {dimension} and metric {metric}",
+                existing.dimension, existing.metric
+            ))));
+        }
+        self.conn
+            .execute_batch(&schema::create_index_table_sql(name, dimension))?;
+        schema::register(&self.conn, name, dimension, metric, false)?;
+        self.changes.push(Change::Create {
+            index: name.to_string(),
+            dimension,
+            metric,
+        });
+        working.insert(
+            name.to_string(),
+            IndexInfo {
+                name: name.to_string(),
+                dimension,
+                metric,
+                model: None,
+                adopted: false,
+                ann: None,
+            },
+        );
+        Ok(WriteOutcome::IndexCreated { created: true })
+    }
+
+    fn delete_index(&mut self, name: &str, working: &mut Catalog) -> OpResult {
+        validate_index_name(name).map_err(OpError::Rejected)?;
+        let existed = working.remove(name).is_some();
+        if existed {
+            self.conn
+                .execute_batch(&format!("DROP TABLE IF EXISTS {}", quoted(name)))?;
+            self.conn
+                .execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+        }
+        // Pending documents of a dropped index would recreate it: they go too.
+        documents::forget_index(&self.conn, name)?;
+        self.supersede(name, None);
+        self.changes.push(Change::Drop {
+            index: name.to_string(),
+        });
+        Ok(WriteOutcome::IndexDeleted { existed })
+    }
+
+    fn upsert(
+        &mut self,
+        index: &str,
+        rows: &[VectorRow],
+        create: Option<(usize, Metric)>,
+        delete_filter: Option<&CompiledFilter>,
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        let dimension = target_dimension(index, create, working.get(index)).map_err(OpError::Rejected)?;
+        // Every row is checked before any SQL, so a refusal leaves the transaction clean.
+        for (at, row) in rows.iter().enumerate() {
+            row.validate(at).map_err(OpError::Rejected)?;
+            validate_vector(
+                &format!("vectors[{at}] (id {:?}).vector", row.id),
+                &row.vector,
+                Some(dimension),
+            )
+            .map_err(OpError::Rejected)?;
+        }
+        let mut created_index = false;
+        if let (false, Some((dim, metric))) = (working.contains_key(index), create) {
+            self.create_index(index, dim, metric, working)?;
+            created_index = true;
+        }
+        // Before the insert, so the new rows are never among the deleted ones.
+        let deleted = match delete_filter {
+            Some(filter) => Some(self.delete_rows(index, &Target::Filter(filter.clone()))?),
+            None => None,
+        };
+        let rows = dedup_last_wins(rows.to_vec());
+        self.write_rows(index, dimension, &rows)?;
+        let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
+        // These vectors are the latest word on their ids: a text still waiting to be
+        // embedded for one of them must never land on top.
+        if self.with_texts.contains(index) {
+            documents::drop_pending(&self.conn, index, &ids)?;
+        }
+        self.supersede(index, Some(ids.clone()));
+        Ok(WriteOutcome::Upserted {
+            ids,
+            created_index,
+            deleted,
+        })
+    }
+
+    /// Replace the stored rows of `rows`' ids (deduplicated) in `index`: one statement deletes
+    /// the old versions, then the Arrow appender adds the new ones straight into the table
+    /// (the duckdb crate cannot bind array values, and text would be slow). No staging
+    /// table and no `INSERT OR REPLACE`: both were measured to cost more than the write.
+    fn write_rows(&mut self, index: &str, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids = documents::id_list(rows.iter().map(|r| r.id.as_str()))?;
+        // The rows get new vectors: whatever text we had embedded for these ids no longer
+        // describes them (an embedding commit records its hashes again right after).
+        if self.with_texts.contains(index) {
+            documents::forget_embedded(&self.conn, index, &ids)?;
+        }
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
+                quoted(index)
+            ))?
+            .execute(params![ids])?;
+        let batch = record_batch(dimension, rows)?;
+        let mut appender = self.conn.appender(index)?;
+        appender.append_record_batch(batch)?;
+        // The appender reports constraint and conversion errors only when flushed.
+        appender.flush()?;
+        let rows = rows
+            .iter()
+            .map(|r| (r.id.clone(), r.vector.clone(), Metadata::object(&r.metadata)))
+            .collect();
+        self.changes.push(Change::Upsert {
+            index: index.to_string(),
+            rows,
+        });
+        Ok(())
+    }
+
+    fn accept(
+        &mut self,
+        index: &str,
+        model: &str,
+        dimension: Option<usize>,
+        docs: &[NewDocument],
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        if let Some(info) = working.get(index) {
+            check_embeddable(info, model, dimension).map_err(OpError::Rejected)?;
+        } else if let Some(dim) = dimension {
+            self.create_index(index, dim, Metric::Cosine, working)?;
+            self.record_model(index, model, working)?;
+        }
+        self.with_texts.insert(index.to_string());
+        let accepted = documents::accept(
+            &self.conn,
+            index,
+            working.get(index),
+            model,
+            docs,
+            &mut self.next_seq,
+        )?;
+        // An unchanged text only rewrote the stored row's metadata.
+        for (doc, answer) in docs.iter().zip(&accepted) {
+            if answer.status == Acceptance::Unchanged {
+                self.changes.push(Change::Metadata {
+                    index: index.to_string(),
+                    id: doc.id.clone(),
+                    metadata: Metadata::object(&doc.metadata),
+                });
+            }
+        }
+        Ok(WriteOutcome::Accepted(accepted))
+    }
+
+    fn store_embedded(
+        &mut self,
+        index: &str,
+        model: &str,
+        docs: &[EmbeddedDocument],
+        working: &mut Catalog,
+    ) -> OpResult {
+        validate_index_name(index).map_err(OpError::Rejected)?;
+        let Some(first) = docs.first() else {
+            return Ok(WriteOutcome::Embedded {
+                stored: Vec::new(),
+                stale: Vec::new(),
+            });
+        };
+        let dimension = first.vector.len();
+        if let Some(info) = working.get(index) {
+            check_embeddable(info, model, Some(dimension)).map_err(OpError::Rejected)?;
+        }
+        for doc in docs {
+            validate_vector(
+                &format!("embedding of id {:?}", doc.id),
+                &doc.vector,
+                Some(dimension),
+            )
+            .map_err(OpError::Rejected)?;
+        }
+        // Only a version that is still the latest accepted one is stored, with the metadata
+        // its pending row holds now (an `update` may have patched it since).
+        let mut fresh = Vec::with_capacity(docs.len());
+        let mut rows = Vec::with_capacity(docs.len());
+        let mut stale = Vec::new();
+        for doc in docs {
+            match documents::pending_of(&self.conn, index, &doc.id)? {
+                Some(queued) if queued.seq == doc.seq => {
+                    rows.push(VectorRow {
+                        id: doc.id.clone(),
+                        vector: doc.vector.clone(),
+                        metadata: queued.metadata,
+                    });
+                    fresh.push(doc.clone());
+                }
+                _ => stale.push(doc.id.clone()),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(WriteOutcome::Embedded {
+                stored: Vec::new(),
+                stale,
+            });
+        }
+        if !working.contains_key(index) {
+            self.create_index(index, dimension, Metric::Cosine, working)?;
+        }
+        if working.get(index).is_some_and(|i| i.model.is_none()) {
+            self.record_model(index, model, working)?;
+        }
+        self.with_texts.insert(index.to_string());
+        self.write_rows(index, dimension, &dedup_last_wins(rows))?;
+        documents::record_embedded(&self.conn, index, model, &fresh)?;
+        let stored = fresh.into_iter().map(|d| d.id).collect();
+        Ok(WriteOutcome::Embedded { stored, stale })
+    }
+
+    fn record_model(&mut self, index: &str, model: &str, working: &mut Catalog) -> Result<(), OpError> {
+        schema::set_model(&self.conn, index, model)?;
+        if let Some(info) = working.get_mut(index) {
+            info.model = Some(model.to_string());
+        }
+        Ok(())
+    }
+
+    /// One id (an unknown id is an error), or every stored row `filter` matches (none is
+    /// fine). A version of a row still waiting to be embedded gets the same metadata change.
+    fn update(
+        &mut self,
+        index: &str,
+        target: &Target,
+        vector: Option<&[f32]>,
+        metadata: Option<&Map<String, Value>>,
+        (mode, skip_missing): (MetadataMode, bool),
+        working: &Catalog,
+    ) -> OpResult {
+        let info = existing(index, working).map_err(OpError::Rejected)?;
+        if vector.is_none() && metadata.is_none() {
+            return Err(OpError::Rejected(StoreError::invalid(
+                "update needs a vector, metadata, or both",
+            )));
+        }
+        if let Some(v) = vector {
+            validate_vector("vector", v, Some(info.dimension)).map_err(OpError::Rejected)?;
+        }
+        let dimension = info.dimension;
+        let ids = match target {
+            Target::Ids(ids) => {
+                if let Some(at) = ids.iter().position(|id| id.is_empty()) {
+                    return Err(OpError::Rejected(StoreError::invalid(format!(
+                        "id: the id is empty (ids[{at}])"
+                    ))));
+                }
+                ids.clone()
+            }
+            Target::Filter(filter) => self.stored_matching(index, filter)?,
+        };
+        let mut count = 0;
+        for id in &ids {
+            if self.update_one(index, dimension, id, vector, metadata, mode)? {
+                count += 1;
+            } else if matches!(target, Target::Ids(_)) && !skip_missing {
+                // Rows changed before this one make the transaction unclean: fail it whole.
+                let message = format!("id: no vector with id {id:?} in index \"{index}\"");
+                return Err(if count == 0 {
+                    OpError::Rejected(StoreError::invalid(message))
+                } else {
+                    OpError::Failed(message)
+                });
+            }
+        }
+        Ok(WriteOutcome::Updated { count })
+    }
+
+    /// The ids of the stored rows of `index` that `filter` matches, sorted.
+    fn stored_matching(&mut self, index: &str, filter: &CompiledFilter) -> Result<Vec<String>, OpError> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE {} ORDER BY id",
+            quoted(index),
+            filter.sql
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<duckdb::Result<Vec<_>>>()?)
+    }
+
+    /// Update one stored row; false (and nothing changed) when there is none with this id.
+    fn update_one(
+        &mut self,
+        index: &str,
+        dimension: usize,
+        id: &str,
+        vector: Option<&[f32]>,
+        metadata: Option<&Map<String, Value>>,
+        mode: MetadataMode,
+    ) -> Result<bool, OpError> {
+        let mut sets = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        if let Some(v) = vector {
+            sets.push(format!("vector = ?::FLOAT[{dimension}]"));
+            values.push(vector_literal(v));
+        }
+        if let Some(m) = metadata {
+            sets.push(match mode {
+                MetadataMode::Merge => {
+                    "metadata = json_merge_patch(coalesce(metadata, '{}'::JSON), ?::JSON)".to_string()
+                }
+                MetadataMode::Replace => "metadata = ?::JSON".to_string(),
+            });
+            values.push(Value::Object(m.clone()).to_string());
+        }
+        values.push(id.to_string());
+        let sql = format!("UPDATE {} SET {} WHERE id = ?", quoted(index), sets.join(", "));
+        if self.conn.execute(&sql, params_from_iter(values.iter()))? == 0 {
+            return Ok(false);
+        }
+        let ids = [id.to_string()];
+        // The in-memory copy gets the metadata as DuckDB made it (a merge patch is DuckDB's).
+        let stored: Option<String> = self.conn.query_row(
+            &format!("SELECT metadata::VARCHAR FROM {} WHERE id = ?", quoted(index)),
+            params![id],
+            |r| r.get(0),
+        )?;
+        let stored = Metadata::parse(stored.as_deref())
+            .map_err(|e| OpError::Failed(format!("the metadata stored for id {id:?} is not JSON: {e}")))?;
+        if let Some(v) = vector {
+            // A new vector supersedes any text still waiting to be embedded for this id.
+            documents::forget(&self.conn, index, &ids)?;
+            documents::drop_pending(&self.conn, index, &ids)?;
+            self.supersede(index, Some(ids.to_vec()));
+            self.changes.push(Change::Upsert {
+                index: index.to_string(),
+                rows: vec![(id.to_string(), v.to_vec(), stored)],
+            });
+        } else if let Some(m) = metadata {
+            self.changes.push(Change::Metadata {
+                index: index.to_string(),
+                id: id.to_string(),
+                metadata: stored,
+            });
+            // A version waiting to be embedded gets the same change, so that it does not
+            // bring the old metadata back when it lands.
+            documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;
+        }
+        Ok(true)
+    }
+
+    /// Delete rows and the versions of them waiting to be embedded. By filter, an id goes
+    /// when its stored metadata or its waiting version's metadata matches.
+    fn delete(&mut self, index: &str, target: &Target, working: &Catalog) -> OpResult {
+        existing(index, working).map_err(OpError::Rejected)?;
+        let count = self.delete_rows(index, target)?;
+        Ok(WriteOutcome::Deleted { count })
+    }
+
+    /// [`Self::delete`] in an index known to exist: how many ids lost a row or a waiting
+    /// version.
+    fn delete_rows(&mut self, index: &str, target: &Target) -> Result<usize, OpError> {
+        let table = quoted(index);
+        let ids: Vec<String> = match target {
+            Target::Ids(ids) => distinct(ids),
+            Target::Filter(filter) => {
+                let mut ids: std::collections::BTreeSet<String> =
+                    self.stored_matching(index, filter)?.into_iter().collect();
+                ids.extend(documents::pending_matching(&self.conn, index, filter)?);
+                ids.into_iter().collect()
+            }
+        };
+        let mut row_delete = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
+        let mut rows_deleted = Vec::new();
+        let mut count = 0;
+        for id in &ids {
+            let had_row = row_delete.execute(params![id])? > 0;
+            let had_pending = documents::drop_pending(&self.conn, index, std::slice::from_ref(id))? > 0;
+            if had_row {
+                rows_deleted.push(id.clone());
+            }
+            if had_row || had_pending {
+                count += 1;
+            }
+        }
+        drop(row_delete);
+        documents::forget(&self.conn, index, &ids)?;
+        self.supersede(index, Some(ids));
+        self.changes.push(Change::Delete {
+            index: index.to_string(),
+            ids: rows_deleted,
+        });
+        Ok(count)
+    }
+}
+
+fn existing<'a>(index: &str, working: &'a Catalog) -> Result<&'a IndexInfo, StoreError> {
+    validate_index_name(index)?;
+    working.get(index).ok_or_else(|| StoreError::unknown_index(index))
+}
