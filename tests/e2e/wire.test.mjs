@@ -4,7 +4,8 @@
 // truncated request, a `tools/call` whose search filter nests `$and` 100 levels deep (past
 // serde_json's recursion limit of 128 for the whole message), requests holding a 200-level
 // array and a 200-level object, a JSON object that is not JSON-RPC, and lines longer than
-// 16 MiB (with the id first, and last as the TypeScript SDK writes it). Each gets a JSON-RPC error within a few seconds: -32700 (parse error) or -32600
+// 16 MiB (with the id first, and last as the TypeScript SDK writes it), a `tools/call` with
+// text after it on its line, one whose arguments hold half a surrogate pair. Each gets a JSON-RPC error within a few seconds: -32700 (parse error) or -32600
 // (invalid request), carrying the request's id whenever it can be read from the line (these
 // ids come before the deep or broken part) and `id: null` when it cannot (garbage). A
 // 40-level `$and` is under the JSON limit, so it reaches the tool, which refuses it with an
@@ -97,6 +98,22 @@ describe("raw JSON-RPC on stdio: every request that carries an id gets an answer
   test("a truncated request gets an error carrying its id (7)", async () => {
     const answer = await sendBadLine('{"jsonrpc":"2.0","id":7,"method":"tools/li', 7, 102);
     assertRejected(answer, 7, "truncated request");
+  });
+
+  test("a tools/call followed by more text on its line gets -32700 carrying its id, and does not run", async () => {
+    const line = '{"jsonrpc":"2.0","id":"trailing","method":"tools/call","params":{"name":"delete","arguments":{"index":"w","ids":["a"]}}} x';
+    const answer = await sendBadLine(line, "trailing", 110);
+    assertRejected(answer, "trailing", "text after the message");
+    assert.equal(answer.error.code, -32700);
+    const fetched = await server.request("tools/call", { name: "fetch", arguments: { index: "w", ids: ["a"] } });
+    assert.equal(fetched.result.structuredContent.vectors.length, 1, `the delete ran: ${JSON.stringify(fetched)}`);
+  });
+
+  test("a tools/call whose arguments hold half a surrogate pair gets -32700 carrying its id", async () => {
+    const line = '{"jsonrpc":"2.0","id":"surrogate","method":"tools/call","params":{"name":"search","arguments":{"index":"w","vector":[1,0],"filter":{"kind":"\\ud800"}}}}';
+    const answer = await sendBadLine(line, "surrogate", 111);
+    assertRejected(answer, "surrogate", "lone surrogate");
+    assert.equal(answer.error.code, -32700);
   });
 
   test("a tools/call whose filter nests $and 100 levels deep gets an error carrying its id", async () => {

@@ -129,7 +129,9 @@ pub(super) fn tool_call(line: &[u8], raw_argument_tools: &[&str]) -> Fast {
             });
         }
     };
-    if wire.method != "tools/call" || wire.result || wire.error {
+    // Text after the message (`{...} x`) makes the line unparsable for rmcp too: its
+    // parse refuses it, and the caller gets -32700.
+    if wire.method != "tools/call" || wire.result || wire.error || de.end().is_err() {
         return Fast::NotMine;
     }
     let raw = wire.params.arguments;
@@ -142,6 +144,9 @@ pub(super) fn tool_call(line: &[u8], raw_argument_tools: &[&str]) -> Fast {
         Some(raw) if keep => kept = Some(RawArguments(Arc::from(raw.get()))),
         Some(raw) => match serde_json::from_str::<Option<JsonObject>>(raw.get()) {
             Ok(arguments) => params.arguments = arguments,
+            // An object that does not read as one holds a string that is not text (half of
+            // a surrogate pair): rmcp refuses the whole line, and so the caller gets -32700.
+            Err(_) if raw.get().starts_with('{') => return Fast::NotMine,
             Err(_) => {
                 return refuse(line, || {
                     format!("params.arguments: must be a JSON object, got {}", kind(raw.get()))

@@ -661,12 +661,11 @@ fn the_fast_tool_call_parse_yields_rmcps_id_name_arguments_and_meta() {
                 assert!(matches!(fast, Fast::NotMine), "{context}: the fast parse took it");
                 assert!(reference.is_err(), "{context}: rmcp took it");
             }
-            // Where the two differ: rmcp's parse refuses a string that is not text (half of
-            // a surrogate pair) anywhere on the line (the classifier would answer -32700).
-            // The fast parse only checks the arguments' syntax: for a tool whose arguments
-            // it keeps as text it takes the call, and the tool refuses its arguments; for
-            // any other tool it answers -32602 with a message that misreads the object
-            // ("got an object"). Pinned as it is, not endorsed.
+            // rmcp's parse refuses a string that is not text (half of a surrogate pair)
+            // anywhere on the line (the classifier answers -32700). The fast parse leaves
+            // such arguments to it too, except for a tool whose arguments it keeps as text
+            // without reading them: it takes the call, and the tool refuses its arguments
+            // with the field at fault (the one difference, pinned here).
             Twist::LoneSurrogate => {
                 let e = reference.expect_err(&format!("{context}: rmcp took it"));
                 assert!(e.to_string().contains("escape"), "{context}: {e}");
@@ -683,30 +682,15 @@ fn the_fast_tool_call_parse_yields_rmcps_id_name_arguments_and_meta() {
                     assert_eq!(Some(&*raw.0), arguments_text.as_deref(), "{context}");
                     assert!(serde_json::from_str::<Value>(&raw.0).is_err(), "{context}");
                 } else {
-                    let Fast::Refused(rejection) = fast else {
-                        panic!("{context}: the fast parse did not refuse it: the difference is gone");
-                    };
-                    assert_eq!(rejection.code, -32602, "{context}");
-                    assert_eq!(
-                        rejection.message,
-                        "Invalid params: params.arguments: must be a JSON object, got an object",
-                        "{context}"
-                    );
+                    assert!(matches!(fast, Fast::NotMine), "{context}: the fast parse took it");
                 }
             }
-            // Where the two differ: rmcp's parse refuses text after the message ("trailing
-            // characters"; the classifier would answer -32700), but the fast parse stops at
-            // the message's end and takes the call, with what the message says. Pinned as it
-            // is, not endorsed: a fix (`de.end()` after the fast parse) will flip this case.
+            // Text after the message: rmcp's parse refuses it ("trailing characters"; the
+            // classifier answers -32700), and the fast parse leaves it to rmcp.
             Twist::TrailingText => {
                 let e = reference.expect_err(&format!("{context}: rmcp took it"));
                 assert!(e.to_string().starts_with("trailing characters"), "{context}: {e}");
-                let Fast::Message(fast) = fast else {
-                    panic!("{context}: the fast parse refused it: the difference is gone");
-                };
-                let fast = call_parts(&fast).unwrap_or_else(|| panic!("{context}: fast: not a call"));
-                let generated = (id, name, arguments, meta.map(RequestMetaObject::from));
-                assert_eq!(fast, generated, "{context}");
+                assert!(matches!(fast, Fast::NotMine), "{context}: the fast parse took it");
             }
         }
     }

@@ -39,8 +39,8 @@ use crate::store::memory::{Builder, Change, Keeper, Memory};
 const QUEUE_DEPTH: usize = 4096;
 
 /// Told, right after each commit and before any request of it is answered, what it
-/// superseded.
-pub type SupersededListener = Arc<std::sync::OnceLock<Box<dyn Fn(&[Superseded]) + Send + Sync>>>;
+/// superseded (the writer only hands the list over; the pipeline reads it in its own task).
+pub type SupersededListener = Arc<SupersededFeed>;
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
 
@@ -382,8 +382,8 @@ impl Writer {
         drop(gate);
         self.publish(working);
         let superseded = std::mem::take(&mut self.superseded);
-        if let (false, Some(listener)) = (superseded.is_empty(), self.listener.get()) {
-            listener(&superseded);
+        if !superseded.is_empty() {
+            self.listener.push(superseded);
         }
         Ok(results)
     }
