@@ -1,11 +1,16 @@
-//! A small MCP client of this very binary, for the `demo` and `bench` subcommands: it starts
-//! `stride-vectors` as a child process on stdio, exactly as Mastra or Claude Desktop would,
-//! and calls its tools. The server code is reached only through the MCP wire.
+//! The one MCP client of this binary, for the `demo`, `stride-vectors-bench` and the
+//! integration tests (`tests/common`): it starts `stride-vectors` as a child process on
+//! stdio, exactly as Mastra or Claude Desktop would, and calls its tools. The server code
+//! is reached only through the MCP wire. [`LineClient`] is the bench's bare-lines variant.
+//!
+//! It owns process start, handshake, calls and exit; it asserts nothing (the tests wrap it
+//! with their assertions) and is never used by the server itself.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
@@ -13,35 +18,47 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A child server and the MCP session to it.
 pub struct ChildServer {
-    client: RunningService<RoleClient, ()>,
-    child: tokio::process::Child,
+    pub client: RunningService<RoleClient, ()>,
+    pub child: tokio::process::Child,
 }
 
 impl ChildServer {
     /// Start this binary on `db` with `extra` flags; its logs go to our stderr.
     pub async fn start(db: &Path, extra: &[&str]) -> Result<ChildServer> {
-        let (child, stdin, stdout) = spawn(db, extra)?;
+        ChildServer::spawn(command(db, extra)?).await
+    }
+
+    /// Start `cmd` with its stdin and stdout piped to us (its stderr as `cmd` says), killed
+    /// if dropped, and do the MCP handshake.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> Result<ChildServer> {
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting the server")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("the server's stdio was not captured");
+        };
         let client = ().serve((stdout, stdin)).await.context("MCP handshake")?;
         Ok(ChildServer { client, child })
     }
 
-    /// Call a tool; a tool error becomes an `Err` with the server's message.
-    pub async fn call(&self, tool: &str, args: Value) -> Result<Value> {
+    /// Call a tool; `Err` only for a protocol error (a tool error is a result).
+    pub async fn call_tool(&self, tool: &str, args: Value) -> Result<CallToolResult> {
         let Value::Object(args) = args else {
-            bail!("arguments must be an object")
+            bail!("{tool}: arguments must be an object")
         };
-        let result = self
-            .client
+        self.client
             .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
             .await
-            .with_context(|| format!("calling {tool}"))?;
+            .with_context(|| format!("calling {tool}"))
+    }
+
+    /// Call a tool that should succeed: its structured content, or `Err` with the
+    /// server's message.
+    pub async fn tool(&self, tool: &str, args: Value) -> Result<Value> {
+        let result = self.call_tool(tool, args).await?;
         if result.is_error == Some(true) {
-            let text: String = result
-                .content
-                .iter()
-                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-                .collect();
-            bail!("{tool} failed: {text}");
+            bail!("{tool} failed: {}", text_of(&result));
         }
         result
             .structured_content
@@ -52,10 +69,19 @@ impl ChildServer {
         self.child.id()
     }
 
+    /// Close stdin (the client goes away) and wait up to `within` for the exit.
+    pub async fn exit(self, within: Duration) -> Result<std::process::ExitStatus> {
+        let ChildServer { client, mut child } = self;
+        drop(client);
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!("the server did not exit within {within:?} of its stdin closing"),
+        }
+    }
+
     /// Close stdin and wait for a clean exit.
-    pub async fn stop(mut self) -> Result<()> {
-        drop(self.client);
-        let status = self.child.wait().await?;
+    pub async fn close(self) -> Result<()> {
+        let status = self.exit(Duration::from_secs(60)).await?;
         if !status.success() {
             bail!("the server exited with {status}");
         }
@@ -70,8 +96,23 @@ impl ChildServer {
     }
 }
 
-/// Start this binary on `db` with `extra` flags, its stdin and stdout piped to us (its logs
-/// go to our stderr); it is killed if dropped.
+/// A result's text content, joined by newlines.
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The command that starts this server binary on `db` with `extra` flags.
+pub fn command(db: &Path, extra: &[&str]) -> Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(server_binary()?);
+    cmd.arg("--db").arg(db).args(extra);
+    Ok(cmd)
+}
+
 /// The server binary: this one, or `stride-vectors` beside it when this is another tool
 /// (`stride-vectors-bench`).
 fn server_binary() -> Result<std::path::PathBuf> {
@@ -89,6 +130,8 @@ fn server_binary() -> Result<std::path::PathBuf> {
     Ok(beside)
 }
 
+/// Start this binary on `db` with `extra` flags, its stdin and stdout piped to us (its logs
+/// go to our stderr); it is killed if dropped.
 fn spawn(
     db: &Path,
     extra: &[&str],
@@ -97,10 +140,7 @@ fn spawn(
     tokio::process::ChildStdin,
     tokio::process::ChildStdout,
 )> {
-    let mut child = tokio::process::Command::new(server_binary()?)
-        .arg("--db")
-        .arg(db)
-        .args(extra)
+    let mut child = command(db, extra)?
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -179,7 +219,7 @@ impl LineClient {
     }
 
     /// Close stdin and wait for a clean exit.
-    pub async fn stop(mut self) -> Result<()> {
+    pub async fn close(mut self) -> Result<()> {
         drop(self.stdin);
         let status = self.child.wait().await?;
         if !status.success() {

@@ -27,7 +27,7 @@ pub async fn run(fixtures: &Path, db: &Path, verbose: bool) -> Result<Vec<String
         let docs = sample[index].clone();
         let started = std::time::Instant::now();
         let r = server
-            .call("embed", json!({"index": index, "documents": docs, "wait": true}))
+            .tool("embed", json!({"index": index, "documents": docs, "wait": true}))
             .await?;
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         for d in r["documents"].as_array().into_iter().flatten() {
@@ -42,7 +42,7 @@ pub async fn run(fixtures: &Path, db: &Path, verbose: bool) -> Result<Vec<String
     }
     for search in sample["searches"].as_array().into_iter().flatten() {
         let started = std::time::Instant::now();
-        let r = server.call("search", search.clone()).await?;
+        let r = server.tool("search", search.clone()).await?;
         out.push(String::new());
         out.push(format!(
             "search {} for {:?}{} ({} ms):",
@@ -63,7 +63,7 @@ pub async fn run(fixtures: &Path, db: &Path, verbose: bool) -> Result<Vec<String
             ));
         }
     }
-    let stats = server.call("stats", json!({})).await?;
+    let stats = server.tool("stats", json!({})).await?;
     out.push(String::new());
     out.push(format!(
         "stats: model {} ({}), {} embedding calls for {} texts, {} unchanged skipped",
@@ -73,7 +73,7 @@ pub async fn run(fixtures: &Path, db: &Path, verbose: bool) -> Result<Vec<String
         stats["texts_embedded"],
         stats["embeddings_skipped_unchanged"]
     ));
-    server.stop().await?;
+    server.close().await?;
     Ok(out)
 }
 

@@ -12,8 +12,10 @@
 //! - [`config`]: every knob (flags, environment, defaults) and its validation; it parses
 //!   them into the config structs the modules own.
 //! - [`mcp`]: the protocol face. One file per tool family, argument and result types with
-//!   JSON Schemas. No SQL here: tools call [`store`]. It also gives [`ownership`] the
-//!   function that serves a relay's connection ([`mcp::serve_relay`]).
+//!   JSON Schemas, and [`mcp::transport`] (stdio lines to JSON-RPC messages, with a fast
+//!   `tools/call` parse pinned to rmcp's). No SQL here: tools call [`store`]. It also
+//!   gives [`ownership`] the function that serves a relay's connection
+//!   ([`mcp::serve_relay`]).
 //! - [`store`]: storage behind one typed API ([`store::Store`]): [`store::api`] (the values
 //!   both back-ends speak, and input checks), [`store::filter`] (the metadata filter
 //!   language: one parser, a DuckDB and a PostgreSQL back-end, an in-memory evaluator),
@@ -24,16 +26,18 @@
 //! - [`embed`]: the [`embed::Embedder`] trait, the local model and remote providers,
 //!   [`embed::pins`] (the model's pinned hashes), [`embed::download`] (fetching the local
 //!   model's files: `model fetch`, or on first need) and [`embed::pipeline`] (debounce,
-//!   dedup, batching, durable pending queue).
+//!   dedup, batching, durable pending queue: its schedule, its worker, the shared-queue
+//!   variant, and unit tests under paused time against a model of the store).
 //! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
 //!   processes, hand-over when the owner leaves and take-over when it dies. It knows nothing
 //!   of [`mcp`].
 //! - [`retry`]: the one backoff policy (exponential, capped, jittered by a real random
 //!   number) of every loop that tries again; a leaf any module may use.
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
-//! - [`client`]: a small MCP client of the server binary (child process on stdio), used by
-//!   the demo and by `stride-vectors-bench` (`src/bin/`, the benchmarks: numbers for
-//!   BENCHMARKS.md, never a test; not part of the server binary).
+//! - [`client`]: the one MCP client of the server binary (child process on stdio), used by
+//!   the demo, by `stride-vectors-bench` (`src/bin/`, the benchmarks: numbers for
+//!   BENCHMARKS.md, never a test; not part of the server binary) and by the integration
+//!   tests (`tests/common` adds only their assertions).
 //! - [`demo`]: the `demo` subcommand, indexing the sample documents through [`client`].
 //! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
 //!

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Expect;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

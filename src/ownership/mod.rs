@@ -300,16 +300,25 @@ impl Ownership {
     }
 }
 
+/// Between looks at a rendezvous that a person must fix: 1 s, doubling up to 10 s.
+const TROUBLE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), 2, Duration::from_secs(10));
+/// Between looks for an owner that is starting or whose lock is still being released:
+/// short and flat (a take-over waits on it).
+const TAKE_OVER_POLL: Backoff = Backoff::new(Duration::from_millis(25), 1, Duration::from_millis(25));
+
 /// Try to own the file; relay to the owner while someone else does; take over when the
 /// owner goes away. Ends only once we are the owner (the process then owns it until exit).
 async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: Ownership) {
     let rendezvous = ownership.shared.rendezvous.clone();
     let mut quiet = false;
+    // Something is wrong that a person must fix (the socket's directory, another user's
+    // process, the lock file): look again, less and less often.
+    let mut trouble = Retry::new(TROUBLE_BACKOFF);
     loop {
         if let Err(e) = rendezvous.check_private_dir() {
             let _ = tx.send(Backend::Unavailable(e.to_string()));
             tracing::error!("{e}");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(trouble.next_delay()).await;
             continue;
         }
         match OwnerLock::try_acquire(&rendezvous.lock) {
@@ -338,6 +347,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                 match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout, &ownership).await
                 {
                     Ok(link) => {
+                        trouble.reset();
                         tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
                         let _ = tx.send(Backend::Relay(link.clone()));
                         link.closed().await;
@@ -347,7 +357,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                     Err(relay::ConnectError::Foreign(why)) => {
                         tracing::error!("{why}");
                         let _ = tx.send(Backend::Unavailable(why));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(trouble.next_delay()).await;
                     }
                     Err(e) => {
                         // The owner is starting (socket not bound yet) or just died (lock not
@@ -356,7 +366,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                             tracing::debug!(error = %e, "owner not reachable yet");
                             quiet = true;
                         }
-                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        tokio::time::sleep(TAKE_OVER_POLL.delay(1)).await;
                     }
                 }
             }
@@ -365,7 +375,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                     "cannot take the owner lock {}: {e}",
                     rendezvous.lock.display()
                 )));
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(trouble.next_delay()).await;
             }
         }
     }

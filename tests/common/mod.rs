@@ -1,5 +1,7 @@
-//! Test harness: the real release binary, driven over stdio by rmcp's client, on a real
-//! DuckDB file in a temporary directory.
+//! Test harness: the real release binary, driven over stdio by the crate's one MCP client
+//! (`stride_vectors::client`, rmcp's client underneath), on a real DuckDB file in a
+//! temporary directory. What is here is the tests' own: the commands they start, and
+//! [`Expect`], the assertions around each call.
 
 #![allow(dead_code)]
 
@@ -8,19 +10,14 @@ pub mod ollama;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use rmcp::service::RunningService;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::CallToolResult;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stride-vectors");
 
 /// A running server and the client connected to it.
-pub struct Server {
-    pub client: RunningService<RoleClient, ()>,
-    pub child: Child,
-}
+pub type Server = stride_vectors::client::ChildServer;
 
 /// Whether this run tests the PostgreSQL back-end: `STRIDE_VECTORS_TEST_BACKEND=postgres`,
 /// with the database in `STRIDE_VECTORS_TEST_POSTGRES` (scripts/test starts a throwaway
@@ -95,28 +92,36 @@ pub async fn start(db: &Path) -> Server {
     start_with(command(db)).await
 }
 
-pub async fn start_with(mut cmd: Command) -> Server {
-    let mut child = cmd.spawn().expect("spawn stride-vectors");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stdin = child.stdin.take().expect("piped stdin");
-    let client = ().serve((stdout, stdin)).await.expect("MCP handshake");
-    Server { client, child }
+pub async fn start_with(cmd: Command) -> Server {
+    Server::spawn(cmd)
+        .await
+        .expect("start stride-vectors and do the MCP handshake")
 }
 
-impl Server {
-    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
-        let Value::Object(args) = args else {
-            panic!("arguments must be an object")
-        };
-        self.client
-            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+/// The calls a test makes, each asserting what it expects.
+#[allow(async_fn_in_trait)]
+pub trait Expect {
+    /// Call a tool; a protocol error fails the test (a tool error is a result).
+    async fn call(&self, tool: &str, args: Value) -> CallToolResult;
+    /// Call a tool that must succeed; returns its structured content.
+    async fn ok(&self, tool: &str, args: Value) -> Value;
+    /// Call a tool that must fail with a tool error; returns its message.
+    async fn err(&self, tool: &str, args: Value) -> String;
+    /// Close stdin (the client goes away) and wait for a clean exit.
+    async fn stop(self);
+    /// SIGKILL: no chance to flush or checkpoint.
+    async fn kill9(self);
+}
+
+impl Expect for Server {
+    async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        self.call_tool(tool, args)
             .await
-            .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"))
+            .unwrap_or_else(|e| panic!("{tool}: protocol error {e:#}"))
     }
 
-    /// Call a tool that must succeed; returns its structured content.
-    pub async fn ok(&self, tool: &str, args: Value) -> Value {
-        let result = self.call(tool, args.clone()).await;
+    async fn ok(&self, tool: &str, args: Value) -> Value {
+        let result = Expect::call(self, tool, args.clone()).await;
         assert_ne!(
             result.is_error,
             Some(true),
@@ -132,9 +137,8 @@ impl Server {
         structured
     }
 
-    /// Call a tool that must fail with a tool error; returns its message.
-    pub async fn err(&self, tool: &str, args: Value) -> String {
-        let result = self.call(tool, args.clone()).await;
+    async fn err(&self, tool: &str, args: Value) -> String {
+        let result = Expect::call(self, tool, args.clone()).await;
         assert_eq!(
             result.is_error,
             Some(true),
@@ -144,30 +148,21 @@ impl Server {
         text(&result)
     }
 
-    /// Close stdin (the client goes away) and wait for a clean exit.
-    pub async fn stop(mut self) {
-        drop(self.client);
-        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+    async fn stop(self) {
+        let status = self
+            .exit(std::time::Duration::from_secs(60))
             .await
-            .expect("server exits after stdin closes")
-            .expect("wait");
+            .expect("server exits after stdin closes");
         assert!(status.success(), "server exit status {status}");
     }
 
-    /// SIGKILL: no chance to flush or checkpoint.
-    pub async fn kill9(mut self) {
-        self.child.start_kill().expect("kill -9");
-        self.child.wait().await.expect("wait");
+    async fn kill9(self) {
+        self.kill().await.expect("kill -9");
     }
 }
 
 pub fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
+    stride_vectors::client::text_of(result)
 }
 
 pub struct TempDb {

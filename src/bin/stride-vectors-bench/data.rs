@@ -24,7 +24,7 @@ pub(crate) fn vectors(seed: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
 pub(crate) async fn load(server: &ChildServer, index: &str, data: &[Vec<f32>], batch: usize) -> Result<()> {
     for (b, chunk) in data.chunks(batch).enumerate() {
         server
-            .call("upsert", upsert_args(index, b * batch, chunk))
+            .tool("upsert", upsert_args(index, b * batch, chunk))
             .await?;
     }
     Ok(())

@@ -63,7 +63,7 @@ pub(crate) async fn engine_latencies(
             if filtered {
                 args["filter"] = json!({"group": {"$eq": 3}});
             }
-            server.call("search", args)
+            server.tool("search", args)
         })
         .await?;
         let filter = if filtered {
@@ -94,7 +94,7 @@ pub(crate) async fn concurrent_searches(
         for i in 0..each {
             let args = json!({"index": "bench", "vector": queries[(s * 7 + i) % queries.len()], "top_k": 10});
             let t = Instant::now();
-            server.call("search", args).await?;
+            server.tool("search", args).await?;
             times.push(t.elapsed());
         }
         Ok::<_, anyhow::Error>(times)

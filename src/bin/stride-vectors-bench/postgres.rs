@@ -27,7 +27,7 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
             let flags = ["--database", url, "--pg-schema", schema.as_str()];
             let db = dir.join(format!("pg-{dim}-{size}.duckdb"));
             let server = ChildServer::start(&db, &flags).await?;
-            let _ = server.call("delete_index", json!({"index": "bench"})).await?;
+            let _ = server.tool("delete_index", json!({"index": "bench"})).await?;
             let data = vectors(7, size, dim);
             let t = Instant::now();
             load(&server, "bench", &data, 500).await?;
@@ -49,7 +49,7 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
             .await?;
             let t = Instant::now();
             server
-                .call("create_index", json!({"index": "bench", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
+                .tool("create_index", json!({"index": "bench", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
                 .await?;
             rows.push(row(
                 format!("PostgreSQL: build an HNSW index (m 16, ef_construction 64), {size} x {dim}"),
@@ -75,12 +75,12 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
                 rows,
             )
             .await?;
-            server.call("delete_index", json!({"index": "bench"})).await?;
+            server.tool("delete_index", json!({"index": "bench"})).await?;
             // Uniform random vectors are HNSW's worst case (every distance is about the
             // same); embeddings have clusters. The same measure on clustered vectors:
             let (data, queries) = clustered(13, size, 50, dim, 1000);
             server
-                .call("create_index", json!({"index": "clustered", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
+                .tool("create_index", json!({"index": "clustered", "dimension": dim, "ann": {"type": "hnsw", "m": 16, "ef_construction": 64}}))
                 .await?;
             load(&server, "clustered", &data, 500).await?;
             hnsw_recall(
@@ -92,8 +92,8 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
                 rows,
             )
             .await?;
-            server.call("delete_index", json!({"index": "clustered"})).await?;
-            server.stop().await?;
+            server.tool("delete_index", json!({"index": "clustered"})).await?;
+            server.close().await?;
         }
     }
     if cfg.mastra {
@@ -111,9 +111,9 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
         for w in 0..writers {
             servers.push(ChildServer::start(&dir.join(format!("pgw-{w}.duckdb")), &flags).await?);
         }
-        servers[0].call("delete_index", json!({"index": "bench"})).await?;
+        servers[0].tool("delete_index", json!({"index": "bench"})).await?;
         servers[0]
-            .call("create_index", json!({"index": "bench", "dimension": dim}))
+            .tool("create_index", json!({"index": "bench", "dimension": dim}))
             .await?;
         let data = vectors(11, total, dim);
         let share = total / writers;
@@ -122,7 +122,7 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
             let part = &data[w * share..(w + 1) * share];
             async move {
                 for (b, chunk) in part.chunks(500).enumerate() {
-                    s.call("upsert", upsert_args("bench", w * share + b * 500, chunk))
+                    s.tool("upsert", upsert_args("bench", w * share + b * 500, chunk))
                         .await?;
                 }
                 Ok::<_, anyhow::Error>(())
@@ -136,9 +136,9 @@ pub(crate) async fn postgres(dir: &Path, cfg: &BenchConfig, url: &str, rows: &mu
             ),
             format!("{rate:.0} vectors/s"),
         ));
-        servers[0].call("delete_index", json!({"index": "bench"})).await?;
+        servers[0].tool("delete_index", json!({"index": "bench"})).await?;
         for s in servers {
-            s.stop().await?;
+            s.close().await?;
         }
     }
     Ok(())
@@ -157,7 +157,7 @@ async fn hnsw_recall(
         let mut found = 0usize;
         for q in queries {
             let r = server
-                .call(
+                .tool(
                     "search",
                     json!({"index": index, "vector": q, "top_k": 10, "ef_search": ef}),
                 )

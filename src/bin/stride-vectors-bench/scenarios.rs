@@ -28,7 +28,7 @@ pub(crate) async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut 
             let t = Instant::now();
             load(&server, "bench", &data, batch).await?;
             rates.push(total as f64 / t.elapsed().as_secs_f64());
-            server.stop().await?;
+            server.close().await?;
         }
         rows.push(row(
             format!("upsert, dim 384, batches of {batch} ({total} vectors)"),
@@ -55,7 +55,7 @@ pub(crate) async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut 
             server.request(line).await?;
         }
         rates.push(total as f64 / t.elapsed().as_secs_f64());
-        server.stop().await?;
+        server.close().await?;
     }
     rows.push(row(
         format!("upsert, dim 384, batches of {batch}, one call at a time, request lines built beforehand ({total} vectors)"),
@@ -78,7 +78,7 @@ pub(crate) async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut 
         let t = Instant::now();
         let client = &server;
         let answers: Vec<Result<Value>> = futures::stream::iter(calls)
-            .map(|args| client.call("upsert", args))
+            .map(|args| client.tool("upsert", args))
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
@@ -86,7 +86,7 @@ pub(crate) async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut 
         for answer in answers {
             answer?;
         }
-        server.stop().await?;
+        server.close().await?;
     }
     rows.push(row(
         format!("upsert, dim 384, batches of {batch}, {IN_FLIGHT} calls in flight ({total} vectors)"),
@@ -107,13 +107,13 @@ pub(crate) async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec
                 format!("load {size} x {dim} through MCP upsert"),
                 format!("{:.0} vectors/s", size as f64 / t.elapsed().as_secs_f64()),
             ));
-            server.stop().await?;
+            server.close().await?;
 
             // A fresh start measures the background load of the in-memory copy.
             let started = Instant::now();
             let server = ChildServer::start(&db, &[]).await?;
             let described = loop {
-                let d = server.call("describe_index", json!({"index": "bench"})).await?;
+                let d = server.tool("describe_index", json!({"index": "bench"})).await?;
                 if d["memory_state"] != "loading" {
                     break d;
                 }
@@ -133,7 +133,7 @@ pub(crate) async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec
                     described["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
                 ),
             ));
-            let stats = server.call("stats", json!({})).await?;
+            let stats = server.tool("stats", json!({})).await?;
             let mib = |v: &Value| {
                 v.as_f64()
                     .map_or("n/a".to_string(), |b| format!("{:.1} MiB", b / 1048576.0))
@@ -158,7 +158,7 @@ pub(crate) async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec
                     format!("{rate:.0} searches/s, {} / {}", ms(p50), ms(p99)),
                 ));
             }
-            server.stop().await?;
+            server.close().await?;
             // The DuckDB engine as the engine a user chose (`--search-engine duckdb`), with
             // DuckDB's own memory limit: what compares with Mastra's `DuckDBVector`.
             let server = ChildServer::start(&db, &["--search-engine", "duckdb"]).await?;
@@ -168,7 +168,7 @@ pub(crate) async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec
                 format!("flat f32 scan reference, {size} x {dim}, in process: 1 thread / all cores"),
                 format!("{} / {}", ms(one), ms(all)),
             ));
-            server.stop().await?;
+            server.close().await?;
         }
     }
     Ok(())
@@ -183,16 +183,16 @@ pub(crate) async fn same_id_writers(dir: &Path, rows: &mut Vec<Row>) -> Result<(
     let relay = ChildServer::start(&db, &[]).await?;
     wait_role(&relay, "relay").await?;
     owner
-        .call("create_index", json!({"index": "p", "dimension": 4}))
+        .tool("create_index", json!({"index": "p", "dimension": 4}))
         .await?;
     let (mut one, mut two, mut attempts) = (0usize, 0usize, 0usize);
     for round in 0..20 {
         let args = |w: usize| json!({"index": "p", "vectors": [{"id": "same", "vector": [round as f32 + 1.0, w as f32, 1, 1]}]});
-        let single = futures::future::join_all((0..4).map(|w| owner.call("upsert", args(w)))).await;
+        let single = futures::future::join_all((0..4).map(|w| owner.tool("upsert", args(w)))).await;
         one += single.iter().filter(|r| r.is_err()).count();
         let across = futures::future::join_all((0..4).map(|w| {
             let server = if w % 2 == 0 { &owner } else { &relay };
-            server.call("upsert", args(w))
+            server.tool("upsert", args(w))
         }))
         .await;
         two += across.iter().filter(|r| r.is_err()).count();
@@ -206,8 +206,8 @@ pub(crate) async fn same_id_writers(dir: &Path, rows: &mut Vec<Row>) -> Result<(
         "same, two processes (owner + relay): errors",
         format!("{two} / {attempts}"),
     ));
-    relay.stop().await?;
-    owner.stop().await?;
+    relay.close().await?;
+    owner.close().await?;
     Ok(())
 }
 
@@ -222,7 +222,7 @@ pub(crate) async fn mixed_load(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row
     let server = ChildServer::start(&db, &[]).await?;
     load(&server, "bench", &vectors(11, SIZE, DIM), 1000).await?;
     loop {
-        let d = server.call("describe_index", json!({"index": "bench"})).await?;
+        let d = server.tool("describe_index", json!({"index": "bench"})).await?;
         if d["memory_state"] != "loading" {
             break;
         }
@@ -247,7 +247,7 @@ pub(crate) async fn mixed_load(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row
                 if background.starts_with("filtered") {
                     args["filter"] = json!({"group": {"$eq": 3}});
                 }
-                server.call("search", args).await?;
+                server.tool("search", args).await?;
                 searched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 i += 1;
             }
@@ -258,7 +258,7 @@ pub(crate) async fn mixed_load(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row
             tokio::time::sleep(Duration::from_millis(200)).await;
             let result = latencies(writes, |i| {
                 let id = format!("w{}", i % 1000);
-                server.call(
+                server.tool(
                     "upsert",
                     json!({"index": "bench", "vectors": [{"id": id, "vector": fresh[i], "metadata": {"group": i % 10}}]}),
                 )
@@ -275,7 +275,7 @@ pub(crate) async fn mixed_load(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row
             format!("{} / {}", ms(p50), ms(p99)),
         ));
     }
-    server.stop().await?;
+    server.close().await?;
     Ok(())
 }
 
@@ -285,12 +285,12 @@ pub(crate) async fn relay_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<
     wait_role(&owner, "owner").await?;
     let relay = ChildServer::start(&db, &[]).await?;
     wait_role(&relay, "relay").await?;
-    owner.call("upsert", json!({"index": "small", "create_index": {"dimension": 4}, "vectors": [{"id": "a", "vector": [1, 2, 3, 4]}]})).await?;
+    owner.tool("upsert", json!({"index": "small", "create_index": {"dimension": 4}, "vectors": [{"id": "a", "vector": [1, 2, 3, 4]}]})).await?;
     let search = json!({"index": "small", "vector": [1, 2, 3, 4], "top_k": 1});
     let n = cfg.searches.max(200);
-    let (d50, d99) = latencies(n, |_| owner.call("search", search.clone())).await?;
-    let (r50, r99) = latencies(n, |_| relay.call("search", search.clone())).await?;
-    let (t50, t99) = latencies(n, |_| owner.call("list_indexes", json!({}))).await?;
+    let (d50, d99) = latencies(n, |_| owner.tool("search", search.clone())).await?;
+    let (r50, r99) = latencies(n, |_| relay.tool("search", search.clone())).await?;
+    let (t50, t99) = latencies(n, |_| owner.tool("list_indexes", json!({}))).await?;
     rows.push(row(
         "MCP round trip, list_indexes, direct: p50 / p99",
         format!("{} / {}", ms(t50), ms(t99)),
@@ -311,7 +311,7 @@ pub(crate) async fn relay_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<
     let killed = Instant::now();
     owner.kill().await?;
     loop {
-        if relay.call("list_indexes", json!({})).await.is_ok() {
+        if relay.tool("list_indexes", json!({})).await.is_ok() {
             break;
         }
         anyhow::ensure!(
@@ -323,14 +323,14 @@ pub(crate) async fn relay_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<
         "owner kill -9 to first successful call through the relay",
         ms(killed.elapsed()),
     ));
-    relay.stop().await?;
+    relay.close().await?;
     Ok(())
 }
 
 async fn wait_role(server: &ChildServer, role: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server
-        .call("stats", json!({}))
+        .tool("stats", json!({}))
         .await
         .is_ok_and(|s| s["role"] == role)
     {

@@ -13,6 +13,7 @@ use super::state::{Entry, Key, State};
 use super::worker::{Inner, BACKOFF};
 use super::{FlushReport, Pipeline};
 use crate::embed::EmbedError;
+use crate::retry::{Backoff, Retry};
 use crate::store::{Acceptance, QueuedVersion, SharedQueue};
 
 impl Pipeline {
@@ -95,17 +96,22 @@ impl Inner {
     }
 }
 
+/// Between claims while the database cannot be reached: 1 s doubling up to 5 s.
+const CLAIM_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), 2, Duration::from_secs(5));
+
 /// The worker on a shared queue: claim what is due, embed it, store it; between claims,
 /// sleep until the next due time or lease end, a notification, or a local wake-up.
 pub(super) async fn shared_worker(inner: Arc<Inner>, queue: SharedQueue) {
     let model = inner.embedder.model().to_string();
     let mut events = queue.events();
+    let mut unreachable = Retry::new(CLAIM_BACKOFF);
     loop {
         if inner.stop.is_cancelled() {
             return;
         }
         match queue.claim(&model, inner.config.batch_size).await {
             Ok(docs) if !docs.is_empty() => {
+                unreachable.reset();
                 let batch = inner.take_claimed(docs);
                 tokio::select! {
                     _ = inner.process(batch) => {}
@@ -114,11 +120,11 @@ pub(super) async fn shared_worker(inner: Arc<Inner>, queue: SharedQueue) {
                 }
                 continue;
             }
-            Ok(_) => {}
+            Ok(_) => unreachable.reset(),
             Err(e) => {
                 inner.lock().last_error = Some(e.to_string());
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(unreachable.next_delay()) => {}
                     _ = inner.stop.cancelled() => return,
                 }
                 continue;
