@@ -25,7 +25,8 @@ impl Pipeline {
         index: Option<&str>,
         timeout: Duration,
     ) -> FlushReport {
-        let before = *self.inner.progress.borrow();
+        let mut progress = self.inner.progress.subscribe();
+        let before = *progress.borrow_and_update();
         let deadline = Instant::now() + timeout;
         if let Err(e) = queue.make_due(index).await {
             self.inner.lock().last_error = Some(e.to_string());
@@ -42,6 +43,12 @@ impl Pipeline {
                 Ok(c) => counts = c,
                 Err(e) => self.inner.lock().last_error = Some(e.to_string()),
             }
+        }
+        // The database shows a version done as soon as its transaction commits; this
+        // process counts it a moment later, when the write's answer comes back. Versions
+        // still in flight here are waited for, so that `committed` counts them.
+        while self.inner.lock().pending_for(index) > 0 && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, progress.changed()).await;
         }
         FlushReport {
             committed: *self.inner.progress.borrow() - before,
