@@ -38,15 +38,6 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP on stdin/stdout (the default).
     Serve,
-    /// Index the sample Stride documents through the real MCP tools and print searches.
-    Demo {
-        /// The sample documents and searches.
-        #[arg(long, default_value = "fixtures/stride-sample.json")]
-        fixtures: PathBuf,
-        /// Show the server's and the client's informational logs (default: warnings only).
-        #[arg(long)]
-        verbose: bool,
-    },
     /// The local embedding model: `model fetch` downloads it.
     Model {
         #[command(subcommand)]

@@ -35,10 +35,10 @@
 //!   number) of every loop that tries again; a leaf any module may use.
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
 //! - [`client`]: the one MCP client of the server binary (child process on stdio), used by
-//!   the demo, by `stride-vectors-bench` (`src/bin/`, the benchmarks: numbers for
-//!   BENCHMARKS.md, never a test; not part of the server binary) and by the integration
-//!   tests (`tests/common` adds only their assertions).
-//! - [`demo`]: the `demo` subcommand, indexing the sample documents through [`client`].
+//!   the two tool binaries of `src/bin/`, which are not part of the server binary:
+//!   `stride-vectors-demo` (the README's main job: the sample documents indexed and
+//!   searched) and `stride-vectors-bench` (the benchmarks: numbers for BENCHMARKS.md, never
+//!   a test), and by the integration tests (`tests/common` adds only their assertions).
 //! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
 //!
 //! Outside the crate: `npm/` holds the npm launcher, the per-platform binary package and the
@@ -46,7 +46,6 @@
 
 pub mod client;
 pub mod config;
-pub mod demo;
 pub mod embed;
 pub mod mcp;
 pub mod ownership;

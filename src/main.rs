@@ -1,7 +1,8 @@
 //! The `stride-vectors` binary: parse the command line, log to stderr, run.
 //!
 //! stdout belongs to JSON-RPC; nothing here or below prints to it except the subcommands
-//! that do not serve MCP (`demo`, `model fetch`, `tools`).
+//! that do not serve MCP (`model fetch`, `tools`). The demo and the benchmarks are binaries
+//! of their own (`src/bin/`).
 
 use std::process::ExitCode;
 
@@ -17,12 +18,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo is for reading: the client's and the server's INFO lines would drown it.
-    let quiet_demo = matches!(cli.command, Some(Command::Demo { verbose: false, .. }));
-    init_tracing(if quiet_demo { "warn" } else { &cli.serve.log });
+    init_tracing(&cli.serve.log);
     let result = match cli.command {
         Some(Command::Schemas { out, check }) => run_schemas(&out, check),
-        Some(Command::Demo { fixtures, verbose }) => run_demo(&fixtures, verbose, &cli.serve),
         Some(Command::Model {
             action: ModelAction::Fetch,
         }) => run_model_fetch(&cli.serve),
@@ -64,15 +62,6 @@ fn run_schemas(out: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::FAILURE)
-}
-
-fn run_demo(fixtures: &std::path::Path, verbose: bool, args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.resolve()?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    for line in runtime.block_on(stride_vectors::demo::run(fixtures, &config.db_path, verbose))? {
-        println!("{line}");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `model fetch`: make sure the model directory holds the pinned model; print the directory.

@@ -1,4 +1,4 @@
-//! The `demo` subcommand, the README's main job: it indexes the sample Stride documents
+//! `stride-vectors-demo`, the README's main job: it indexes the sample Stride documents
 //! through a child server and prints searches on stdout. Its stderr is quiet by default (the
 //! client's and the server's INFO lines would bury the results) and full with `--verbose`.
 
@@ -6,8 +6,7 @@ mod common;
 
 /// Runs the demo on `db` with `extra` flags; it must succeed. Returns stdout and stderr.
 async fn demo(db: &std::path::Path, extra: &[&str]) -> (String, String) {
-    let out = tokio::process::Command::new(common::BIN)
-        .arg("demo")
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stride-vectors-demo"))
         .args([
             "--fixtures",
             concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/stride-sample.json"),

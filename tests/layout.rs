@@ -4,7 +4,7 @@
 //! into the config structs the modules own, and no module imports it but `ownership`,
 //! which is handed the whole server config, and `mcp`), and `retry` (the one backoff
 //! policy) a leaf anyone may use; the tools that are not the
-//! server (`bin/stride-vectors-bench`, `demo`, `client`, `schemas`) may use anything and
+//! server (`bin/`: the demo and the bench; `client`, `schemas`) may use anything and
 //! nothing uses them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("retry", &[]),
 ];
 /// Not part of the server: they may use any module, and no module may use them.
-const TOOLS: &[&str] = &["bin", "demo", "client", "schemas", "shutdown"];
+const TOOLS: &[&str] = &["bin", "client", "schemas", "shutdown"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

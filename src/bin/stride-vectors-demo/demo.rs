@@ -1,6 +1,6 @@
-//! The `demo` subcommand: the main job on the embedded defaults, end to end.
+//! The demo itself: the main job on the embedded defaults, end to end.
 //!
-//! It starts this same binary as an MCP server (a child process on stdio, exactly as Mastra
+//! It starts the server binary as an MCP server (a child process on stdio, exactly as Mastra
 //! or Claude Desktop would), indexes the sample Stride documents of `fixtures/` through the
 //! real `embed` tool, and returns a report of a few text searches with their scores. It
 //! shares no code path with the server beyond the MCP wire.
@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::client::ChildServer;
+use stride_vectors::client::ChildServer;
 
 /// Run the demo against the database at `db`; returns the lines to print. The server's logs
 /// are at `warn` unless `verbose`.
