@@ -121,6 +121,9 @@ struct Shared {
     /// The last failure to connect, and until when calls fail at once with it. `std`
     /// mutex: held to read or set it, never across an await.
     down: Mutex<Option<Down>>,
+    /// The queue's listening task: told to stop, and joined, at shutdown. `std` mutex:
+    /// set once, taken once.
+    listener: Mutex<Option<(tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>)>>,
 }
 
 struct Down {
@@ -194,9 +197,12 @@ impl PgStore {
                 lease: options.lease,
                 process: process_name(),
                 down: Mutex::new(None),
+                listener: Mutex::new(None),
             }),
         };
-        tokio::spawn(queue::listen(Arc::downgrade(&store.shared)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let listening = tokio::spawn(queue::listen(Arc::downgrade(&store.shared), stop.clone()));
+        *store.shared.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, listening));
         Ok(store)
     }
 
@@ -280,6 +286,22 @@ impl PgStore {
 
     pub async fn shutdown(&self) {
         self.shared.pool.close();
+        let listener = self
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, listening)) = listener {
+            stop.cancel();
+            // It ends at its next await; a connection attempt in progress is dropped.
+            if tokio::time::timeout(Duration::from_secs(1), listening)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the queue's listening task did not stop within 1 s");
+            }
+        }
     }
 
     /// A pooled connection, or at once the reason the database cannot be reached.

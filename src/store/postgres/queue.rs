@@ -348,8 +348,16 @@ impl PgStore {
 }
 
 /// Keep one connection listening on the queue's channel, reconnecting with backoff; each
-/// notification (and each reconnect) ticks `events`. Ends when the store is dropped.
-pub async fn listen(shared: std::sync::Weak<Shared>) {
+/// notification (and each reconnect) ticks `events`. Ends when `stop` is cancelled (the
+/// store's shutdown) or the store is dropped.
+pub async fn listen(shared: std::sync::Weak<Shared>, stop: tokio_util::sync::CancellationToken) {
+    tokio::select! {
+        _ = listen_until_dropped(shared) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+async fn listen_until_dropped(shared: std::sync::Weak<Shared>) {
     let mut retry = Retry::new(super::RECONNECT_BACKOFF);
     loop {
         let Some(strong) = shared.upgrade() else { return };
@@ -363,7 +371,8 @@ pub async fn listen(shared: std::sync::Weak<Shared>) {
         match config.connect(tls).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let pump = tokio::spawn(async move {
+                // Aborted when this connection is given up, or when this task is dropped.
+                let pump = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
@@ -382,7 +391,7 @@ pub async fn listen(shared: std::sync::Weak<Shared>) {
                             }
                         }
                     }
-                });
+                }));
                 let listening = client
                     .batch_execute(&format!("LISTEN {}", super::schema::quote_ident(&channel)))
                     .await;
