@@ -750,3 +750,50 @@ async fn alone_after_a_writer_panic_the_process_opens_the_file_again() {
         "both writes are in the file"
     );
 }
+
+/// Every task an owner and a relay start (ownership's supervisor, accept loop, relay
+/// connection, heartbeat; the pipeline's worker and follower) ends when its process stops:
+/// neither process says that one was still running, and both exit cleanly.
+#[tokio::test]
+async fn every_task_ends_when_its_process_stops() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let with_log = || {
+        let mut cmd = command_with_ollama(&db.path, &mock.url, &["--debounce-ms", "60000", "--max-wait-ms", "60000"]);
+        cmd.env("STRIDE_VECTORS_LOG", "info")
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut owner = start_with(with_log()).await;
+    let mut relay = start_with(with_log()).await;
+    let stats = wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
+    assert_eq!(stats["role"], json!("relay"), "{stats}");
+    // Work in both: a document queued (the pipeline's worker waits on it) through the relay.
+    relay
+        .ok(
+            "embed",
+            json!({"index": "goals", "documents": [{"id": "a", "text": "queued"}]}),
+        )
+        .await;
+    let mut logs = Vec::new();
+    for server in [&mut relay, &mut owner] {
+        let mut stderr = server.child.stderr.take().expect("piped stderr");
+        logs.push(tokio::spawn(async move {
+            let mut text = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+                .await
+                .unwrap();
+            text
+        }));
+    }
+    relay.stop().await;
+    owner.stop().await;
+    for (who, log) in ["relay", "owner"].into_iter().zip(logs) {
+        let log = log.await.unwrap();
+        assert!(log.contains("serving MCP on stdio"), "{who}: no log read: {log}");
+        assert!(
+            !log.contains("still running"),
+            "{who}: a task outlived the stop:\n{log}"
+        );
+    }
+}
