@@ -759,7 +759,11 @@ async fn every_task_ends_when_its_process_stops() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
     let with_log = || {
-        let mut cmd = command_with_ollama(&db.path, &mock.url, &["--debounce-ms", "60000", "--max-wait-ms", "60000"]);
+        let mut cmd = command_with_ollama(
+            &db.path,
+            &mock.url,
+            &["--debounce-ms", "60000", "--max-wait-ms", "60000"],
+        );
         cmd.env("STRIDE_VECTORS_LOG", "info")
             .stderr(std::process::Stdio::piped());
         cmd
