@@ -801,3 +801,62 @@ async fn every_task_ends_when_its_process_stops() {
         );
     }
 }
+
+/// An owner that cannot listen for relays (here its socket's path is taken by a directory)
+/// still serves its own client and says why in `stats`; a second process's calls answer
+/// with the reason within seconds instead of waiting on "still starting"; once the path is
+/// free the owner listens, and the second process relays to it.
+#[tokio::test]
+async fn an_owner_that_cannot_listen_says_so_and_the_others_hear_why() {
+    if on_postgres() {
+        return; // Nothing to own on PostgreSQL.
+    }
+    let db = temp_db();
+    let mut socket = db.path.clone().into_os_string();
+    socket.push(".sock");
+    let socket = std::path::PathBuf::from(socket);
+    std::fs::create_dir_all(socket.join("occupied")).unwrap();
+    let owner = start(&db.path).await;
+    let stats = wait_for_stats(&owner, 10, |st| st["relay_socket_error"].is_string()).await;
+    let why = stats["relay_socket_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("cannot listen for relays"), "{stats}");
+    owner
+        .ok("create_index", json!({"index": "goals", "dimension": 2}))
+        .await;
+
+    let other = start(&db.path).await;
+    let asked = Instant::now();
+    let error = other.err("list_indexes", json!({})).await;
+    assert!(error.contains("cannot be reached"), "{error}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    let error = other.err("stats", json!({})).await;
+    assert!(error.contains("its own stats say why"), "{error}");
+
+    std::fs::remove_dir_all(&socket).unwrap();
+    let stats = wait_for_stats(&owner, 30, |st| st["relay_socket_error"].is_null()).await;
+    assert!(stats["relay_socket_error"].is_null(), "{stats}");
+    // Until it reaches the owner, its calls keep saying why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = other.call("stats", json!({})).await;
+        if r.is_error != Some(true) {
+            let stats = r.structured_content.unwrap();
+            assert_eq!(stats["role"], json!("relay"), "{stats}");
+            break;
+        }
+        assert!(text(&r).contains("cannot be reached"), "{}", text(&r));
+        assert!(Instant::now() < deadline, "still not relaying: {}", text(&r));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = other.ok("list_indexes", json!({})).await;
+    assert_eq!(list["indexes"][0]["index"], json!("goals"), "{list}");
+    other.stop().await;
+    owner.stop().await;
+}

@@ -33,6 +33,10 @@ pub struct StatsResult {
     /// which it gave the database up; absent when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_failure: Option<String>,
+    /// Why the other processes on this file cannot relay to this owner (its socket could
+    /// not be bound; it retries), while that lasts; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_socket_error: Option<String>,
     /// The DuckDB file, or the PostgreSQL address and schema (never its password).
     pub database: String,
     /// `duckdb` or `postgres`.
@@ -119,6 +123,7 @@ impl StrideServer {
             relays_connected: self.ownership().relays(),
             owner_heartbeat_ms_ago: None,
             store_failure: self.ownership().last_failure(),
+            relay_socket_error: self.ownership().relay_socket_error(),
             database: store.location(),
             indexes,
             pending: p.pending,

@@ -1,12 +1,15 @@
-//! The owner lock: an exclusive `flock` on a small file next to the database.
+//! The owner lock: an exclusive lock on a small file next to the database, through std's
+//! `File::try_lock` (`flock` on Unix, `LockFileEx` on Windows: a real lock everywhere).
 //!
-//! The operating system releases it when the holder dies, however it dies (`kill -9`
-//! included), so a leftover lock file never blocks a new start: only a live holder does.
+//! The operating system releases it when the holder dies, however it dies (`kill -9`,
+//! `TerminateProcess` included), so a leftover lock file never blocks a new start: only a
+//! live holder does.
 //! DuckDB's own lock on the database file is separate; this one says which stride-vectors
 //! process is in charge, even while DuckDB's lock is held by someone else.
 //!
-//! The file is created 0600 and must belong to us: `flock` needs only a read-only open, so a
-//! lock file other users can read would let any of them hold ownership of our database.
+//! On Unix the file is created 0600 and must belong to us: `flock` needs only a read-only
+//! open, so a lock file other users can read would let any of them hold ownership of our
+//! database.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -36,19 +39,13 @@ impl OwnerLock {
     }
 }
 
-#[cfg(unix)]
+/// `Ok(false)` when another holder has it. Both locks are tied to the open file (not the
+/// process), so a second open conflicts even within one process.
 fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own for the duration of the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -75,12 +72,6 @@ fn make_private(file: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn try_lock_exclusive(_file: &File) -> io::Result<bool> {
-    // Without a local socket there is no relay: the first process simply owns the file.
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,8 +82,8 @@ mod tests {
         let path = dir.path().join("db.owner.lock");
         let first = OwnerLock::try_acquire(&path).unwrap();
         assert!(first.is_some());
-        // flock locks belong to the open file description: a second open conflicts even
-        // within one process, which is what lets this test stand in for two processes.
+        // The lock belongs to the open file (description, on Unix): a second open conflicts
+        // even within one process, which is what lets this test stand in for two processes.
         assert!(OwnerLock::try_acquire(&path).unwrap().is_none());
         drop(first);
         assert!(OwnerLock::try_acquire(&path).unwrap().is_some());

@@ -89,6 +89,9 @@ struct Shared {
     /// The last failure of a store this process owned (a writer or loader panic), for
     /// `stats`. `std` mutex: set and read in one statement.
     last_failure: Mutex<Option<String>>,
+    /// Why this owner cannot listen for relays (its socket could not be bound), while that
+    /// lasts; it retries in the background. `std` mutex: set and read in one statement.
+    relay_socket_error: Mutex<Option<String>>,
     /// How a relay's connection is served (the MCP handler, given by `main`).
     serve_relay: ServeRelay,
     /// Cancelled when the process stops (a child of `main`'s token): every task below
@@ -128,6 +131,7 @@ impl Ownership {
             attached: Mutex::new(Vec::new()),
             accept_stop: Mutex::new(CancellationToken::new()),
             last_failure: Mutex::new(None),
+            relay_socket_error: Mutex::new(None),
             serve_relay,
             stop,
             tasks: TaskTracker::new(),
@@ -202,6 +206,15 @@ impl Ownership {
     pub fn last_failure(&self) -> Option<String> {
         self.shared
             .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the other processes on this file cannot relay to us, while they cannot.
+    pub fn relay_socket_error(&self) -> Option<String> {
+        self.shared
+            .relay_socket_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -302,6 +315,10 @@ impl Ownership {
 
 /// Between looks at a rendezvous that a person must fix: 1 s, doubling up to 10 s.
 const TROUBLE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), 2, Duration::from_secs(10));
+/// How long the owner lock may be held by a process we cannot connect to before calls are
+/// told so (an owner binds its socket right after taking the lock, and a dead one's lock
+/// goes with it within milliseconds).
+const OWNER_UNREACHABLE: Duration = Duration::from_secs(2);
 /// Between looks for an owner that is starting or whose lock is still being released:
 /// short and flat (a take-over waits on it).
 const TAKE_OVER_POLL: Backoff = Backoff::new(Duration::from_millis(25), 1, Duration::from_millis(25));
@@ -314,6 +331,8 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
     // Something is wrong that a person must fix (the socket's directory, another user's
     // process, the lock file): look again, less and less often.
     let mut trouble = Retry::new(TROUBLE_BACKOFF);
+    // Since when the lock has been held by a process we cannot reach.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         if let Err(e) = rendezvous.check_private_dir() {
             let _ = tx.send(Backend::Unavailable(e.to_string()));
@@ -323,6 +342,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
         }
         match OwnerLock::try_acquire(&rendezvous.lock) {
             Ok(Some(lock)) => {
+                unreachable_since = None;
                 *ownership.shared.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
                 // Calls wait for the database to open here instead of going to a dead link.
                 tx.send_if_modified(|b| {
@@ -348,6 +368,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                 {
                     Ok(link) => {
                         trouble.reset();
+                        unreachable_since = None;
                         tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
                         let _ = tx.send(Backend::Relay(link.clone()));
                         link.closed().await;
@@ -361,12 +382,29 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                     }
                     Err(e) => {
                         // The owner is starting (socket not bound yet) or just died (lock not
-                        // yet released): try again shortly.
-                        if !quiet {
-                            tracing::debug!(error = %e, "owner not reachable yet");
-                            quiet = true;
+                        // yet released): try again shortly. An owner that stays out of reach
+                        // cannot listen: calls then hear why, and we look less often.
+                        let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() < OWNER_UNREACHABLE {
+                            if !quiet {
+                                tracing::debug!(error = %e, "owner not reachable yet");
+                                quiet = true;
+                            }
+                            tokio::time::sleep(TAKE_OVER_POLL.delay(1)).await;
+                            continue;
                         }
-                        tokio::time::sleep(TAKE_OVER_POLL.delay(1)).await;
+                        let why = format!(
+                            "another stride-vectors process owns {} but cannot be reached at {} ({e}) for {} s; its own stats say why. Retrying in the background",
+                            config.db_path.display(),
+                            rendezvous.socket.display(),
+                            since.elapsed().as_secs()
+                        );
+                        let first = !matches!(&*tx.borrow(), Backend::Unavailable(_));
+                        if first {
+                            tracing::error!("{why}");
+                        }
+                        let _ = tx.send(Backend::Unavailable(why));
+                        tokio::time::sleep(trouble.next_delay()).await;
                     }
                 }
             }
@@ -417,26 +455,57 @@ async fn step_down(ownership: &Ownership, tx: &watch::Sender<Backend>, failure: 
 /// Listen for relays, then open the database, retrying with backoff while another program
 /// holds DuckDB's lock.
 async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownership: &Ownership) {
+    // A new term: relayed calls are welcome again.
+    ownership.shared.leaving.store(false, Ordering::SeqCst);
     #[cfg(unix)]
-    match socket::bind(&ownership.shared.rendezvous.socket) {
-        Ok(listener) => {
-            // A new term: relayed calls are welcome again, and a new accept loop runs.
-            ownership.shared.leaving.store(false, Ordering::SeqCst);
-            let stop = ownership.shared.stop.child_token();
-            *ownership
-                .shared
-                .accept_stop
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = stop.clone();
-            ownership.spawn(relay::accept(listener, ownership.clone(), stop));
-        }
-        Err(e) => tracing::error!(
-            socket = %ownership.shared.rendezvous.socket.display(),
-            error = %e,
-            "cannot listen for relays; other stride-vectors processes on this file will wait"
-        ),
+    if let Err(e) = listen_for_relays(ownership) {
+        // Our own client is served all the same; the others hear why they cannot be (see
+        // `supervise`), `stats` says it here, and the socket is tried again until it works.
+        let why = format!(
+            "cannot listen for relays at {}: {e}; other stride-vectors processes on this file cannot reach this one until it can (retrying in the background)",
+            ownership.shared.rendezvous.socket.display()
+        );
+        tracing::error!("{why}");
+        *ownership
+            .shared
+            .relay_socket_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(why);
+        let again = ownership.clone();
+        ownership.spawn(async move {
+            let mut trouble = Retry::new(TROUBLE_BACKOFF);
+            loop {
+                tokio::time::sleep(trouble.next_delay()).await;
+                if again.is_leaving() {
+                    return;
+                }
+                if listen_for_relays(&again).is_ok() {
+                    *again
+                        .shared
+                        .relay_socket_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    tracing::info!("listening for relays now");
+                    return;
+                }
+            }
+        });
     }
     open_with_backoff(config, tx, &ownership.shared.stop).await;
+}
+
+/// Bind the socket and start a new accept loop for this ownership term.
+#[cfg(unix)]
+fn listen_for_relays(ownership: &Ownership) -> std::io::Result<()> {
+    let listener = socket::bind(&ownership.shared.rendezvous.socket)?;
+    let stop = ownership.shared.stop.child_token();
+    *ownership
+        .shared
+        .accept_stop
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = stop.clone();
+    ownership.spawn(relay::accept(listener, ownership.clone(), stop));
+    Ok(())
 }
 
 /// Between attempts to open a database that cannot be opened: 200 ms doubling up to 5 s.
