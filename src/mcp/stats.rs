@@ -59,7 +59,7 @@ pub struct StatsResult {
     pub documents_committed: u64,
     /// Bytes of all in-memory index copies.
     pub memory_bytes: usize,
-    /// Resident memory of this whole process (Linux; absent elsewhere), in bytes.
+    /// Resident memory of this whole process, in bytes (absent where the OS does not say).
     pub resident_bytes: Option<u64>,
     /// Memory DuckDB itself holds (its buffer pool and more), in bytes.
     pub duckdb_memory_bytes: Option<u64>,
@@ -158,11 +158,8 @@ impl StrideServer {
     }
 }
 
-/// This process's resident set, from `/proc/self/statm` (its second field, in pages).
+/// This process's resident set, as the OS counts it (Linux `/proc/self/statm`, macOS
+/// `task_info`, Windows `GetProcessMemoryInfo`, through `memory-stats`).
 fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf reads a constant of the system; it has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(page).ok().map(|p| pages * p)
+    memory_stats::memory_stats().map(|m| m.physical_mem as u64)
 }
