@@ -860,3 +860,41 @@ async fn an_owner_that_cannot_listen_says_so_and_the_others_hear_why() {
     other.stop().await;
     owner.stop().await;
 }
+
+/// A database path of about 300 bytes, with spaces and non-ASCII letters: the socket cannot
+/// sit beside it (`sun_path` holds 108 bytes), so it goes to the per-user runtime
+/// directory, and an owner and a relay work on it as on any path.
+#[tokio::test]
+async fn a_long_path_with_spaces_and_accents_still_gets_an_owner_and_a_relay() {
+    if on_postgres() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dir = tmp.path().join("Users").join("Zoë Müller");
+    while dir.as_os_str().len() < 270 {
+        dir = dir.join("Application Support — Stride");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("stride vectors.duckdb");
+    assert!(db.as_os_str().len() >= 290, "{}", db.as_os_str().len());
+    let owner = start(&db).await;
+    owner
+        .ok("create_index", json!({"index": "goals", "dimension": 2}))
+        .await;
+    let relay = start(&db).await;
+    let stats = wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
+    assert_eq!(stats["role"], json!("relay"), "{stats}");
+    relay
+        .ok(
+            "upsert",
+            json!({"index": "goals", "vectors": [{"id": "é", "vector": [1, 0]}]}),
+        )
+        .await;
+    let hits = owner
+        .ok("search", json!({"index": "goals", "vector": [1, 0]}))
+        .await;
+    assert_eq!(hit_ids(&hits), ["é"]);
+    relay.stop().await;
+    owner.stop().await;
+    assert_eq!(rows_in_file(&db, "goals").len(), 1);
+}

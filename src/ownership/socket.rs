@@ -2,7 +2,8 @@
 //!
 //! It sits next to the database (`<db>.sock`) unless that path is too long for a Unix
 //! socket address, in which case it lives in `stride-vectors-<uid>/`, a directory of ours
-//! (mode 0700, checked on every use) in the runtime (or temp) directory, under a name
+//! (mode 0700, checked on every use) in the runtime (or temp) directory (or in `/tmp`
+//! when even that would be too long, as a long `$TMPDIR` on macOS can be), under a name
 //! derived from the database's canonical path: in a shared temporary directory another user
 //! could otherwise bind that name first. Only the owner binds it, and only while it holds
 //! the owner lock, so a leftover socket file from a crash is removed before binding.
@@ -28,6 +29,11 @@ pub struct Rendezvous {
 
 impl Rendezvous {
     pub fn for_database(db: &Path) -> Rendezvous {
+        Rendezvous::for_database_in(db, &runtime_dir())
+    }
+
+    /// [`Rendezvous::for_database`], with `runtime` as the runtime directory.
+    fn for_database_in(db: &Path, runtime: &Path) -> Rendezvous {
         let canonical = canonical_db_path(db);
         let lock = with_suffix(&canonical, ".owner.lock");
         let beside = with_suffix(&canonical, ".sock");
@@ -39,10 +45,15 @@ impl Rendezvous {
             };
         }
         let digest = hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()));
-        let dir = runtime_dir().join(format!("stride-vectors-{}", user_id()));
+        let name = format!("{}.sock", &digest[..24]);
+        let private = format!("stride-vectors-{}", user_id());
+        let mut dir = runtime.join(&private);
+        if dir.join(&name).as_os_str().len() > MAX_SOCKET_PATH {
+            dir = Path::new("/tmp").join(&private);
+        }
         Rendezvous {
             lock,
-            socket: dir.join(format!("{}.sock", &digest[..24])),
+            socket: dir.join(name),
             private_dir: Some(dir),
         }
     }
@@ -192,7 +203,7 @@ mod tests {
         let deep = dir.path().join("a".repeat(60)).join("b".repeat(60));
         std::fs::create_dir_all(&deep).unwrap();
         let long = Rendezvous::for_database(&deep.join("v.duckdb"));
-        assert!(long.socket.as_os_str().len() <= MAX_SOCKET_PATH + 40);
+        assert!(long.socket.as_os_str().len() <= MAX_SOCKET_PATH);
         let private_dir = long
             .socket
             .parent()
@@ -208,6 +219,15 @@ mod tests {
         );
         assert_eq!(long.socket.parent(), long.private_dir.as_deref());
         assert!(short.private_dir.is_none());
+        // A runtime directory so long that the socket would not fit: `/tmp` then.
+        let long_runtime = dir.path().join("r".repeat(90));
+        let fallback = Rendezvous::for_database_in(&deep.join("v.duckdb"), &long_runtime);
+        assert!(
+            fallback.socket.starts_with("/tmp"),
+            "{}",
+            fallback.socket.display()
+        );
+        assert!(fallback.socket.as_os_str().len() <= MAX_SOCKET_PATH);
     }
 
     #[cfg(unix)]
