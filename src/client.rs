@@ -30,14 +30,8 @@ impl ChildServer {
 
     /// Start `cmd` with its stdin and stdout piped to us (its stderr as `cmd` says), killed
     /// if dropped, and do the MCP handshake.
-    pub async fn spawn(mut cmd: tokio::process::Command) -> Result<ChildServer> {
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("starting the server")?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            bail!("the server's stdio was not captured");
-        };
+    pub async fn spawn(cmd: tokio::process::Command) -> Result<ChildServer> {
+        let (child, stdin, stdout) = spawn_piped(cmd)?;
         let client = ().serve((stdout, stdin)).await.context("MCP handshake")?;
         Ok(ChildServer { client, child })
     }
@@ -130,17 +124,16 @@ fn server_binary() -> Result<std::path::PathBuf> {
     Ok(beside)
 }
 
-/// Start this binary on `db` with `extra` flags, its stdin and stdout piped to us (its logs
-/// go to our stderr); it is killed if dropped.
-fn spawn(
-    db: &Path,
-    extra: &[&str],
+/// Start `cmd` with its stdin and stdout piped to us (its stderr as `cmd` says); it is
+/// killed if dropped.
+fn spawn_piped(
+    mut cmd: tokio::process::Command,
 ) -> Result<(
     tokio::process::Child,
     tokio::process::ChildStdin,
     tokio::process::ChildStdout,
 )> {
-    let mut child = command(db, extra)?
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -165,7 +158,7 @@ pub struct LineClient {
 impl LineClient {
     /// Start this binary on `db` and do the MCP handshake.
     pub async fn start(db: &Path, extra: &[&str]) -> Result<LineClient> {
-        let (child, stdin, stdout) = spawn(db, extra)?;
+        let (child, stdin, stdout) = spawn_piped(command(db, extra)?)?;
         let mut client = LineClient {
             child,
             stdin,

@@ -27,7 +27,7 @@ impl Backoff {
     }
 
     /// The nominal (unjittered) delay before retry `n` (1: the first retry).
-    pub fn nominal(&self, n: u32) -> Duration {
+    fn nominal(&self, n: u32) -> Duration {
         let mut delay = self.first;
         for _ in 1..n.max(1) {
             if delay >= self.max {
@@ -68,11 +68,6 @@ impl Retry {
         self.policy.delay(self.failures)
     }
 
-    /// Failures so far (0 after a success).
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
     /// It worked: the next failure starts from the first delay again.
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -80,7 +75,7 @@ impl Retry {
 }
 
 /// `nominal` scaled by a uniform random factor in [0.5, 1].
-pub fn jittered(nominal: Duration) -> Duration {
+fn jittered(nominal: Duration) -> Duration {
     nominal.mul_f64(0.5 + 0.5 * rand::random::<f64>())
 }
 
@@ -128,10 +123,9 @@ mod tests {
         for _ in 0..10 {
             retry.next_delay();
         }
-        assert_eq!(retry.failures(), 11);
+        // The twelfth failure waits the capped 5 s, jittered.
         assert!(retry.next_delay() >= Duration::from_millis(2500));
         retry.reset();
-        assert_eq!(retry.failures(), 0);
         assert!(retry.next_delay() <= Duration::from_millis(200));
     }
 }

@@ -49,7 +49,7 @@ mod tests;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -214,7 +214,7 @@ impl Pipeline {
             superseded: store.superseded(),
             store,
             shared: shared.clone(),
-            shared_failures: AtomicU64::new(0),
+            shared_failures: AtomicU32::new(0),
             embedder,
             config,
             state: Mutex::new(State::default()),
@@ -431,9 +431,14 @@ impl Pipeline {
                 break;
             }
         }
+        self.local_report(index, *self.inner.progress.borrow() - before)
+    }
+
+    /// What this process's schedule holds for `index` (or all), with `committed`.
+    fn local_report(&self, index: Option<&str>, committed: u64) -> FlushReport {
         let state = self.inner.lock();
         FlushReport {
-            committed: *self.inner.progress.borrow() - before,
+            committed,
             pending: state.pending_for(index),
             parked: state.parked_for(index),
         }
@@ -445,12 +450,7 @@ impl Pipeline {
         self.inner.accepting.store(false, Ordering::SeqCst);
         let report = if timeout.is_zero() {
             // Nothing is made due: what waits stays on disk for the next owner.
-            let state = self.inner.lock();
-            FlushReport {
-                committed: 0,
-                pending: state.pending_for(None),
-                parked: state.parked_for(None),
-            }
+            self.local_report(None, 0)
         } else {
             self.flush(None, timeout).await
         };

@@ -83,7 +83,7 @@ impl Inner {
     /// a backoff that grows with the failures in a row here.
     pub(super) fn fail_shared(&self, queue: &SharedQueue, batch: Vec<(Key, Entry)>, error: &EmbedError) {
         let failures = self.shared_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let backoff = BACKOFF.delay_at_least(failures.min(u32::MAX as u64) as u32, error.retry_after());
+        let backoff = BACKOFF.delay_at_least(failures, error.retry_after());
         let versions: Vec<QueuedVersion> = batch.iter().map(|(k, e)| (k.clone(), e.seq)).collect();
         {
             let mut state = self.lock();

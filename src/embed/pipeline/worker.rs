@@ -4,7 +4,7 @@
 //! the state every part of the pipeline shares. It never speaks MCP and never runs SQL.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub(super) struct Inner {
     /// process's schedule.
     pub(super) shared: Option<SharedQueue>,
     /// Transient failures in a row on the shared queue (its backoff; reset on success).
-    pub(super) shared_failures: AtomicU64,
+    pub(super) shared_failures: AtomicU32,
     pub(super) embedder: SharedEmbedder,
     pub(super) config: PipelineConfig,
     /// `std` mutex: held for map updates only, never across an await.
