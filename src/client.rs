@@ -107,9 +107,12 @@ pub fn command(db: &Path, extra: &[&str]) -> Result<tokio::process::Command> {
     Ok(cmd)
 }
 
-/// The server binary: this one, or `stride-vectors` beside it when this is another tool
-/// (`stride-vectors-bench`).
+/// The server binary: `$STRIDE_VECTORS_SERVER` when set (another build, to compare), else
+/// this one, or `stride-vectors` beside it when this is another tool (`stride-vectors-bench`).
 fn server_binary() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("STRIDE_VECTORS_SERVER") {
+        return Ok(path.into());
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let name = format!("stride-vectors{}", std::env::consts::EXE_SUFFIX);
     if exe.file_name().is_some_and(|n| n == name.as_str()) {

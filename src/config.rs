@@ -138,7 +138,9 @@ pub struct ServeArgs {
     pub model: Option<String>,
 
     /// Directory holding model.safetensors, tokenizer.json and config.json for `local`
-    /// (default: $XDG_CACHE_HOME or ~/.cache, then stride-vectors/models/all-MiniLM-L6-v2).
+    /// (default: the user's cache directory, then stride-vectors/models/all-MiniLM-L6-v2:
+    /// $XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on
+    /// Windows).
     #[arg(long, env = "STRIDE_VECTORS_MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
 

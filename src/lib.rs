@@ -28,9 +28,13 @@
 //!   model's files: `model fetch`, or on first need) and [`embed::pipeline`] (debounce,
 //!   dedup, batching, durable pending queue: its schedule, its worker, the shared-queue
 //!   variant, and unit tests under paused time against a model of the store).
-//! - [`ownership`]: one owner per database file (lock, local socket), relays for the other
-//!   processes, hand-over when the owner leaves and take-over when it dies. It knows nothing
-//!   of [`mcp`].
+//! - [`ownership`]: one owner per database file (lock, local socket or pipe), relays for the
+//!   other processes, hand-over when the owner leaves and take-over when it dies. It knows
+//!   nothing of [`mcp`].
+//! - [`platform`]: what differs between operating systems, one file per OS family
+//!   (`unix.rs`, `windows.rs`) behind the [`platform::Endpoint`] trait: the relays' socket or
+//!   named pipe and its same-user checks, the lock file's privacy, search-thread priority;
+//!   a leaf any module may use, and the only home of `libc` and Win32 calls.
 //! - [`retry`]: the one backoff policy (exponential, capped, jittered by a real random
 //!   number) of every loop that tries again; a leaf any module may use.
 //! - [`schemas`]: writes and checks the JSON Schema files under `schemas/`.
@@ -41,14 +45,17 @@
 //!   a test), and by the integration tests (`tests/common` adds only their assertions).
 //! - [`shutdown`]: how the process learns that it should stop (stdin EOF, SIGTERM, SIGINT).
 //!
-//! Outside the crate: `npm/` holds the npm launcher, the per-platform binary package and the
-//! Claude Desktop bundle's manifest template, which `scripts/package` turns into `dist/`.
+//! Outside the crate: `npm/` holds the npm launcher, the platform packages' template, the
+//! Claude Desktop bundle's manifest template and the packaging tools, which `scripts/package`
+//! turns into `dist/` for five platforms (`scripts/build-target` builds the four that are
+//! not this machine's; `scripts/test-platforms` tests them under Wine and qemu).
 
 pub mod client;
 pub mod config;
 pub mod embed;
 pub mod mcp;
 pub mod ownership;
+pub mod platform;
 pub mod retry;
 pub mod schemas;
 pub mod shutdown;

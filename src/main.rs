@@ -13,6 +13,7 @@ use stride_vectors::config::ServeConfig;
 use stride_vectors::config::{Cli, Command, ModelAction, ServeArgs};
 use stride_vectors::mcp::StrideServer;
 use stride_vectors::ownership::{Backend, Ownership};
+use stride_vectors::platform::{Endpoint, Transport};
 use stride_vectors::{schemas, shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -195,7 +196,7 @@ async fn stop(ownership: &Ownership, config: &ServeConfig, by_signal: bool) {
     // We still hold the owner lock, so the socket file is ours to remove (with
     // PostgreSQL there is no lock, and the socket may be another owner's).
     if ownership.holds_lock() {
-        let _ = std::fs::remove_file(&ownership.rendezvous().socket);
+        Transport::remove(ownership.rendezvous());
     }
     ownership.end_relays();
     tracing::info!(

@@ -3,7 +3,8 @@
 //! `main → mcp → {ownership, embed} → store`, with `config` at the side (it parses flags
 //! into the config structs the modules own, and no module imports it but `ownership`,
 //! which is handed the whole server config, and `mcp`), and `retry` (the one backoff
-//! policy) a leaf anyone may use; the tools that are not the
+//! policy) and `platform` (what differs between operating systems) leaves anyone may use;
+//! system calls (`libc`, `windows_sys`) only in `platform`; the tools that are not the
 //! server (`bin/`: the demo and the bench; `client`, `schemas`) may use anything and
 //! nothing uses them.
 
@@ -12,12 +13,16 @@ use std::path::{Path, PathBuf};
 
 /// Top-level module -> the top-level modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("mcp", &["ownership", "embed", "store", "config", "retry"]),
-    ("ownership", &["embed", "store", "config", "retry"]),
-    ("embed", &["store", "retry"]),
-    ("store", &["retry"]),
+    (
+        "mcp",
+        &["ownership", "embed", "store", "config", "retry", "platform"],
+    ),
+    ("ownership", &["embed", "store", "config", "retry", "platform"]),
+    ("embed", &["store", "retry", "platform"]),
+    ("store", &["retry", "platform"]),
     ("config", &["embed", "store"]),
     ("retry", &[]),
+    ("platform", &[]),
 ];
 /// Not part of the server: they may use any module, and no module may use them.
 const TOOLS: &[&str] = &["bin", "client", "schemas", "shutdown"];
@@ -136,4 +141,25 @@ fn the_model_downloader_and_loader_share_pins_and_not_each_other() {
             );
         }
     }
+}
+
+#[test]
+fn system_calls_live_only_in_the_platform_files() {
+    let mut wrong = Vec::new();
+    for (module, text) in all_files() {
+        let name = module.join("/");
+        if module.first().is_some_and(|m| m == "platform") {
+            continue;
+        }
+        for call in ["libc::", "windows_sys::"] {
+            if text.contains(call) {
+                wrong.push(format!("{name} uses {call}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "system calls outside src/platform/:\n{}",
+        wrong.join("\n")
+    );
 }

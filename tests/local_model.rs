@@ -3,10 +3,17 @@
 //! in a padded batch. Needs the model on disk (`scripts/fetch-model`); a missing model is a
 //! failure with the fetch hint, never a skip, so CI cannot pass without checking this.
 
+mod common;
+
+use common::Expect;
 use stride_vectors::embed::local::{LocalEmbedder, DIMENSION, MODEL_NAME};
 use stride_vectors::embed::Embedder;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+/// Largest difference allowed in any one component when the server binary is checked
+/// against the float64 reference (through `embed` and `fetch`).
+const MAX_COMPONENT_ERROR: f64 = 1e-5;
 
 /// Cosine the golden file suggests: it was computed in float64, we run float32.
 const MIN_COSINE: f64 = 0.9999;
@@ -172,4 +179,52 @@ async fn a_changed_tokenizer_is_refused_when_the_model_loads() {
             && msg.contains("stride-vectors model fetch"),
         "{msg}"
     );
+}
+
+/// The server binary (this build's, or another target's under Wine or qemu: see
+/// scripts/test-platforms) embeds the reference sentences through `embed` and stores the
+/// reference vectors: every component within 1e-5 of the float64 forward.
+#[tokio::test]
+async fn the_server_binary_stores_the_reference_vectors() {
+    let (sentences, _) = golden();
+    let model_dir = LocalEmbedder::find_model_dir(None).unwrap_or_else(|e| panic!("{e}"));
+    let db = common::temp_db();
+    let mut cmd = common::bare_command(&db.path);
+    cmd.arg("--model-dir")
+        .arg(&model_dir)
+        .args(["--model-fetch", "false"]);
+    let s = common::start_with(cmd).await;
+    let documents: Vec<Value> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, g)| json!({"id": format!("s{i}"), "text": g.text}))
+        .collect();
+    s.ok(
+        "embed",
+        json!({"index": "golden", "documents": documents, "wait": true}),
+    )
+    .await;
+    let ids: Vec<String> = (0..sentences.len()).map(|i| format!("s{i}")).collect();
+    let fetched = s.ok("fetch", json!({"index": "golden", "ids": ids})).await;
+    for (i, want) in sentences.iter().enumerate() {
+        let row = fetched["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == json!(format!("s{i}")))
+            .unwrap_or_else(|| panic!("s{i} missing: {fetched}"));
+        let got: Vec<f64> = serde_json::from_value(row["vector"].clone()).unwrap();
+        assert_eq!(got.len(), DIMENSION);
+        let worst = got
+            .iter()
+            .zip(&want.vector)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= MAX_COMPONENT_ERROR,
+            "{:?}: a component is {worst:e} away from the reference",
+            want.text
+        );
+    }
+    s.stop().await;
 }

@@ -167,7 +167,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Runs `stride-vectors model fetch` into `dir` from `index` expecting `sha`.
 async fn fetch(dir: &Path, index: &str, sha: &str) -> std::process::Output {
-    tokio::process::Command::new(common::BIN)
+    common::server_command()
         .args([
             "model",
             "fetch",

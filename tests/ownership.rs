@@ -184,9 +184,10 @@ async fn killing_the_owner_mid_load_loses_nothing_and_a_relay_takes_over() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let owner = servers.remove(0);
-    let pid = owner.child.id().expect("owner pid") as i32;
-    // SAFETY: SIGKILL to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let child_pid = owner.child.id().expect("owner pid");
+    let server_pid = owner.ok("stats", json!({})).await["pid"].as_u64().unwrap() as u32;
+    // SIGKILL on Unix, TerminateProcess (taskkill /F) on Windows: no chance to clean up.
+    kill_hard(child_pid, server_pid);
     let killed_at = Instant::now();
     let first_ok = servers[1].ok("list_indexes", json!({})).await;
     let recovery = killed_at.elapsed();
@@ -525,11 +526,21 @@ async fn an_owner_whose_client_leaves_hands_over_mid_load_without_a_single_error
             any.ok("stats", json!({})).await["owner_pid"].as_u64().unwrap()
         };
         let owner = {
+            // Each process's own pid as it reports it (under Wine not the child's Linux pid).
+            let live: Vec<Arc<Server>> = pool.live.lock().unwrap().clone();
+            let mut found = None;
+            for s in live {
+                if s.ok("stats", json!({})).await["pid"] == json!(owner_pid) {
+                    found = Some(s);
+                }
+            }
+            let found = found.expect("the owner is one of ours");
             let mut live = pool.live.lock().unwrap();
             let at = live
                 .iter()
-                .position(|s| s.child.id() == Some(owner_pid as u32))
-                .expect("the owner is one of ours");
+                .position(|s| Arc::ptr_eq(s, &found))
+                .expect("still in the pool");
+            drop(found);
             live.remove(at)
         };
         while Arc::strong_count(&owner) > 1 {
@@ -609,7 +620,10 @@ async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it
     cmd.args(["--owner-timeout-ms", "1500"]);
     let relay = start_with(cmd).await;
     let stats = wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
-    let pid = owner.child.id().unwrap();
+    // The owner's pid as it reports it (under Wine not its child's Linux pid, which the
+    // signals go to).
+    let pid = owner.ok("stats", json!({})).await["pid"].as_u64().unwrap();
+    let child_pid = owner.child.id().unwrap();
     assert_eq!(stats["owner_pid"], json!(pid));
     assert!(
         stats["owner_heartbeat_ms_ago"].as_u64().unwrap() < 1500,
@@ -620,7 +634,7 @@ async fn a_frozen_owner_is_named_within_the_bound_and_a_relay_takes_over_when_it
 
     let signal = |sig| {
         // SAFETY: a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+        assert_eq!(unsafe { libc::kill(child_pid as i32, sig) }, 0);
     };
     signal(libc::SIGSTOP);
     let asked = Instant::now();
@@ -689,7 +703,7 @@ async fn a_writer_panic_is_reported_and_another_process_takes_the_file_over() {
     let a = start_panicking_on_boom(&db.path).await;
     assert_eq!(a.ok("stats", json!({})).await["role"], json!("owner"));
     let b = start(&db.path).await;
-    wait_for_stats(&b, 30, |st| st["role"] == "relay").await;
+    let b_pid = wait_for_stats(&b, 30, |st| st["role"] == "relay").await["pid"].clone();
     b.ok("upsert", upsert("kept", "x")).await;
 
     let error = a.err("upsert", upsert("boom", "y")).await;
@@ -698,7 +712,7 @@ async fn a_writer_panic_is_reported_and_another_process_takes_the_file_over() {
         "{error}"
     );
     let b_stats = stats_once_answered(&b, |st| st["role"] == "owner").await;
-    assert_eq!(b_stats["pid"], json!(b.child.id().unwrap()));
+    assert_eq!(b_stats["pid"], b_pid);
     assert!(b_stats.get("store_failure").is_none(), "{b_stats}");
     let a_stats = stats_once_answered(&a, |st| st["role"] == "relay").await;
     assert_eq!(a_stats["owner_pid"], b_stats["pid"]);
@@ -897,4 +911,65 @@ async fn a_long_path_with_spaces_and_accents_still_gets_an_owner_and_a_relay() {
     relay.stop().await;
     owner.stop().await;
     assert_eq!(rows_in_file(&db, "goals").len(), 1);
+}
+
+/// A database in a directory this user cannot write (as root, whom modes do not stop, the
+/// server runs as `nobody` in root's directory): every call, `stats` too, answers at once
+/// with why, naming the lock file; nothing waits forever, and the process stops cleanly.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_read_only_directory_is_a_clear_error_and_never_a_hang() {
+    use std::os::unix::fs::PermissionsExt;
+    if on_postgres() {
+        return; // Nothing to lock on PostgreSQL.
+    }
+    let db = temp_db();
+    let dir = db.dir.path().join("read-only");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("v.duckdb");
+    let mut cmd = bare_command(&path);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // `nobody` cannot reach root's home: a copy of the binary (and of the DuckDB library
+        // a prebuilt build finds beside it) where it can.
+        let bin_dir = db.dir.path().join("bin");
+        std::fs::create_dir(&bin_dir).unwrap();
+        let bin = server_bin();
+        for entry in std::fs::read_dir(bin.parent().unwrap()).unwrap() {
+            let from = entry.unwrap().path();
+            let name = from.file_name().unwrap().to_string_lossy().into_owned();
+            if from == bin || name.starts_with("libduckdb.") {
+                std::fs::copy(&from, bin_dir.join(&name)).unwrap();
+            }
+        }
+        cmd = server_command_for(&bin_dir.join(bin.file_name().unwrap()));
+        cmd.arg("--db")
+            .arg(&path)
+            .env("STRIDE_VECTORS_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        cmd.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let s = start_with(cmd).await;
+    let answered = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.err("create_index", json!({"index": "goals", "dimension": 2})),
+    )
+    .await
+    .expect("a call on an unwritable directory must answer, not hang");
+    assert!(
+        answered.contains("cannot take the owner lock") && answered.contains("v.duckdb.owner.lock"),
+        "{answered}"
+    );
+    assert!(
+        answered.to_lowercase().contains("permission denied"),
+        "{answered}"
+    );
+    let stats = s.err("stats", json!({})).await;
+    assert!(stats.contains("cannot take the owner lock"), "{stats}");
+    s.stop().await;
+    assert!(!path.exists(), "nothing was written");
 }

@@ -291,16 +291,14 @@ fn default_model_dir() -> Result<PathBuf, EmbedError> {
     if let Some(dir) = var("STRIDE_VECTORS_MODEL_DIR") {
         return Ok(dir);
     }
-    let cache = match (var("XDG_CACHE_HOME"), var("HOME")) {
-        (Some(xdg), _) => xdg,
-        (None, Some(home)) => home.join(".cache"),
-        (None, None) => {
-            return Err(EmbedError::Permanent(
-                "cannot locate the model cache: neither HOME nor XDG_CACHE_HOME is set; \
-                 pass --model-dir or set STRIDE_VECTORS_MODEL_DIR"
-                    .into(),
-            ))
-        }
+    // The user's cache directory: $XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on
+    // macOS, %LOCALAPPDATA% on Windows.
+    let Some(cache) = dirs::cache_dir() else {
+        return Err(EmbedError::Permanent(
+            "cannot locate the user's cache directory (on Unix: neither XDG_CACHE_HOME nor HOME \
+             is set); pass --model-dir or set STRIDE_VECTORS_MODEL_DIR"
+                .into(),
+        ));
     };
     Ok(cache.join("stride-vectors").join("models").join(MODEL_NAME))
 }

@@ -29,8 +29,7 @@ impl OwnerLock {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path)?;
-        #[cfg(unix)]
-        make_private(&file, path)?;
+        crate::platform::make_private(&file, path)?;
         if try_lock_exclusive(&file)? {
             Ok(Some(OwnerLock { _file: file }))
         } else {
@@ -47,29 +46,6 @@ fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         Err(std::fs::TryLockError::WouldBlock) => Ok(false),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-}
-
-/// The lock file must be ours and readable by nobody else (an older version made it 0644).
-#[cfg(unix)]
-fn make_private(file: &File, path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = file.metadata()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} belongs to uid {}, not to this user (uid {me}); remove it or run as its owner",
-                path.display(),
-                meta.uid()
-            ),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! Every MCP client starts its own stride-vectors process, and DuckDB lets only one process
 //! open a file. So each process, on start, tries to take the owner lock ([`lock`]):
 //!
-//! - The **owner** opens DuckDB read-write and listens on a local socket ([`socket`]) where
-//!   other processes reach it. If DuckDB's file is held by a program that is not
+//! - The **owner** opens DuckDB read-write and listens on a local socket or named pipe
+//!   ([`crate::platform`]) where other processes reach it. If DuckDB's file is held by a program that is not
 //!   stride-vectors, the owner says so in every data call, keeps answering `initialize`
 //!   and `tools/list`, and retries the open with backoff.
 //! - A **relay** connects to that socket and forwards every tool call to the owner, speaking
@@ -22,7 +22,6 @@
 
 pub mod lock;
 pub mod relay;
-pub mod socket;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,11 +33,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServeConfig;
 use crate::embed::pipeline::Pipeline;
+use crate::platform::{Endpoint, Rendezvous, Transport};
 use crate::retry::{Backoff, Retry};
 use crate::store::Store;
 use lock::OwnerLock;
 use relay::{RelayLink, ServeRelay};
-use socket::Rendezvous;
 
 /// The database, open in this process.
 #[derive(Clone)]
@@ -364,12 +363,11 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                 continue;
             }
             Ok(None) => {
-                match RelayLink::connect(&rendezvous.socket, ownership.shared.owner_timeout, &ownership).await
-                {
+                match RelayLink::connect(&rendezvous, ownership.shared.owner_timeout, &ownership).await {
                     Ok(link) => {
                         trouble.reset();
                         unreachable_since = None;
-                        tracing::info!(socket = %rendezvous.socket.display(), "relaying to the owner");
+                        tracing::info!(socket = %rendezvous.address.display(), "relaying to the owner");
                         let _ = tx.send(Backend::Relay(link.clone()));
                         link.closed().await;
                         tracing::warn!("the owner went away; taking over or reconnecting");
@@ -396,7 +394,7 @@ async fn supervise(config: ServeConfig, tx: watch::Sender<Backend>, ownership: O
                         let why = format!(
                             "another stride-vectors process owns {} but cannot be reached at {} ({e}) for {} s; its own stats say why. Retrying in the background",
                             config.db_path.display(),
-                            rendezvous.socket.display(),
+                            rendezvous.address.display(),
                             since.elapsed().as_secs()
                         );
                         let first = !matches!(&*tx.borrow(), Backend::Unavailable(_));
@@ -441,7 +439,7 @@ async fn step_down(ownership: &Ownership, tx: &watch::Sender<Backend>, failure: 
         local.pipeline.shutdown(Duration::ZERO).await;
         local.store.release().await;
     }
-    let _ = std::fs::remove_file(&ownership.shared.rendezvous.socket);
+    Transport::remove(&ownership.shared.rendezvous);
     ownership.end_relays();
     ownership
         .shared
@@ -457,13 +455,12 @@ async fn step_down(ownership: &Ownership, tx: &watch::Sender<Backend>, failure: 
 async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownership: &Ownership) {
     // A new term: relayed calls are welcome again.
     ownership.shared.leaving.store(false, Ordering::SeqCst);
-    #[cfg(unix)]
     if let Err(e) = listen_for_relays(ownership) {
         // Our own client is served all the same; the others hear why they cannot be (see
         // `supervise`), `stats` says it here, and the socket is tried again until it works.
         let why = format!(
             "cannot listen for relays at {}: {e}; other stride-vectors processes on this file cannot reach this one until it can (retrying in the background)",
-            ownership.shared.rendezvous.socket.display()
+            ownership.shared.rendezvous.address.display()
         );
         tracing::error!("{why}");
         *ownership
@@ -495,9 +492,8 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
 }
 
 /// Bind the socket and start a new accept loop for this ownership term.
-#[cfg(unix)]
 fn listen_for_relays(ownership: &Ownership) -> std::io::Result<()> {
-    let listener = socket::bind(&ownership.shared.rendezvous.socket)?;
+    let listener = Transport::listen(&ownership.shared.rendezvous)?;
     let stop = ownership.shared.stop.child_token();
     *ownership
         .shared

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Ownership;
+use crate::platform::{Endpoint, Rendezvous, Transport};
 
 /// The notification an owner sends to its relays when it starts to leave.
 pub const OWNER_LEAVING_METHOD: &str = "notifications/stride-vectors/owner_leaving";
@@ -53,22 +54,7 @@ pub fn owner_leaving_error() -> ErrorData {
     )
 }
 
-/// Why a relay could not reach the owner.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// Nobody answers yet (the owner is starting, or just died): try again shortly.
-    Unreachable(String),
-    /// Someone answers, but as another user: we must not send them our data.
-    Foreign(String),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Unreachable(e) | ConnectError::Foreign(e) => f.write_str(e),
-        }
-    }
-}
+pub use crate::platform::ConnectError;
 
 /// How a relayed call did not get the owner's answer.
 #[derive(Debug)]
@@ -128,31 +114,21 @@ impl rmcp::ClientHandler for RelayClient {
 }
 
 impl RelayLink {
-    /// Connect to the owner's socket; `Foreign` when the process there is not our user's.
-    /// `owner_timeout` bounds how long the owner may leave heartbeats unanswered.
-    #[cfg(unix)]
+    /// Connect to the owner's socket or pipe; `Foreign` when the process there is not our
+    /// user's. `owner_timeout` bounds how long the owner may leave heartbeats unanswered.
     pub async fn connect(
-        path: &std::path::Path,
+        rendezvous: &Rendezvous,
         owner_timeout: Duration,
         ownership: &Ownership,
     ) -> Result<RelayLink, ConnectError> {
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-        if !super::socket::same_user(&stream) {
-            return Err(ConnectError::Foreign(format!(
-                "refusing to relay to {}: the process listening there runs as uid {}, not as this user; nothing was sent to it",
-                path.display(),
-                super::socket::peer_uid(&stream).map_or("unknown".to_string(), |u| u.to_string()),
-            )));
-        }
-        let pid = super::socket::peer_pid(&stream).unwrap_or(0);
+        let (stream, pid) = Transport::connect(rendezvous).await?;
+        let pid = pid.unwrap_or(0);
         let leaving = CancellationToken::new();
         let client = RelayClient {
             leaving: leaving.clone(),
         };
         let running = client
-            .serve(stream.into_split())
+            .serve(tokio::io::split(stream))
             .await
             .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
         let peer = running.peer().clone();
@@ -179,17 +155,6 @@ impl RelayLink {
         // Ends when the link closes.
         ownership.spawn(heartbeat(link.clone()));
         Ok(link)
-    }
-
-    #[cfg(not(unix))]
-    pub async fn connect(
-        _path: &std::path::Path,
-        _owner_timeout: Duration,
-        _ownership: &Ownership,
-    ) -> Result<RelayLink, ConnectError> {
-        Err(ConnectError::Unreachable(
-            "relaying to another stride-vectors process is not supported on this platform yet".into(),
-        ))
     }
 
     /// Forward one tool call to the owner. A silent owner answers [`RelayFailure::Silent`]
@@ -370,14 +335,13 @@ impl Attached {
 
 /// Serve every relay that connects, after checking it runs as our user. Ends when
 /// `stop` is cancelled (the owner leaves); the connections end through [`Ownership`].
-#[cfg(unix)]
-pub async fn accept(listener: tokio::net::UnixListener, ownership: Ownership, stop: CancellationToken) {
+pub async fn accept(mut listener: Transport, ownership: Ownership, stop: CancellationToken) {
     let mut next_id = 0u64;
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a relay failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -385,15 +349,11 @@ pub async fn accept(listener: tokio::net::UnixListener, ownership: Ownership, st
                 }
             },
         };
-        if !super::socket::same_user(&stream) {
-            tracing::warn!("refused a relay connection from another user");
-            continue;
-        }
         next_id += 1;
         let (ownership, id) = (ownership.clone(), next_id);
         ownership.clone().spawn(async move {
             ownership.shared.relays.fetch_add(1, Ordering::SeqCst);
-            let (read, write) = stream.into_split();
+            let (read, write) = tokio::io::split(stream);
             let end = CancellationToken::new();
             let serve = ownership.shared.serve_relay.clone();
             if let Some(session) = serve(

@@ -16,6 +16,68 @@ use tokio::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stride-vectors");
 
+/// The server binary under test: this build's, or `STRIDE_VECTORS_TEST_BIN` (another
+/// target's build, which scripts/test-platforms runs under Wine or qemu).
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("STRIDE_VECTORS_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
+/// The OS the server under test runs on: `STRIDE_VECTORS_TEST_TARGET_OS` (`windows` under
+/// Wine), else this one. Tests of what only exists on Unix (socket files, uids, signals)
+/// run where it does.
+pub fn target_os() -> String {
+    std::env::var("STRIDE_VECTORS_TEST_TARGET_OS").unwrap_or_else(|_| std::env::consts::OS.to_string())
+}
+
+/// Whether the server under test is a Unix build.
+pub fn target_is_unix() -> bool {
+    target_os() != "windows"
+}
+
+/// A command that runs the server binary under test with `STRIDE_VECTORS_TEST_RUNNER` in
+/// front (`wine`, or `qemu-aarch64 -L /usr/aarch64-linux-gnu`: words split on spaces), as
+/// cargo's target runners do.
+pub fn server_command() -> Command {
+    server_command_for(&server_bin())
+}
+
+/// [`server_command`] for the server binary at `bin`.
+pub fn server_command_for(bin: &Path) -> Command {
+    let runner = std::env::var("STRIDE_VECTORS_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    };
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Kill the server with process id `pid` (as `stats` reports it) the hardest way its OS
+/// has: SIGKILL on Unix; on Windows `taskkill /F` (TerminateProcess), run by the runner.
+pub fn kill_hard(child_pid: u32, server_pid: u32) {
+    if target_is_unix() {
+        // SAFETY: kill(2) on a pid we started; no memory is shared.
+        assert_eq!(unsafe { libc::kill(child_pid as i32, libc::SIGKILL) }, 0);
+        return;
+    }
+    let runner = std::env::var("STRIDE_VECTORS_TEST_RUNNER").unwrap_or_else(|_| "wine".into());
+    let mut words = runner.split_whitespace();
+    let status = std::process::Command::new(words.next().unwrap())
+        .args(words)
+        .args(["taskkill", "/F", "/PID", &server_pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run taskkill");
+    assert!(status.success(), "taskkill /F /PID {server_pid}: {status}");
+}
+
 /// A running server and the client connected to it.
 pub type Server = stride_vectors::client::ChildServer;
 
@@ -74,7 +136,7 @@ pub fn command(db: &Path) -> Command {
 
 /// The server on the DuckDB file `db`, whatever run this is.
 pub fn bare_command(db: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = server_command();
     cmd.arg("--db").arg(db);
     cmd.env(
         "STRIDE_VECTORS_LOG",

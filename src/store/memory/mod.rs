@@ -144,7 +144,7 @@ impl Memory {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("stride-search-{i}"))
-            .start_handler(|_| lower_priority())
+            .start_handler(|_| crate::platform::lower_thread_priority())
             .panic_handler(|_| tracing::error!("a search panicked; it answers with an error"))
             .build()
             .map_err(|e| StoreError::internal("starting the search threads", e))?;
@@ -252,24 +252,3 @@ impl Memory {
             .collect()
     }
 }
-
-/// How much lower the search threads' CPU priority is than the writer's (a nice value).
-#[cfg(target_os = "linux")]
-const SEARCH_NICE: libc::c_int = 10;
-
-/// Make the calling thread yield the CPU to the rest of the process when cores are short.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // Linux keeps a nice value per thread; PRIO_PROCESS with a thread id sets that thread's.
-    // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, SEARCH_NICE)
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "lowering a search thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}

@@ -458,14 +458,10 @@ fn location(config: &tokio_postgres::Config, schema: &str) -> String {
     format!("postgres://{user}{}/{db} (schema {schema})", hosts.join(","))
 }
 
-/// TLS with the system's roots, through rustls and ring (no OpenSSL, nothing to build).
+/// TLS with the system's roots (see [`crate::platform::tls_roots`]), through rustls and
+/// ring (no OpenSSL, nothing to build).
 fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        // A certificate the store cannot parse is skipped; the others still verify.
-        let _ = roots.add(cert);
-    }
+    let roots = crate::platform::tls_roots();
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
