@@ -26,6 +26,20 @@ export const TARGET_DIR =
   process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), ".cache", "stride-vectors", "target");
 export const BIN = process.env.STRIDE_VECTORS_BIN ?? path.join(TARGET_DIR, "release", "stride-vectors");
 
+/**
+ * What runs the binary: nothing (it runs natively), or `$STRIDE_VECTORS_RUNNER` split on
+ * spaces (`wine` for the Windows build, `qemu-aarch64 -L /usr/aarch64-linux-gnu` for Linux
+ * arm64: scripts/test-platforms sets both variables).
+ */
+export const RUNNER = (process.env.STRIDE_VECTORS_RUNNER ?? "").split(/\s+/).filter(Boolean);
+
+/** The command and arguments that start the binary under test with `args`. */
+export function serverCommand(args = []) {
+  return RUNNER.length === 0
+    ? { command: BIN, args }
+    : { command: RUNNER[0], args: [...RUNNER.slice(1), BIN, ...args] };
+}
+
 /** The tools every stride-vectors server lists. */
 export const TOOL_NAMES = [
   "create_index",
@@ -72,7 +86,7 @@ export const INSPECTOR = path.join(path.dirname(inspectorPkgPath), inspectorPkg.
 export function inspectorCli(serverArgv, { scratchDir, cwd, timeoutMs = 180_000 } = {}) {
   return new Promise((resolve, reject) => {
     const envFlags = Object.entries(modelEnv()).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
-    const argv = [INSPECTOR, "--cli", "--format", "json", "-q", ...envFlags, ...serverArgv];
+    const argv = [INSPECTOR, "--cli", "--format", "json", "-q", ...envFlags, ...RUNNER, ...serverArgv];
     const child = spawn(process.execPath, argv, {
       cwd,
       env: {
@@ -271,7 +285,9 @@ class ChildProcessTransport {
  */
 async function spawnServer({ db, args = [], env = {}, command = BIN }) {
   if (command === BIN) await waitForBinary();
-  const child = spawn(command, [...(db ? ["--db", db] : []), ...args], {
+  const argv = [...(db ? ["--db", db] : []), ...args];
+  const started = command === BIN ? serverCommand(argv) : { command, args: argv };
+  const child = spawn(started.command, started.args, {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
