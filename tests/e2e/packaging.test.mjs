@@ -188,9 +188,16 @@ describe("what scripts/package builds, installed as users install it", { timeout
     const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
     assert.equal(manifest.version, VERSION);
     assert.equal(manifest.server.type, "binary");
-    assert.deepEqual(manifest.compatibility.platforms, ["linux"]);
-    const entry = path.join(unpacked, manifest.server.entry_point);
-    assert.ok((statSync(entry).mode & 0o111) !== 0, "the unpacked binary is executable");
+    // Every platform listed has its binary in the bundle and its own override; this one's
+    // (linux) is what Claude Desktop would start here.
+    assert.ok(manifest.compatibility.platforms.includes("linux"), manifest.compatibility.platforms);
+    for (const platform of manifest.compatibility.platforms) {
+      const command = manifest.server.mcp_config.platform_overrides[platform].command;
+      const file = path.join(unpacked, command.replace("${__dirname}/", ""));
+      assert.ok(existsSync(file), `${platform}: ${file} is in the bundle`);
+      assert.ok((statSync(file).mode & 0o111) !== 0, `${platform}: the unpacked binary is executable`);
+    }
+    const entry = path.join(unpacked, "server", "linux", "stride-vectors");
 
     const launch = async (userConfig) => {
       const config = await getMcpConfigForManifest({
