@@ -220,6 +220,7 @@ async fn the_server_binary_stores_the_reference_vectors() {
             .zip(&want.vector)
             .map(|(g, w)| (g - w).abs())
             .fold(0.0, f64::max);
+        eprintln!("{:?}: largest component error {worst:e}", want.text);
         assert!(
             worst <= MAX_COMPONENT_ERROR,
             "{:?}: a component is {worst:e} away from the reference",
