@@ -33,6 +33,7 @@ import {
   inspectorCli,
   makeTempDir,
   removeDir,
+  startServer,
   waitForBinary,
 } from "./helpers.mjs";
 
@@ -313,5 +314,53 @@ describe("MCP Inspector CLI 2.12.0 against the release binary", { timeout: 900_0
     const out = await inspector(["--method", "tools/call", "--tool-name", "no_such_tool"]);
     assert.equal(out.code, 5);
     assert.equal(out.error?.code, "tool_not_found");
+  });
+});
+
+// The Inspector's process is a relay when another client's process owns the file: its calls,
+// tool errors included, go through the owner and answer exactly as they would there.
+describe("MCP Inspector CLI through a relay (another client's process owns the file)", { timeout: 900_000 }, () => {
+  let relayDir;
+  let relayDb;
+  let owner;
+  const viaInspector = (args) => inspectorCli([BIN, "--db", relayDb, ...args], { scratchDir: relayDir });
+  const callJson = (tool, args) => viaInspector(["--method", "tools/call", "--tool-name", tool, ...argsJson(args)]);
+
+  before(async () => {
+    relayDir = await makeTempDir("sv-e2e-inspector-relay-");
+    relayDb = path.join(relayDir, "vectors.duckdb");
+    owner = await startServer({ db: relayDb, name: "owner" });
+  });
+  after(async () => {
+    await owner?.stop();
+    await removeDir(relayDir);
+  });
+
+  test("stats says relay, writes land in the owner's file, a tool error is exit 5 with the owner's text", async () => {
+    const ownerStats = await owner.call("stats", {});
+    assert.equal(ownerStats.role, "owner");
+
+    let out = await callJson("stats", {});
+    assert.equal(out.code, 0, out.stderr);
+    const stats = out.json.result.structuredContent;
+    assert.equal(stats.role, "relay");
+    assert.equal(stats.owner_pid, ownerStats.pid);
+
+    out = await callJson("upsert", {
+      index: "relayed",
+      create_index: { dimension: 3 },
+      vectors: [{ id: "via-inspector", vector: [1, 0, 0], metadata: { from: "inspector" } }],
+    });
+    assert.equal(out.code, 0, out.stderr);
+    const hits = await owner.call("search", { index: "relayed", vector: [1, 0, 0], top_k: 1 });
+    assert.equal(hits.results[0].id, "via-inspector");
+    assert.deepEqual(hits.results[0].metadata, { from: "inspector" });
+
+    out = await callJson("search", { index: "relayed", vector: [1, 0] });
+    assert.equal(out.code, 5, `a tool error through the relay is exit code 5\n${out.stdout}\n${out.stderr}`);
+    const relayedText = out.json.result.content.map((c) => c.text).join("\n");
+    const direct = await owner.client.callTool({ name: "search", arguments: { index: "relayed", vector: [1, 0] } });
+    assert.equal(direct.isError, true);
+    assert.equal(relayedText, direct.content.map((c) => c.text).join("\n"));
   });
 });
