@@ -816,20 +816,92 @@ async fn every_task_ends_when_its_process_stops() {
     }
 }
 
-/// An owner that cannot listen for relays (here its socket's path is taken by a directory)
-/// still serves its own client and says why in `stats`; a second process's calls answer
-/// with the reason within seconds instead of waiting on "still starting"; once the path is
-/// free the owner listens, and the second process relays to it.
+/// What keeps the relays' meeting point of a database from the owner: a directory where
+/// the Unix socket goes, or (Windows) another program holding the pipe's name.
+enum Occupier {
+    Directory(std::path::PathBuf),
+    Squatter(tokio::process::Child),
+}
+
+impl Occupier {
+    async fn take(db: &std::path::Path) -> Occupier {
+        if target_is_unix() {
+            let mut socket = db.to_path_buf().into_os_string();
+            socket.push(".sock");
+            let socket = std::path::PathBuf::from(socket);
+            std::fs::create_dir_all(socket.join("occupied")).unwrap();
+            return Occupier::Directory(socket);
+        }
+        // The pipe's name, as an owner on this file logs it when it listens.
+        let mut probe = bare_command(db);
+        probe
+            .env("STRIDE_VECTORS_LOG", "info")
+            .stderr(std::process::Stdio::piped());
+        let mut probe = start_with(probe).await;
+        let stderr = probe.child.stderr.take().expect("piped stderr");
+        let log = tokio::spawn(async move {
+            let mut text = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::BufReader::new(stderr), &mut text)
+                .await
+                .unwrap();
+            text
+        });
+        probe.stop().await;
+        let log = log.await.unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("listening for relays"))
+            .unwrap_or_else(|| panic!("no 'listening for relays' in the log:\n{log}"));
+        let name = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .expect("address= in the line")
+            .to_string();
+        let squatter = std::env::var("STRIDE_VECTORS_TEST_PIPE_SQUATTER")
+            .expect("scripts/test-platforms builds squat-pipe.exe and names it here");
+        let runner = std::env::var("STRIDE_VECTORS_TEST_RUNNER").unwrap_or_else(|_| "wine".into());
+        let mut words = runner.split_whitespace();
+        let mut child = tokio::process::Command::new(words.next().unwrap())
+            .args(words)
+            .arg(squatter)
+            .arg(&name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the squatter");
+        let mut ready = String::new();
+        let stdout = child.stdout.as_mut().unwrap();
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut ready)
+            .await
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the squatter could not take {name}");
+        Occupier::Squatter(child)
+    }
+
+    async fn free(self) {
+        match self {
+            Occupier::Directory(dir) => std::fs::remove_dir_all(dir).unwrap(),
+            Occupier::Squatter(mut child) => {
+                drop(child.stdin.take());
+                child.wait().await.unwrap();
+            }
+        }
+    }
+}
+
+/// An owner that cannot listen for relays (its socket's path taken by a directory, or its
+/// pipe's name by another program) still serves its own client and says why in `stats`; a
+/// second process's calls answer with the reason within seconds instead of waiting on
+/// "still starting"; once the path is free the owner listens, and the second process relays
+/// to it.
 #[tokio::test]
 async fn an_owner_that_cannot_listen_says_so_and_the_others_hear_why() {
     if on_postgres() {
         return; // Nothing to own on PostgreSQL.
     }
     let db = temp_db();
-    let mut socket = db.path.clone().into_os_string();
-    socket.push(".sock");
-    let socket = std::path::PathBuf::from(socket);
-    std::fs::create_dir_all(socket.join("occupied")).unwrap();
+    let occupier = Occupier::take(&db.path).await;
     let owner = start(&db.path).await;
     let stats = wait_for_stats(&owner, 10, |st| st["relay_socket_error"].is_string()).await;
     let why = stats["relay_socket_error"]
@@ -853,7 +925,7 @@ async fn an_owner_that_cannot_listen_says_so_and_the_others_hear_why() {
     let error = other.err("stats", json!({})).await;
     assert!(error.contains("its own stats say why"), "{error}");
 
-    std::fs::remove_dir_all(&socket).unwrap();
+    occupier.free().await;
     let stats = wait_for_stats(&owner, 30, |st| st["relay_socket_error"].is_null()).await;
     assert!(stats["relay_socket_error"].is_null(), "{stats}");
     // Until it reaches the owner, its calls keep saying why.

@@ -501,6 +501,7 @@ fn listen_for_relays(ownership: &Ownership) -> std::io::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = stop.clone();
     ownership.spawn(relay::accept(listener, ownership.clone(), stop));
+    tracing::info!(address = %ownership.shared.rendezvous.address.display(), "listening for relays");
     Ok(())
 }
 
