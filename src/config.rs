@@ -202,9 +202,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
-    /// How long a relay waits for the owning process to answer its heartbeat before it
-    /// answers each waiting call with an error naming that process (it keeps waiting for
-    /// it, and takes over the moment the owner's lock is free), in milliseconds.
+    /// How long a relay waits for the owning process to answer its heartbeat (or, when it
+    /// connects, the MCP handshake) before it answers each waiting call with an error naming
+    /// that process (it keeps waiting for it, and takes over the moment the owner's lock is
+    /// free), in milliseconds.
     #[arg(long, env = "STRIDE_VECTORS_OWNER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub owner_timeout_ms: u64,
 

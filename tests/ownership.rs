@@ -1045,3 +1045,42 @@ async fn a_read_only_directory_is_a_clear_error_and_never_a_hang() {
     s.stop().await;
     assert!(!path.exists(), "nothing was written");
 }
+
+/// A process that starts while the owner is frozen (its socket accepts, nothing answers the
+/// MCP handshake) does not wait on it forever: within the owner timeout plus the grace for
+/// a starting owner its calls answer that the owner cannot be reached; once the owner
+/// resumes, it relays.
+#[tokio::test]
+async fn a_process_started_while_the_owner_is_frozen_answers_and_relays_once_it_resumes() {
+    if on_postgres() {
+        return; // Nothing to own on PostgreSQL.
+    }
+    let db = temp_db();
+    let owner = start(&db.path).await;
+    owner
+        .ok("create_index", json!({"index": "goals", "dimension": 2}))
+        .await;
+    let child_pid = owner.child.id().unwrap();
+    let signal = |sig| {
+        // SAFETY: a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(child_pid as i32, sig) }, 0);
+    };
+    signal(libc::SIGSTOP);
+    let mut cmd = command(&db.path);
+    cmd.args(["--owner-timeout-ms", "1500"]);
+    let late = start_with(cmd).await;
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(60), late.call("list_indexes", json!({})))
+        .await
+        .expect("a call must answer while the owner is frozen, not wait for it");
+    eprintln!("answered after {:?}: {}", asked.elapsed(), text(&answer));
+    assert_eq!(answer.is_error, Some(true), "{}", text(&answer));
+    assert!(text(&answer).contains("cannot be reached"), "{}", text(&answer));
+    signal(libc::SIGCONT);
+    let stats = stats_once_answered(&late, |st| st["role"] == "relay").await;
+    assert_eq!(stats["role"], json!("relay"), "{stats}");
+    let list = late.ok("list_indexes", json!({})).await;
+    assert_eq!(list["indexes"][0]["index"], json!("goals"), "{list}");
+    late.stop().await;
+    owner.stop().await;
+}

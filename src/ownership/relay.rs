@@ -115,7 +115,8 @@ impl rmcp::ClientHandler for RelayClient {
 
 impl RelayLink {
     /// Connect to the owner's socket or pipe; `Foreign` when the process there is not our
-    /// user's. `owner_timeout` bounds how long the owner may leave heartbeats unanswered.
+    /// user's. `owner_timeout` bounds how long the owner may leave heartbeats unanswered,
+    /// and the MCP handshake too: a frozen owner's socket still accepts connections.
     pub async fn connect(
         rendezvous: &Rendezvous,
         owner_timeout: Duration,
@@ -127,10 +128,16 @@ impl RelayLink {
         let client = RelayClient {
             leaving: leaving.clone(),
         };
-        let running = client
-            .serve(tokio::io::split(stream))
-            .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let running = match tokio::time::timeout(owner_timeout, client.serve(tokio::io::split(stream))).await {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
+            Err(_) => {
+                return Err(ConnectError::Unreachable(format!(
+                    "the owner (pid {pid}) accepted the connection but did not answer the MCP handshake within {} ms",
+                    owner_timeout.as_millis()
+                )))
+            }
+        };
         let peer = running.peer().clone();
         let closed = CancellationToken::new();
         let done = closed.clone();
