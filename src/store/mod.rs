@@ -13,6 +13,8 @@
 //! - [`memory`]: the in-memory copy the DuckDB back-end serves searches from (snapshots,
 //!   scan kernels, int8 codes, metadata columns).
 //! - [`postgres`]: PostgreSQL + pgvector.
+//! - [`keyword`]: exact BM25 postings and the text analyzer (issue 27: built and checked
+//!   against a reference; not yet fed by the writer nor asked by `search`).
 //!
 //! No back-end imports another's files (the DuckDB back-end uses [`memory`], which is its
 //! own search engine). No connection, SQL text or driver type is visible above this module,
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod duckdb;
 pub mod filter;
+pub mod keyword;
 pub mod memory;
 pub mod metadata;
 pub mod postgres;
