@@ -53,7 +53,17 @@ import { Client as ClientV2 } from "@modelcontextprotocol/client";
 import pg from "pg";
 
 import { fakeVector, startFakeOllama } from "./fake-ollama.mjs";
-import { BIN, assertSameJson, cosine, makeTempDir, removeDir, resultText, waitForBinary } from "./helpers.mjs";
+import {
+  BIN,
+  RUNNER,
+  assertSameJson,
+  cosine,
+  makeTempDir,
+  removeDir,
+  resultText,
+  serverCommand,
+  waitForBinary,
+} from "./helpers.mjs";
 
 // ---------------------------------------------------------------------------------------
 // Knobs
@@ -622,7 +632,9 @@ export class Sequence {
       "--max-wait-ms",
       String(this.maxWaitMs),
     ];
-    const child = spawn(BIN, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env } });
+    // Through $STRIDE_VECTORS_RUNNER (Wine, qemu) when one is set.
+    const started = serverCommand(args);
+    const child = spawn(started.command, started.args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env } });
     await new Promise((resolve, reject) => {
       child.once("spawn", resolve);
       child.once("error", reject);
@@ -667,6 +679,12 @@ export class Sequence {
       throw new Violation(`${gen} client could not connect to a new stride-vectors (pid ${proc.pid}): ${error.message}`);
     }
     proc.client = client;
+    if (RUNNER.length > 0) {
+      // Under a runner (Wine) the server's own pid, which stats report, is not the child's.
+      const res = await this.callRaw(proc, "stats", {}, 45_000);
+      if (res.type !== "ok") throw new Violation(`stats through new process ${label} failed: ${res.text}`);
+      proc.pid = res.value.pid;
+    }
     this.event(`started ${label} pid ${proc.pid} (${gen} client)`);
     if (this.pg) await this.checkPeer(proc);
     return proc;
