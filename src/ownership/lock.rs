@@ -11,7 +11,7 @@
 //! open, so a lock file other users can read would let any of them hold ownership of our
 //! database.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -24,12 +24,7 @@ pub struct OwnerLock {
 impl OwnerLock {
     /// Take the lock if nobody holds it; `Ok(None)` when another process does.
     pub fn try_acquire(path: &Path) -> io::Result<Option<OwnerLock>> {
-        let mut options = OpenOptions::new();
-        options.create(true).truncate(false).read(true).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path)?;
-        crate::platform::make_private(&file, path)?;
+        let file = crate::platform::open_private(path)?;
         if try_lock_exclusive(&file)? {
             Ok(Some(OwnerLock { _file: file }))
         } else {

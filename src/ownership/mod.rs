@@ -219,6 +219,14 @@ impl Ownership {
             .clone()
     }
 
+    fn set_relay_socket_error(&self, why: Option<String>) {
+        *self
+            .shared
+            .relay_socket_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     pub fn relays(&self) -> usize {
         self.shared.relays.load(Ordering::SeqCst)
     }
@@ -463,11 +471,7 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
             ownership.shared.rendezvous.address.display()
         );
         tracing::error!("{why}");
-        *ownership
-            .shared
-            .relay_socket_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(why);
+        ownership.set_relay_socket_error(Some(why));
         let again = ownership.clone();
         ownership.spawn(async move {
             let mut trouble = Retry::new(TROUBLE_BACKOFF);
@@ -477,11 +481,7 @@ async fn become_owner(config: &ServeConfig, tx: &watch::Sender<Backend>, ownersh
                     return;
                 }
                 if listen_for_relays(&again).is_ok() {
-                    *again
-                        .shared
-                        .relay_socket_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    again.set_relay_socket_error(None);
                     tracing::info!("listening for relays now");
                     return;
                 }

@@ -20,12 +20,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[cfg(unix)]
 pub mod unix;
 #[cfg(unix)]
-pub use unix::{ensure_private_dir, lower_thread_priority, make_private, user_id, UnixSocket as Transport};
+pub use unix::{ensure_private_dir, lower_thread_priority, open_private, user_id, UnixSocket as Transport};
 
 #[cfg(windows)]
 pub mod windows;
 #[cfg(windows)]
-pub use windows::{ensure_private_dir, lower_thread_priority, make_private, user_id, NamedPipe as Transport};
+pub use windows::{ensure_private_dir, lower_thread_priority, open_private, user_id, NamedPipe as Transport};
 
 /// `sun_path` holds 108 bytes on Linux (104 on macOS) including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 100;

@@ -114,11 +114,19 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// A file the owner keeps private (the owner lock): it must be ours, and it is made 0600
-/// if an older version left it readable to others (`flock` needs only a read-only open, so
-/// a readable lock file would let anyone hold ownership of our database).
-pub fn make_private(file: &std::fs::File, path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
+/// Open (creating it 0600 if missing) a file the owner keeps private, the owner lock: it
+/// must be ours, and it is made 0600 if an older version left it readable to others
+/// (`flock` needs only a read-only open, so a readable lock file would let anyone hold
+/// ownership of our database).
+pub fn open_private(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
     let meta = file.metadata()?;
     let me = user_id();
     if meta.uid() != me {
@@ -134,7 +142,7 @@ pub fn make_private(file: &std::fs::File, path: &Path) -> io::Result<()> {
     if meta.mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    Ok(())
+    Ok(file)
 }
 
 /// How much lower the search threads' CPU priority is than the writer's (a nice value).

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::windows::named_pipe::{
     ClientOptions, NamedPipeClient, NamedPipeServer, PipeMode, ServerOptions,
 };
+use tokio_util::either::Either;
 use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, ERROR_ACCESS_DENIED, ERROR_PIPE_BUSY, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
@@ -53,7 +54,7 @@ impl Endpoint for NamedPipe {
         // A new instance waits before this one is handed over, so a relay never finds the
         // name without a listener while the owner lives.
         let fresh = create_instance(&self.name, false)?;
-        Ok(PipeStream::Server(std::mem::replace(&mut self.next, fresh)))
+        Ok(Either::Left(std::mem::replace(&mut self.next, fresh)))
     }
 
     async fn connect(rendezvous: &Rendezvous) -> Result<(PipeStream, Option<u32>), ConnectError> {
@@ -91,63 +92,14 @@ impl Endpoint for NamedPipe {
         let mut pid = 0u32;
         // SAFETY: a live pipe handle and a valid out pointer.
         let known = unsafe { GetNamedPipeServerProcessId(client.as_raw_handle() as HANDLE, &mut pid) } != 0;
-        Ok((PipeStream::Client(client), known.then_some(pid)))
+        Ok((Either::Right(client), known.then_some(pid)))
     }
 
     fn remove(_rendezvous: &Rendezvous) {}
 }
 
-/// One end of a relay connection.
-pub enum PipeStream {
-    Server(NamedPipeServer),
-    Client(NamedPipeClient),
-}
-
-impl tokio::io::AsyncRead for PipeStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PipeStream::Server(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            PipeStream::Client(c) => std::pin::Pin::new(c).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for PipeStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PipeStream::Server(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            PipeStream::Client(c) => std::pin::Pin::new(c).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PipeStream::Server(s) => std::pin::Pin::new(s).poll_flush(cx),
-            PipeStream::Client(c) => std::pin::Pin::new(c).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PipeStream::Server(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            PipeStream::Client(c) => std::pin::Pin::new(c).poll_shutdown(cx),
-        }
-    }
-}
+/// One end of a relay connection: the owner's side or a relay's.
+pub type PipeStream = Either<NamedPipeServer, NamedPipeClient>;
 
 /// A pipe instance open to this user only, local clients only.
 fn create_instance(name: &str, first: bool) -> io::Result<NamedPipeServer> {
@@ -282,10 +234,16 @@ pub fn ensure_private_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The lock file sits in a folder of the user's; Windows gives it that folder's access
-/// list, so there is nothing to tighten.
-pub fn make_private(_file: &std::fs::File, _path: &Path) -> io::Result<()> {
-    Ok(())
+/// Open (creating it if missing) a file the owner keeps private, the owner lock. It sits in
+/// a folder of the user's and Windows gives it that folder's access list, so there is
+/// nothing to tighten.
+pub fn open_private(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
 }
 
 /// Search threads run one step below normal priority, so the writer and the protocol get
