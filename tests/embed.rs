@@ -39,7 +39,11 @@ async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
         .ok("fetch", json!({"index": "student_profiles", "ids": ["p1"]}))
         .await;
     assert_eq!(row["vectors"][0]["vector"], json!(vector_of("profile v49")));
-    assert_eq!(row["vectors"][0]["metadata"], json!({"v": 49}));
+    assert_eq!(
+        row["vectors"][0]["metadata"],
+        json!({"v": 49, "text": "profile v49"}),
+        "the metadata given, and the text kept in metadata.text"
+    );
 
     for i in 0..100 {
         let r = s
@@ -54,8 +58,8 @@ async fn fifty_edits_in_the_window_cost_one_embedding_and_repeats_cost_none() {
         .await;
     assert_eq!(
         row["vectors"][0]["metadata"],
-        json!({"v": 49, "seen": 99}),
-        "metadata of unchanged documents is written"
+        json!({"v": 49, "seen": 99, "text": "profile v49"}),
+        "metadata of unchanged documents is written (the text kept with it)"
     );
 
     let stats = s.ok("stats", json!({})).await;
@@ -317,7 +321,7 @@ async fn an_equal_text_sent_while_its_embedding_is_in_flight_joins_it() {
     let f = s.ok("fetch", json!({"index": "goals", "ids": ["g"]})).await;
     assert_eq!(
         f["vectors"][0]["metadata"],
-        json!({"v": 2}),
+        json!({"v": 2, "text": "save 300 euros for a laptop"}),
         "the newer version's metadata"
     );
     assert_eq!(s.ok("stats", json!({})).await["pending"], json!(0));

@@ -277,7 +277,7 @@ async fn a_revert_to_the_stored_text_wins_over_the_embedding_in_flight() {
         json!(vector_of("stored")),
         "the draft's late embedding overwrote the revert"
     );
-    assert_eq!(row["metadata"], json!({"v": 3}));
+    assert_eq!(row["metadata"], json!({"v": 3, "text": "stored"}));
     s.stop().await;
 }
 
@@ -300,7 +300,7 @@ async fn an_update_reaches_the_version_still_queued() {
     assert_eq!(row["vector"], json!(vector_of("two")));
     assert_eq!(
         row["metadata"],
-        json!({"x": 2, "outcome": "helpful"}),
+        json!({"x": 2, "outcome": "helpful", "text": "two"}),
         "the queued version brought old metadata back"
     );
 
@@ -541,7 +541,11 @@ async fn every_write_kind_on_one_id_in_a_random_order_ends_as_the_last_one_says(
                 let text = format!("text {tag}");
                 s.ok("embed", json!({"index": "goals", "documents": [{"id": id, "text": text, "metadata": {"t": tag}}]}))
                     .await;
-                model.insert(id.clone(), Some((vector_of(&text), json!({"t": tag}))));
+                // The index keeps the text in metadata.text.
+                model.insert(
+                    id.clone(),
+                    Some((vector_of(&text), json!({"t": tag, "text": text}))),
+                );
             }
             2 => {
                 let v = vec![tag as f32 + 1.0; DIM];

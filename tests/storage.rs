@@ -230,3 +230,41 @@ async fn a_full_disk_is_named_and_nothing_acknowledged_is_lost() {
         "every acknowledged row, none of the failed call"
     );
 }
+
+#[tokio::test]
+async fn a_file_made_before_keyword_search_gains_its_columns_and_survives_a_kill() {
+    let db = temp_db();
+    let s = start(&db.path).await;
+    s.ok(
+        "upsert",
+        json!({"index": "notes", "create_index": {"dimension": 2}, "vectors": [
+            {"id": "a", "vector": [1, 0], "metadata": {"text": "SQL job in Lyon"}},
+            {"id": "b", "vector": [0, 1], "metadata": {"text": "barista in Paris"}}
+        ]}),
+    )
+    .await;
+    s.stop().await;
+    // The catalog as it was before keyword search.
+    {
+        let conn = duckdb::Connection::open(&db.path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE stride_vectors.indexes DROP COLUMN keeps_text;
+             ALTER TABLE stride_vectors.indexes DROP COLUMN text_field;
+             ALTER TABLE stride_vectors.indexes DROP COLUMN language;
+             CHECKPOINT;",
+        )
+        .unwrap();
+    }
+    let keyword = json!({"index": "notes", "query": "sql", "mode": "keyword"});
+    let s = start(&db.path).await;
+    let described = s.ok("describe_index", json!({"index": "notes"})).await;
+    assert_eq!(described["text_field"], json!("text"), "{described}");
+    assert_eq!(described["language"], json!("english"));
+    assert_eq!(hit_ids(&s.ok("search", keyword.clone()).await), ["a"]);
+    // Killed before any checkpoint of its own: the columns it added must not be left in the
+    // WAL (DuckDB 1.5.5 cannot replay an ALTER TABLE from it).
+    s.kill9().await;
+    let s = start(&db.path).await;
+    assert_eq!(hit_ids(&s.ok("search", keyword).await), ["a"]);
+    s.stop().await;
+}

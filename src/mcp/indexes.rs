@@ -1,6 +1,7 @@
 //! Index tools: `create_index`, `list_indexes`, `describe_index`, `delete_index`.
 //!
-//! An index is a table in the Mastra layout; its dimension and metric are fixed at creation.
+//! An index is a table in the Mastra layout; its dimension, metric, text field and language
+//! are fixed at creation.
 
 use rmcp::{model::JsonObject, tool, tool_router, Json};
 use schemars::JsonSchema;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::MemoryReport;
-use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError};
+use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError, TextSettings};
 use crate::store::{WriteOp, WriteOutcome};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -28,6 +29,35 @@ pub struct CreateIndexArgs {
     /// Given for an existing index of the same shape, its HNSW index is (re)built to match.
     #[serde(default)]
     pub ann: Option<AnnArgs>,
+    /// The metadata key where each row keeps its text (default `text`, Mastra's
+    /// convention): `embed` puts the document's text there, and keyword search reads it
+    /// from every row that has it, however it was written. `null`: the index keeps no text
+    /// and has no keyword search. Fixed at creation.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<String>")]
+    pub text_field: Option<Option<String>>,
+    /// Language of the keyword index: stop words and stemming for documents and queries
+    /// alike. `english` (default), `french`, `german`, `spanish`, `italian`, `portuguese`,
+    /// `dutch`, `danish`, `finnish`, `norwegian`, `swedish`, `hungarian`, `romanian`,
+    /// `russian`, `greek`, `arabic`, `tamil`, `turkish`, or `none` (words only lowercased
+    /// and stripped of accents). Fixed at creation.
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// A field given as `null` is `Some(None)`; a field left out is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl CreateIndexArgs {
+    fn text(&self) -> TextSettings {
+        let defaults = TextSettings::default();
+        TextSettings {
+            field: self.text_field.clone().unwrap_or(defaults.field),
+            language: self.language.clone().unwrap_or(defaults.language),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -72,6 +102,10 @@ pub struct CreateIndexResult {
     /// The HNSW index asked for, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ann: Option<Hnsw>,
+    /// Where rows keep their text (`null`: no text, no keyword search).
+    pub text_field: Option<String>,
+    /// Language of the keyword index.
+    pub language: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -135,6 +169,13 @@ pub struct DescribeIndexResult {
     pub ann: Option<Hnsw>,
     /// Where the index lives: `duckdb` or `postgres`.
     pub backend: String,
+    /// Where rows keep their text (`null`: no text, no keyword search).
+    pub text_field: Option<String>,
+    /// Language of the keyword index.
+    pub language: String,
+    /// Bytes of its keyword index in memory (postings, lengths, vocabulary); 0 when it
+    /// keeps no text or is not in memory (PostgreSQL keeps its own GIN index).
+    pub keyword_bytes: usize,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -158,11 +199,13 @@ impl StrideServer {
         let args: CreateIndexArgs = parse(args)?;
         let metric = args.metric.unwrap_or(Metric::Cosine);
         let ann = args.ann.as_ref().map(AnnArgs::hnsw);
+        let text = args.text();
         let op = WriteOp::CreateIndex {
             name: args.index.clone(),
             dimension: args.dimension,
             metric,
             ann,
+            text: text.clone(),
         };
         match self.store()?.write(op).await {
             Ok(WriteOutcome::IndexCreated { created }) => Ok(Json(CreateIndexResult {
@@ -171,6 +214,8 @@ impl StrideServer {
                 metric,
                 created,
                 ann,
+                text_field: text.field,
+                language: text.language,
             })),
             Ok(other) => Err(unexpected("create_index", other)),
             Err(e) => Err(tool_error("create_index", e)),
@@ -288,6 +333,9 @@ fn describe(info: IndexInfo, count: u64, memory: MemoryReport, backend: &str) ->
         engine: memory.engine,
         memory_bytes: memory.bytes,
         memory_state: memory.state.to_string(),
+        text_field: info.text.field,
+        language: info.text.language,
+        keyword_bytes: memory.text_bytes,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `search` tool: exact nearest neighbours of a vector, with an optional metadata filter.
+//! The `search` tool: exact nearest neighbours of a vector (or of a text's embedding), BM25
+//! over the rows' kept text, or both fused; with an optional metadata filter.
 
 use rmcp::{model::JsonObject, tool, tool_router, Json};
 use schemars::JsonSchema;
@@ -7,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::args::{filter_arg, input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
-use crate::store::{validate_vector, Engine, Metric, MAX_EF_SEARCH};
+use crate::store::{validate_vector, Engine, FoundBy, Fusion, Metric, SearchMode, MAX_EF_SEARCH};
 use crate::store::{SearchRequest, MAX_TOP_K};
 
 const DEFAULT_TOP_K: i64 = 10;
@@ -17,12 +18,26 @@ const DEFAULT_TOP_K: i64 = 10;
 pub struct SearchArgs {
     /// Index to search.
     pub index: String,
-    /// Query vector, with the index's dimension. Give exactly one of `vector` and `query`.
+    /// Query vector, with the index's dimension. In `vector` mode give exactly one of
+    /// `vector` and `query`; a `hybrid` search may take both (the vector then replaces the
+    /// query's embedding); a `keyword` search takes `query` only.
     #[serde(default)]
     pub vector: Option<Vec<f32>>,
-    /// Query text, embedded at once with the index's model (never debounced).
+    /// Query text: embedded at once with the index's model (never debounced) for the
+    /// vector list, analysed in the index's language for the keyword list.
     #[serde(default)]
     pub query: Option<String>,
+    /// `vector` (default): by meaning, nearest embeddings. `keyword`: by the words
+    /// themselves, BM25 over each row's kept text (names, codes, rare terms, exact
+    /// phrasing). `hybrid`: both lists under the same filter, fused; the safest choice for
+    /// a question typed by a person.
+    #[serde(default)]
+    pub mode: Option<SearchMode>,
+    /// How a `hybrid` search fuses its lists: `{"method": "rrf", "k": 60}` (reciprocal
+    /// rank fusion, the default) or `{"method": "weighted", "vector_weight": 0.7}` (each
+    /// list's scores scaled to 0..1, then mixed; 1 is vector only, 0 keyword only).
+    #[serde(default)]
+    pub fusion: Option<FusionArgs>,
     /// Number of results, 1 to 1000 (default 10).
     #[serde(default)]
     pub top_k: Option<i64>,
@@ -33,7 +48,8 @@ pub struct SearchArgs {
     /// Mastra's semantics: $ne, $nin, $not and $nor never match a row missing the field.
     #[serde(default)]
     pub filter: Option<Value>,
-    /// Drop results scoring below this.
+    /// Drop results scoring below this, in each list's own score (similarity for the
+    /// vector list, BM25 for the keyword list), before any fusion.
     #[serde(default)]
     pub min_score: Option<f64>,
     /// Return each result's vector too (default false).
@@ -49,15 +65,66 @@ pub struct SearchArgs {
     pub ef_search: Option<u32>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FusionArgs {
+    /// `rrf` or `weighted`.
+    pub method: FusionMethod,
+    /// RRF's constant, greater than 0 (default 60): larger flattens the rank weights.
+    #[serde(default)]
+    pub k: Option<f64>,
+    /// Weighted fusion's share of the vector list, 0 to 1 (default 0.7).
+    #[serde(default)]
+    pub vector_weight: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionMethod {
+    Rrf,
+    Weighted,
+}
+
+impl FusionArgs {
+    fn fusion(&self) -> Result<Fusion, ToolError> {
+        match self.method {
+            FusionMethod::Rrf => {
+                if self.vector_weight.is_some() {
+                    return Err("fusion.vector_weight: belongs to method \"weighted\"; rrf takes k".into());
+                }
+                let k = self.k.unwrap_or(Fusion::DEFAULT_RRF_K);
+                if !(k.is_finite() && k > 0.0) {
+                    return Err(format!("fusion.k: must be a number greater than 0, got {k}"));
+                }
+                Ok(Fusion::Rrf { k })
+            }
+            FusionMethod::Weighted => {
+                if self.k.is_some() {
+                    return Err("fusion.k: belongs to method \"rrf\"; weighted takes vector_weight".into());
+                }
+                let w = self.vector_weight.unwrap_or(Fusion::DEFAULT_VECTOR_WEIGHT);
+                if !(0.0..=1.0).contains(&w) {
+                    return Err(format!("fusion.vector_weight: must be between 0 and 1, got {w}"));
+                }
+                Ok(Fusion::Weighted { vector_weight: w })
+            }
+        }
+    }
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SearchHit {
     pub id: String,
-    /// Higher is closer. cosine: 1 - cosine distance; euclidean: 1 / (1 + distance);
-    /// dotproduct: the inner product.
+    /// Higher is closer. Vector mode: cosine 1 - cosine distance, euclidean
+    /// 1 / (1 + distance), dotproduct the inner product. Keyword mode: BM25 (PostgreSQL:
+    /// `ts_rank_cd`). Hybrid: the fused score.
     pub score: f64,
     pub metadata: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
+    /// Keyword and hybrid searches: the rank (from 1) and score each list gave this hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<FoundBy>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -66,14 +133,19 @@ pub struct SearchResult {
     pub results: Vec<SearchHit>,
     /// The engine that answered: `memory`, `duckdb` or `postgres`.
     pub engine: Engine,
+    /// The mode that ranked them.
+    pub mode: SearchMode,
 }
 
 #[tool_router(router = search_tools, vis = "pub(crate)")]
 impl StrideServer {
-    /// Find the `top_k` stored vectors closest to `vector` (or to the text `query`, embedded
-    /// with the index's model) in `index` (exact search),
-    /// optionally restricted by a metadata `filter` and a `min_score`. Reads only committed
-    /// data: a write is visible to every search that starts after it was acknowledged.
+    /// Find the `top_k` best rows of `index` for a question. Three modes: `vector` (the
+    /// default: nearest embeddings of the text `query`, or of a `vector`), `keyword` (BM25
+    /// over each row's kept text: best for names, product codes, rare or exact words), and
+    /// `hybrid` (both, fused: best for a question typed by a person when you cannot tell
+    /// which kind it is). Optionally restricted by a metadata `filter` and a `min_score`.
+    /// Reads only committed data: a write is visible to every search that starts after it
+    /// was acknowledged.
     #[tool(
         name = "search",
         input_schema = input_schema::<SearchArgs>(),
@@ -93,28 +165,68 @@ impl StrideServer {
                 "ef_search: must be between 1 and {MAX_EF_SEARCH}, got {ef}"
             ));
         }
+        let mode = args.mode.unwrap_or(SearchMode::Vector);
+        let fusion = match (&args.fusion, mode) {
+            (None, _) => Fusion::default(),
+            (Some(f), SearchMode::Hybrid) => f.fusion()?,
+            (Some(_), _) => {
+                return Err(format!(
+                    "fusion: only a hybrid search fuses two lists; this one is mode \"{}\"",
+                    mode.as_str()
+                ))
+            }
+        };
         let filter = filter_arg("filter", args.filter, true)?;
         let info = self
             .store()?
             .index_info(&args.index)
             .await
             .map_err(|e| tool_error("search", e))?;
-        let vector = match (args.vector, args.query) {
-            (Some(v), None) => v,
-            (None, Some(q)) if q.trim().is_empty() => return Err("query: the text is empty".into()),
-            (None, Some(q)) => self.pipeline()?.embed_query(&info, &q).await?,
-            (Some(_), Some(_)) => return Err("give either `vector` or `query`, not both".into()),
-            (None, None) => return Err("give `vector` (numbers) or `query` (text) to search with".into()),
+        if args.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return Err("query: the text is empty".into());
+        }
+        let text = args.query;
+        let vector = match (mode, args.vector, &text) {
+            (SearchMode::Keyword, Some(_), _) => {
+                return Err("vector: a keyword search ranks by words; give the text as `query`, without `vector` (or use mode \"hybrid\")".into())
+            }
+            (SearchMode::Keyword, None, None) => {
+                return Err("query: a keyword search needs the query text".into())
+            }
+            (SearchMode::Keyword, None, Some(_)) => None,
+            (SearchMode::Vector, Some(_), Some(_)) => {
+                return Err("give either `vector` or `query`, not both (or use mode \"hybrid\", which takes both)".into())
+            }
+            (SearchMode::Hybrid, _, None) => {
+                return Err("query: a hybrid search needs the query text (and may take a `vector` too)".into())
+            }
+            (_, Some(v), _) => Some(v),
+            (_, None, Some(q)) => {
+                // Checked before the embedding is paid for: the index must keep text.
+                if mode != SearchMode::Vector {
+                    let probe = SearchRequest::probe(mode, q);
+                    probe.check_text(&info).map_err(|e| tool_error("search", e))?;
+                }
+                Some(self.pipeline()?.embed_query(&info, q).await?)
+            }
+            (_, None, None) => {
+                return Err("give `vector` (numbers) or `query` (text) to search with".into())
+            }
         };
-        validate_vector("vector", &vector, Some(info.dimension)).map_err(|e| tool_error("search", e))?;
-        if info.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
-            return Err(
-                "vector: an all-zero vector has no direction, so no cosine score can be computed with it"
-                    .into(),
-            );
+        if let Some(vector) = &vector {
+            validate_vector("vector", vector, Some(info.dimension)).map_err(|e| tool_error("search", e))?;
+            if info.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
+                return Err(
+                    "vector: an all-zero vector has no direction, so no cosine score can be computed with it"
+                        .into(),
+                );
+            }
         }
         let req = SearchRequest {
             vector,
+            text,
+            mode,
+            fusion,
             top_k: top_k as usize,
             filter,
             min_score: args.min_score,
@@ -133,8 +245,13 @@ impl StrideServer {
                 score: h.score,
                 metadata: h.metadata,
                 vector: h.vector,
+                found_by: h.found_by,
             })
             .collect();
-        Ok(Json(SearchResult { results, engine }))
+        Ok(Json(SearchResult {
+            results,
+            engine,
+            mode,
+        }))
     }
 }

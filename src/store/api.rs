@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::filter::CompiledFilter;
+pub use super::text::TextSettings;
 
 /// Longest index name we accept; DuckDB allows more, but a name is typed by people.
 pub const MAX_INDEX_NAME: usize = 63;
@@ -68,6 +69,8 @@ pub struct IndexInfo {
     pub adopted: bool,
     /// The approximate index that serves its searches (PostgreSQL only); `None`: exact.
     pub ann: Option<Hnsw>,
+    /// Where its rows keep their text, and the language of its keyword index.
+    pub text: TextSettings,
 }
 
 /// An HNSW index over an index's vectors (pgvector). Searches through it are approximate;
@@ -291,6 +294,32 @@ pub fn target_dimension(
     }
 }
 
+/// `create_index` of an index that exists with the asked shape: its text settings must be
+/// the asked ones too (they are fixed when the index is made).
+pub fn existing_text_matches(existing: &IndexInfo, text: &TextSettings) -> Result<(), StoreError> {
+    let show = |t: &TextSettings| match &t.field {
+        Some(f) => format!("text_field {f:?}, language {}", t.language),
+        None => "no text (text_field null)".to_string(),
+    };
+    if existing.text.field != text.field {
+        return Err(StoreError::invalid(format!(
+            "text_field: index \"{}\" already exists with {}; asked for {}",
+            existing.name,
+            show(&existing.text),
+            show(text)
+        )));
+    }
+    if existing.text.field.is_some() && existing.text.language != text.language {
+        return Err(StoreError::invalid(format!(
+            "language: index \"{}\" already exists with {}; asked for {}",
+            existing.name,
+            show(&existing.text),
+            show(text)
+        )));
+    }
+    Ok(())
+}
+
 /// Embedding into an index is allowed when its recorded model (if any) and its dimension
 /// (when the embedder knows its own) agree.
 pub fn check_embeddable(info: &IndexInfo, model: &str, dimension: Option<usize>) -> Result<(), StoreError> {
@@ -368,6 +397,8 @@ pub enum WriteOp {
         metric: Metric,
         /// An HNSW index to build (PostgreSQL only).
         ann: Option<Hnsw>,
+        /// Where rows keep their text and the keyword index's language (checked).
+        text: TextSettings,
     },
     DeleteIndex {
         name: String,
@@ -526,6 +557,39 @@ pub struct NewDocument {
     pub hash: String,
 }
 
+/// The documents as they are kept: each one's text also in its metadata, under the index's
+/// text field (`text` for an index not made yet), so that searches and `fetch` return it and
+/// Mastra's stores read it where they look. Metadata that already holds that field with
+/// another value is refused, naming it.
+pub fn keep_texts(docs: &[NewDocument], index: Option<&IndexInfo>) -> Result<Vec<NewDocument>, StoreError> {
+    let field = match index {
+        Some(info) => info.text.field.clone(),
+        None => TextSettings::default().field,
+    };
+    let Some(field) = field else {
+        return Ok(docs.to_vec());
+    };
+    docs.iter()
+        .enumerate()
+        .map(|(at, doc)| {
+            let mut doc = doc.clone();
+            match doc.metadata.get(&field) {
+                Some(Value::String(given)) if *given == doc.text => {}
+                Some(_) => {
+                    return Err(StoreError::invalid(format!(
+                        "documents[{at}] (id {:?}).metadata.{field}: the index keeps each document's text there, and this is not the document's text; leave it out (it is filled in), or use an index with another text_field",
+                        doc.id
+                    )))
+                }
+                None => {
+                    doc.metadata.insert(field.clone(), Value::String(doc.text.clone()));
+                }
+            }
+            Ok(doc)
+        })
+        .collect()
+}
+
 /// What happened to an accepted document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceptance {
@@ -573,13 +637,132 @@ pub const MAX_TOP_K: usize = 1000;
 /// One search.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
-    pub vector: Vec<f32>,
+    /// The query vector (vector and hybrid modes).
+    pub vector: Option<Vec<f32>>,
+    /// The query text (keyword and hybrid modes).
+    pub text: Option<String>,
+    pub mode: SearchMode,
+    /// How a hybrid search fuses its two lists.
+    pub fusion: Fusion,
     pub top_k: usize,
     pub filter: Option<CompiledFilter>,
+    /// Each list drops what scores below it (its own score: similarity or BM25), before
+    /// fusion.
     pub min_score: Option<f64>,
     pub include_vector: bool,
     /// Candidates an HNSW search keeps (PostgreSQL HNSW indexes only).
     pub ef_search: Option<u32>,
+}
+
+impl SearchRequest {
+    /// A request that only carries a mode and a text, to check them before the work.
+    pub fn probe(mode: SearchMode, text: &str) -> SearchRequest {
+        SearchRequest {
+            vector: None,
+            text: Some(text.to_string()),
+            mode,
+            fusion: Fusion::default(),
+            top_k: 1,
+            filter: None,
+            min_score: None,
+            include_vector: false,
+            ef_search: None,
+        }
+    }
+
+    /// A keyword or hybrid search needs an index that keeps text and a query with words
+    /// in it (in the index's analyzer); checked the same way for both back-ends.
+    pub fn check_text(&self, index: &IndexInfo) -> Result<(), StoreError> {
+        if self.mode == SearchMode::Vector {
+            return Ok(());
+        }
+        let mode = self.mode.as_str();
+        if index.text.field.is_none() {
+            return Err(StoreError::invalid(format!(
+                "mode: index \"{}\" keeps no text (it was created with text_field null), so it has no {mode} search; use mode \"vector\"",
+                index.name
+            )));
+        }
+        let Some(text) = self.text.as_deref().filter(|t| !t.trim().is_empty()) else {
+            return Err(StoreError::invalid(format!(
+                "query: a {mode} search needs the query text"
+            )));
+        };
+        let terms = index.text.analyzer().terms(text).len();
+        if terms > super::text::MAX_QUERY_TERMS {
+            return Err(StoreError::invalid(format!(
+                "query: {terms} words to search by; a {mode} search takes at most {}",
+                super::text::MAX_QUERY_TERMS
+            )));
+        }
+        if terms == 0 && self.mode == SearchMode::Keyword {
+            return Err(StoreError::invalid(format!(
+                "query: {text:?} has no words to search by once stop words are dropped (language {}); use other words, or mode \"vector\"",
+                index.text.language
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which lists a search ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Nearest vectors to the query's embedding (or to the given vector).
+    Vector,
+    /// BM25 over the rows' kept text.
+    Keyword,
+    /// Both, under the same filter, fused.
+    Hybrid,
+}
+
+impl SearchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Vector => "vector",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// How a hybrid search merges its vector list and its keyword list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fusion {
+    /// Reciprocal rank fusion: `Σ 1 / (k + rank)`.
+    Rrf { k: f64 },
+    /// Each list's scores scaled to [0, 1], then `w · vector + (1 - w) · keyword`.
+    Weighted { vector_weight: f64 },
+}
+
+impl Fusion {
+    pub const DEFAULT_RRF_K: f64 = 60.0;
+    pub const DEFAULT_VECTOR_WEIGHT: f64 = 0.7;
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf {
+            k: Fusion::DEFAULT_RRF_K,
+        }
+    }
+}
+
+/// Where one list of a search ranked a hit (from 1) and what it scored there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Found {
+    pub rank: usize,
+    pub score: f64,
+}
+
+/// Which lists found a hit (keyword and hybrid searches).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, schemars::JsonSchema)]
+pub struct FoundBy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Found>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<Found>,
 }
 
 /// One hit.
@@ -589,6 +772,8 @@ pub struct Hit {
     pub score: f64,
     pub metadata: Map<String, Value>,
     pub vector: Option<Vec<f32>>,
+    /// Set by keyword and hybrid searches.
+    pub found_by: Option<FoundBy>,
 }
 
 // ---- Search engines
@@ -631,6 +816,8 @@ impl Engine {
 pub struct MemoryReport {
     pub engine: Engine,
     pub bytes: usize,
+    /// Of `bytes`, the keyword index's.
+    pub text_bytes: usize,
     /// `ready`, `loading`, `over_budget`, or `off` (the engine is `duckdb`).
     pub state: &'static str,
 }
@@ -639,6 +826,7 @@ impl MemoryReport {
     pub const OFF: MemoryReport = MemoryReport {
         engine: Engine::Duckdb,
         bytes: 0,
+        text_bytes: 0,
         state: "off",
     };
 }

@@ -13,8 +13,8 @@
 //! - [`memory`]: the in-memory copy the DuckDB back-end serves searches from (snapshots,
 //!   scan kernels, int8 codes, metadata columns).
 //! - [`postgres`]: PostgreSQL + pgvector.
-//! - [`keyword`]: exact BM25 postings and the text analyzer (issue 27: built and checked
-//!   against a reference; not yet fed by the writer nor asked by `search`).
+//! - [`text`]: what an index does with its rows' text: the analyzer, BM25's formula (the
+//!   in-memory engine keeps the postings), the fusion of hybrid searches.
 //!
 //! No back-end imports another's files (the DuckDB back-end uses [`memory`], which is its
 //! own search engine). No connection, SQL text or driver type is visible above this module,
@@ -23,10 +23,10 @@
 pub mod api;
 pub mod duckdb;
 pub mod filter;
-pub mod keyword;
 pub mod memory;
 pub mod metadata;
 pub mod postgres;
+pub mod text;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -165,6 +165,7 @@ impl Store {
         req: SearchRequest,
         engine: Option<Engine>,
     ) -> Result<(Vec<Hit>, Engine), StoreError> {
+        req.check_text(&index)?;
         match &self.backend {
             Backend::File(s) => {
                 if engine == Some(Engine::Postgres) {
@@ -242,6 +243,7 @@ impl Store {
             Backend::Postgres(_) => MemoryReport {
                 engine: Engine::Postgres,
                 bytes: 0,
+                text_bytes: 0,
                 state: "off",
             },
         }

@@ -18,7 +18,8 @@ async fn index_lifecycle_create_list_describe_delete() {
         .await;
     assert_eq!(
         created,
-        json!({"index": "goals", "dimension": 3, "metric": "euclidean", "created": true})
+        json!({"index": "goals", "dimension": 3, "metric": "euclidean", "created": true,
+               "text_field": "text", "language": "english"})
     );
     let again = s
         .ok(

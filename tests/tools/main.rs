@@ -8,6 +8,7 @@
 mod common;
 mod indexes;
 mod search;
+mod text;
 mod vectors;
 
 use common::*;

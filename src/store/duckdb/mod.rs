@@ -25,8 +25,8 @@ use duckdb::{Config, Connection};
 
 use crate::store::memory::{self, Memory};
 use crate::store::{
-    validate_index_name, Catalog, Engine, Hit, IndexInfo, MemoryReport, PendingDocument, SearchRequest,
-    StoreError, StoreOptions, SupersededFeed, WriteOp, WriteOutcome, MAX_READERS,
+    validate_index_name, Catalog, Engine, Hit, IndexInfo, MemoryReport, PendingDocument, SearchMode,
+    SearchRequest, StoreError, StoreOptions, SupersededFeed, WriteOp, WriteOutcome, MAX_READERS,
 };
 
 /// Handle to an open database. Clone it freely: every clone talks to the same writer.
@@ -141,6 +141,9 @@ impl FileStore {
         engine: Option<Engine>,
     ) -> Result<(Vec<Hit>, Engine), StoreError> {
         let memory = self.shared.memory.clone();
+        if req.mode != SearchMode::Vector {
+            return self.search_text(index, req, engine).await;
+        }
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         if want_memory && !read::needs_file(&req) {
             if let Some(copy) = memory.snapshot(&index.name) {
@@ -159,6 +162,56 @@ impl FileStore {
                 }
             }
             Ok((read::search(conn, &index, &req)?, Engine::Duckdb))
+        })
+        .await
+    }
+
+    /// A keyword or hybrid search: the keyword index lives in the in-memory copy, so it is
+    /// served there (waiting for the copy while it loads), or refused with the reason.
+    async fn search_text(
+        &self,
+        index: IndexInfo,
+        req: SearchRequest,
+        engine: Option<Engine>,
+    ) -> Result<(Vec<Hit>, Engine), StoreError> {
+        let memory = self.shared.memory.clone();
+        let mode = req.mode.as_str();
+        if engine == Some(Engine::Duckdb) {
+            return Err(StoreError::invalid(format!(
+                "engine: \"duckdb\" scans vectors only; a {mode} search is served by the memory engine (omit engine)"
+            )));
+        }
+        if !memory.enabled {
+            return Err(StoreError::invalid(format!(
+                "mode: a {mode} search needs the in-memory engine, and this server runs with --search-engine duckdb; start it with --search-engine memory (the default)"
+            )));
+        }
+        let Some(copy) = memory.settled(&index.name).await else {
+            if memory.over_budget(&index.name) {
+                return Err(StoreError::invalid(format!(
+                    "mode: index \"{}\" does not fit the memory budget (--memory-limit {} MiB), and a {mode} search needs its in-memory copy; raise --memory-limit, or search with mode \"vector\"",
+                    index.name,
+                    memory.limit_bytes >> 20
+                )));
+            }
+            return Err(StoreError::unknown_index(&index.name));
+        };
+        if !read::needs_file(&req) {
+            let pool = memory.clone();
+            let hits = pool
+                .run(move || read::search_memory(&memory, &copy, &req, None))
+                .await??;
+            return Ok((hits, Engine::Memory));
+        }
+        self.read(move |conn| {
+            let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? else {
+                return Err(StoreError::Internal(format!(
+                    "index \"{}\" left memory during the search; call again",
+                    index.name
+                )));
+            };
+            let file = Some((conn, &index));
+            Ok((read::search_memory(&memory, &copy, &req, file)?, Engine::Memory))
         })
         .await
     }

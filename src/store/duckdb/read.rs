@@ -15,6 +15,7 @@ use crate::store::api::*;
 use crate::store::filter::CompiledFilter;
 use crate::store::memory::{MemoryIndex, Rows};
 use crate::store::metadata::Metadata;
+use crate::store::text::fusion;
 
 fn score_sql(metric: Metric) -> &'static str {
     match metric {
@@ -54,7 +55,11 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
         table = quoted(&index.name),
         vector_out = if req.include_vector { ", vector" } else { "" },
     );
-    let query_text = vector_literal(&req.vector);
+    let vector = req
+        .vector
+        .as_deref()
+        .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))?;
+    let query_text = vector_literal(vector);
     let mut params: Vec<&dyn ToSql> = vec![&query_text];
     if let Some(filter) = &req.filter {
         params.extend(filter.params.iter().map(|p| p as &dyn ToSql));
@@ -90,6 +95,7 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
             vector: vector.map(|v| parse_vector(&id, &v)).transpose()?,
             id,
             score,
+            found_by: None,
         });
     }
     Ok(hits)
@@ -146,6 +152,7 @@ pub fn fetch(conn: &Connection, index: &IndexInfo, ids: &[String]) -> Result<Vec
                 vector: Some(parse_vector(&id, &vector)?),
                 score: 0.0,
                 id,
+                found_by: None,
             });
         }
     }
@@ -161,7 +168,7 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<crate::store::
     let fail = |e: &dyn std::fmt::Display| {
         StoreError::internal(&format!("loading index \"{}\" into memory", index.name), e)
     };
-    let mut idx = crate::store::memory::Builder::new(index.dimension, index.metric);
+    let mut idx = crate::store::memory::Builder::with_text(index.dimension, index.metric, &index.text);
     let mut stmt = conn
         .prepare(&format!(
             "SELECT id, vector, metadata::VARCHAR FROM {}",
@@ -298,17 +305,17 @@ pub fn search_memory(
             }
         },
     };
-    let scored = pool.install(|| memory.search(&req.vector, req.top_k, rows, req.min_score));
+    let ranked = pool.install(|| rank_in_memory(memory, req, rows))?;
     let mut vectors = if req.include_vector {
         let (conn, index) = file.ok_or_else(needs)?;
-        let ids: Vec<String> = scored.iter().map(|s| memory.id(s.position).to_string()).collect();
+        let ids: Vec<String> = ranked.iter().map(|r| memory.id(r.0).to_string()).collect();
         details(conn, index, &ids, true)?
     } else {
         std::collections::HashMap::new()
     };
-    let mut hits = Vec::with_capacity(scored.len());
-    for s in &scored {
-        let id = memory.id(s.position).to_string();
+    let mut hits = Vec::with_capacity(ranked.len());
+    for &(position, score, found_by) in &ranked {
+        let id = memory.id(position).to_string();
         let vector = if req.include_vector {
             let (_, vector) = vectors
                 .remove(&id)
@@ -318,11 +325,84 @@ pub fn search_memory(
             None
         };
         hits.push(Hit {
-            metadata: memory.metadata(s.position).to_map(),
-            score: s.score as f64,
+            metadata: memory.metadata(position).to_map(),
+            score,
             vector,
             id,
+            found_by,
         });
     }
     Ok(hits)
+}
+
+/// Candidates each list of a hybrid search brings to the fusion: at least this many, and
+/// never fewer than `top_k`.
+pub const FUSION_DEPTH: usize = 100;
+
+/// The ranked rows of one search on a snapshot, in the search's mode: (position, score,
+/// which lists found it).
+fn rank_in_memory(
+    memory: &MemoryIndex,
+    req: &SearchRequest,
+    rows: Rows<'_>,
+) -> Result<Vec<(usize, f64, Option<FoundBy>)>, StoreError> {
+    let vector = || {
+        req.vector
+            .as_deref()
+            .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))
+    };
+    let keyword_terms = || {
+        let text = memory
+            .text()
+            .ok_or_else(|| StoreError::Internal("a keyword search on an index that keeps no text".into()))?;
+        Ok::<_, StoreError>(text.query_terms(req.text.as_deref().unwrap_or("")))
+    };
+    Ok(match req.mode {
+        SearchMode::Vector => memory
+            .search(vector()?, req.top_k, rows, req.min_score)
+            .into_iter()
+            .map(|s| (s.position, s.score as f64, None))
+            .collect(),
+        SearchMode::Keyword => memory
+            .keyword_search(&keyword_terms()?, req.top_k, rows, req.min_score)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s.position, s.score, Some(found_by(None, Some((i, s.score))))))
+            .collect(),
+        SearchMode::Hybrid => {
+            let depth = req.top_k.max(FUSION_DEPTH);
+            let by_vector = memory.search(vector()?, depth, rows, req.min_score);
+            let by_keyword = memory.keyword_search(&keyword_terms()?, depth, rows, req.min_score);
+            let mut positions = std::collections::HashMap::new();
+            let mut list = |hits: Vec<(usize, f64)>| -> Vec<(String, f64)> {
+                hits.into_iter()
+                    .map(|(position, score)| {
+                        let id = memory.id(position).to_string();
+                        positions.insert(id.clone(), position);
+                        (id, score)
+                    })
+                    .collect()
+            };
+            let by_vector = list(by_vector.iter().map(|s| (s.position, s.score as f64)).collect());
+            let by_keyword = list(by_keyword.iter().map(|s| (s.position, s.score)).collect());
+            fusion::fuse(&by_vector, &by_keyword, req.fusion, req.top_k)
+                .into_iter()
+                .map(|f| {
+                    let found = FoundBy {
+                        vector: f.vector,
+                        keyword: f.keyword,
+                    };
+                    (positions[&f.id], f.score, Some(found))
+                })
+                .collect()
+        }
+    })
+}
+
+fn found_by(vector: Option<(usize, f64)>, keyword: Option<(usize, f64)>) -> FoundBy {
+    let found = |(i, score): (usize, f64)| Found { rank: i + 1, score };
+    FoundBy {
+        vector: vector.map(found),
+        keyword: keyword.map(found),
+    }
 }

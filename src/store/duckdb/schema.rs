@@ -13,7 +13,8 @@
 use duckdb::{params, Connection};
 
 use super::Catalog;
-use crate::store::api::{quoted, IndexInfo, Metric};
+use crate::store::api::{quoted, IndexInfo, Metric, TextSettings};
+use crate::store::text;
 
 /// Our schema inside the database file.
 pub const BOOKKEEPING: &str = "stride_vectors";
@@ -32,7 +33,10 @@ CREATE TABLE IF NOT EXISTS stride_vectors.indexes (
     metric VARCHAR NOT NULL,
     model VARCHAR,
     adopted BOOLEAN NOT NULL DEFAULT false,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    keeps_text BOOLEAN,
+    text_field VARCHAR,
+    language VARCHAR
 );
 CREATE TABLE IF NOT EXISTS stride_vectors.documents (
     index_name VARCHAR NOT NULL,
@@ -59,6 +63,15 @@ CREATE TABLE IF NOT EXISTS stride_vectors.pending (
 /// in `main`, and return the catalog. Runs in one transaction.
 pub fn prepare(conn: &Connection) -> anyhow::Result<Catalog> {
     conn.execute_batch("BEGIN TRANSACTION")?;
+    match add_missing_columns(conn) {
+        Ok(false) => conn.execute_batch("COMMIT")?,
+        Ok(true) => conn.execute_batch("COMMIT; CHECKPOINT;")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    conn.execute_batch("BEGIN TRANSACTION")?;
     match prepare_in_transaction(conn) {
         Ok(catalog) => {
             conn.execute_batch("COMMIT")?;
@@ -72,6 +85,45 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<Catalog> {
     }
 }
 
+/// Columns added to `stride_vectors.indexes` after format 1 was first written (keyword
+/// search): a file made before them gets them, NULL, read as the defaults.
+const ADDED_INDEX_COLUMNS: [(&str, &str); 3] = [
+    ("keeps_text", "BOOLEAN"),
+    ("text_field", "VARCHAR"),
+    ("language", "VARCHAR"),
+];
+
+/// Give an older file's catalog the columns it lacks. Whether anything was added: the caller
+/// then checkpoints, because DuckDB 1.5.5 cannot replay an `ALTER TABLE` from its WAL (it
+/// fails with "GetDefaultDatabase with no default database set"), so it must not stay there.
+fn add_missing_columns(conn: &Connection) -> anyhow::Result<bool> {
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'stride_vectors' AND table_name = 'indexes'",
+        [],
+        |row| row.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(false); // A new file: the catalog is made with every column.
+    }
+    let mut added = false;
+    for (column, kind) in ADDED_INDEX_COLUMNS {
+        let present: i64 = conn.query_row(
+            "SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'stride_vectors'
+             AND table_name = 'indexes' AND column_name = ?",
+            params![column],
+            |row| row.get(0),
+        )?;
+        if present == 0 {
+            // Names and types are the constants above: nothing from outside reaches this SQL.
+            conn.execute_batch(&format!(
+                "ALTER TABLE stride_vectors.indexes ADD COLUMN {column} {kind}"
+            ))?;
+            added = true;
+        }
+    }
+    Ok(added)
+}
+
 fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
     conn.execute_batch(BOOKKEEPING_DDL)?;
     check_format_version(conn)?;
@@ -83,11 +135,25 @@ fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
             Some(_) => {
                 tracing::warn!(index = %name, dimension, "table dimension changed outside stride-vectors; re-registering");
                 conn.execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
-                register(conn, name, *dimension, Metric::Cosine, true)?;
+                register(
+                    conn,
+                    name,
+                    *dimension,
+                    Metric::Cosine,
+                    true,
+                    &TextSettings::default(),
+                )?;
             }
             None => {
                 tracing::info!(index = %name, dimension, "adopting a table made outside stride-vectors (metric cosine)");
-                register(conn, name, *dimension, Metric::Cosine, true)?;
+                register(
+                    conn,
+                    name,
+                    *dimension,
+                    Metric::Cosine,
+                    true,
+                    &TextSettings::default(),
+                )?;
             }
         }
     }
@@ -187,7 +253,8 @@ fn index_dimension(columns: &[String]) -> Option<usize> {
 
 fn registered_indexes(conn: &Connection) -> anyhow::Result<Catalog> {
     let mut stmt = conn.prepare(
-        "SELECT name, dimension, metric, model, adopted FROM stride_vectors.indexes ORDER BY name",
+        "SELECT name, dimension, metric, model, adopted, keeps_text, text_field, language
+         FROM stride_vectors.indexes ORDER BY name",
     )?;
     let rows = stmt.query_map([], |row| {
         Ok((
@@ -196,11 +263,21 @@ fn registered_indexes(conn: &Connection) -> anyhow::Result<Catalog> {
             row.get::<_, String>(2)?,
             row.get::<_, Option<String>>(3)?,
             row.get::<_, bool>(4)?,
+            row.get::<_, Option<bool>>(5)?,
+            row.get::<_, Option<String>>(6)?,
+            row.get::<_, Option<String>>(7)?,
         ))
     })?;
     let mut catalog = Catalog::new();
     for row in rows {
-        let (name, dimension, metric, model, adopted) = row?;
+        let (name, dimension, metric, model, adopted, keeps_text, text_field, language) = row?;
+        let text = TextSettings {
+            field: match keeps_text {
+                Some(false) => None,
+                _ => Some(text_field.unwrap_or_else(|| text::DEFAULT_FIELD.to_string())),
+            },
+            language: language.unwrap_or_else(|| text::DEFAULT_LANGUAGE.to_string()),
+        };
         let metric = Metric::parse(&metric)
             .ok_or_else(|| anyhow::anyhow!("index {name:?} has an unknown metric {metric:?}"))?;
         let dimension = usize::try_from(dimension)?;
@@ -213,6 +290,7 @@ fn registered_indexes(conn: &Connection) -> anyhow::Result<Catalog> {
                 model,
                 adopted,
                 ann: None,
+                text,
             },
         );
     }
@@ -226,10 +304,20 @@ pub fn register(
     dimension: usize,
     metric: Metric,
     adopted: bool,
+    text: &TextSettings,
 ) -> duckdb::Result<usize> {
     conn.execute(
-        "INSERT INTO stride_vectors.indexes (name, dimension, metric, adopted) VALUES (?, ?, ?, ?)",
-        params![name, dimension as i64, metric.as_str(), adopted],
+        "INSERT INTO stride_vectors.indexes (name, dimension, metric, adopted, keeps_text, text_field, language)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        params![
+            name,
+            dimension as i64,
+            metric.as_str(),
+            adopted,
+            text.field.is_some(),
+            text.field.as_deref().unwrap_or(text::DEFAULT_FIELD),
+            text.language
+        ],
     )
 }
 

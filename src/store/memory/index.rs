@@ -15,9 +15,11 @@ use rayon::prelude::*;
 
 use super::columns::{self, Columns, Mask};
 use super::quantized::{self, QueryCode, RowCode};
+use super::terms::{self, ChunkPostings, KeywordScored, QueryTerms, RowTerms, TextIndex};
 use crate::store::api::Metric;
 use crate::store::filter::Filter;
 use crate::store::metadata::Metadata;
+use crate::store::text::TextSettings;
 
 /// Rows below which one thread scans alone: splitting costs more than it saves.
 pub(super) const PARALLEL_MIN_ROWS: usize = 16_384;
@@ -45,6 +47,8 @@ pub(super) struct Chunk {
     code: Vec<RowCode>,
     metadata: Vec<Metadata>,
     columns: Option<Columns>,
+    /// The rows' keyword postings (empty when the index keeps no text).
+    postings: ChunkPostings,
 }
 
 /// One index in memory, as of one commit. Cloning it is cheap (it shares its chunks).
@@ -60,6 +64,11 @@ pub struct MemoryIndex {
     live_rows: usize,
     /// Bytes of the metadata of every stored row, live or dead, and of the chunks' columns.
     metadata_bytes: usize,
+    /// The keyword side, when the index keeps text.
+    text: Option<Arc<TextIndex>>,
+    /// Live rows with at least one term, and the sum of their lengths: BM25's N and avgdl.
+    text_docs: usize,
+    text_len: u64,
 }
 
 /// Which rows a search may return, besides being live.
@@ -89,6 +98,58 @@ impl MemoryIndex {
             live: Arc::new(Vec::new()),
             live_rows: 0,
             metadata_bytes: 0,
+            text: None,
+            text_docs: 0,
+            text_len: 0,
+        }
+    }
+
+    /// The keyword side, when the index keeps text.
+    pub fn text(&self) -> Option<&TextIndex> {
+        self.text.as_deref()
+    }
+
+    /// Live rows with terms, and the sum of their lengths.
+    pub(super) fn text_totals(&self) -> (usize, u64) {
+        (self.text_docs, self.text_len)
+    }
+
+    pub(super) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub(super) fn chunk_postings(&self, c: usize) -> &ChunkPostings {
+        &self.chunks[c].postings
+    }
+
+    /// Terms in the row at `position` (repeats counted).
+    pub(super) fn text_len_of(&self, position: usize) -> u32 {
+        self.chunks[position / CHUNK_ROWS]
+            .postings
+            .len_of(position % CHUNK_ROWS)
+    }
+
+    pub(super) fn admits_row(&self, rows: Rows<'_>, position: usize) -> bool {
+        self.admits(rows, position)
+    }
+
+    /// Exact BM25 top-k of a query's terms over the live rows `rows` lets through (see
+    /// [`terms::keyword_search`]); nothing when the index keeps no text.
+    pub fn keyword_search(
+        &self,
+        query: &QueryTerms,
+        k: usize,
+        rows: Rows<'_>,
+        min_score: Option<f64>,
+    ) -> Vec<KeywordScored> {
+        terms::keyword_search(self, query, k, rows, min_score)
+    }
+
+    /// Bytes of the keyword side: postings, lengths and vocabulary.
+    pub fn text_bytes(&self) -> usize {
+        match &self.text {
+            None => 0,
+            Some(text) => text.bytes() + self.chunks.iter().map(|c| c.postings.bytes()).sum::<usize>(),
         }
     }
 
@@ -160,7 +221,10 @@ impl MemoryIndex {
     /// Bytes held: vectors, ids and metadata of every stored row (an estimate of their
     /// overhead included), and the liveness bitmap.
     pub fn bytes(&self) -> usize {
-        self.rows * Self::row_bytes(self.dimension) + self.metadata_bytes + self.live.len() * 8
+        self.rows * Self::row_bytes(self.dimension)
+            + self.metadata_bytes
+            + self.live.len() * 8
+            + self.text_bytes()
     }
 
     /// Bytes one more row of this width costs before its metadata, for the memory budget:
@@ -173,11 +237,19 @@ impl MemoryIndex {
     /// snapshot still shares it.
     fn push(&mut self, id: &str, vector: &[f32], metadata: Metadata) -> usize {
         let row = self.prepare(vector);
-        self.push_prepared(id, &row, metadata)
+        let terms = self.row_terms(&metadata);
+        self.push_prepared(id, &row, metadata, &terms)
     }
 
-    /// Append a row already normalised for the metric.
-    fn push_prepared(&mut self, id: &str, row: &[f32], metadata: Metadata) -> usize {
+    /// The terms a row's metadata gives (none when the index keeps no text).
+    fn row_terms(&self, metadata: &Metadata) -> RowTerms {
+        self.text
+            .as_ref()
+            .map_or_else(RowTerms::default, |t| t.row_terms(metadata))
+    }
+
+    /// Append a row already normalised for the metric, with its terms.
+    fn push_prepared(&mut self, id: &str, row: &[f32], metadata: Metadata, terms: &RowTerms) -> usize {
         let position = self.rows;
         if position.is_multiple_of(CHUNK_ROWS) {
             self.chunks.push(Arc::new(Chunk {
@@ -187,6 +259,7 @@ impl MemoryIndex {
                 code: Vec::with_capacity(CHUNK_ROWS),
                 metadata: Vec::with_capacity(CHUNK_ROWS),
                 columns: None,
+                postings: ChunkPostings::default(),
             }));
         }
         let last = self.chunks.last_mut().expect("a chunk was just ensured");
@@ -197,10 +270,16 @@ impl MemoryIndex {
         chunk.code.push(code);
         self.metadata_bytes += metadata.bytes();
         chunk.metadata.push(metadata);
+        chunk.postings.push(terms);
         if chunk.metadata.len() == CHUNK_ROWS {
             let columns = Columns::build(&chunk.metadata);
             self.metadata_bytes += columns.bytes();
             chunk.columns = Some(columns);
+            chunk.postings.freeze();
+        }
+        if terms.len > 0 {
+            self.text_docs += 1;
+            self.text_len += u64::from(terms.len);
         }
         self.rows += 1;
         let live = Arc::make_mut(&mut self.live);
@@ -216,6 +295,11 @@ impl MemoryIndex {
         if self.is_live(position) {
             Arc::make_mut(&mut self.live)[position / 64] &= !(1 << (position % 64));
             self.live_rows -= 1;
+            let len = self.text_len_of(position);
+            if len > 0 {
+                self.text_docs -= 1;
+                self.text_len -= u64::from(len);
+            }
         }
     }
 
@@ -345,11 +429,19 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// An index that keeps no text.
     pub fn new(dimension: usize, metric: Metric) -> Self {
         Builder {
             index: MemoryIndex::new(dimension, metric),
             positions: HashMap::new(),
         }
+    }
+
+    /// An index whose rows keep their text as `text` says, with its keyword side.
+    pub fn with_text(dimension: usize, metric: Metric, text: &TextSettings) -> Self {
+        let mut builder = Builder::new(dimension, metric);
+        builder.index.text = TextIndex::new(text).map(Arc::new);
+        builder
     }
 
     pub fn len(&self) -> usize {
@@ -382,7 +474,8 @@ impl Builder {
         };
         let row = self.index.vector(old).to_vec();
         self.index.kill(old);
-        let position = self.index.push_prepared(id, &row, metadata);
+        let terms = self.index.row_terms(&metadata);
+        let position = self.index.push_prepared(id, &row, metadata, &terms);
         self.positions.insert(id.to_string(), position);
         self.compact_if_worth_it();
     }
@@ -406,17 +499,27 @@ impl Builder {
         if dead < 4 * CHUNK_ROWS || dead * 4 < self.index.rows {
             return;
         }
-        let empty = MemoryIndex::new(self.index.dimension, self.index.metric);
+        let mut empty = MemoryIndex::new(self.index.dimension, self.index.metric);
+        empty.text = self.index.text.clone();
         let old = std::mem::replace(&mut self.index, empty);
         self.positions.clear();
-        for position in (0..old.rows).filter(|p| old.is_live(*p)) {
-            // Rows are stored prepared: copy them as they are, not normalised again.
-            let new_position = self.index.push_prepared(
-                old.id(position),
-                old.vector(position),
-                old.metadata(position).clone(),
-            );
-            self.positions.insert(old.id(position).to_string(), new_position);
+        for (c, chunk) in old.chunks.iter().enumerate() {
+            // Terms move with their rows, as they are: no text is analysed again.
+            let terms = chunk.postings.rows();
+            for (row, terms) in terms.iter().enumerate() {
+                let position = c * CHUNK_ROWS + row;
+                if !old.is_live(position) {
+                    continue;
+                }
+                // Rows are stored prepared: copy them as they are, not normalised again.
+                let new_position = self.index.push_prepared(
+                    old.id(position),
+                    old.vector(position),
+                    old.metadata(position).clone(),
+                    terms,
+                );
+                self.positions.insert(old.id(position).to_string(), new_position);
+            }
         }
     }
 }

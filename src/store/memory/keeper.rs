@@ -30,18 +30,21 @@ impl Keeper {
             let index = change.index().to_string();
             match change {
                 Change::Create {
-                    dimension, metric, ..
+                    dimension,
+                    metric,
+                    text,
+                    ..
                 } => {
                     self.backlog.remove(&index);
                     self.builders
-                        .insert(index.clone(), Builder::new(dimension, metric));
+                        .insert(index.clone(), Builder::with_text(dimension, metric, &text));
                     touched.insert(index);
                 }
                 Change::Drop { .. } => {
                     self.backlog.remove(&index);
                     self.builders.remove(&index);
                     touched.remove(&index);
-                    memory.slots().remove(&index);
+                    memory.set_slot(&index, None);
                 }
                 change => {
                     if let Some(builder) = self.builders.get_mut(&index) {
@@ -66,7 +69,7 @@ impl Keeper {
         }
         let backlog = self.backlog.remove(index).unwrap_or_default();
         let Some(mut builder) = builder else {
-            memory.slots().insert(index.to_string(), Slot::OverBudget);
+            memory.set_slot(index, Some(Slot::OverBudget));
             return;
         };
         for (commit, change) in backlog {
@@ -101,12 +104,10 @@ impl Keeper {
                 "index does not fit the memory budget; searching it with DuckDB"
             );
             self.builders.remove(index);
-            memory.slots().insert(index.to_string(), Slot::OverBudget);
+            memory.set_slot(index, Some(Slot::OverBudget));
             return;
         }
-        memory
-            .slots()
-            .insert(index.to_string(), Slot::Ready(builder.snapshot()));
+        memory.set_slot(index, Some(Slot::Ready(builder.snapshot())));
     }
 }
 

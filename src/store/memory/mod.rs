@@ -46,6 +46,7 @@ mod keeper;
 pub mod quantized;
 #[cfg(test)]
 mod quantized_tests;
+pub mod terms;
 #[cfg(test)]
 mod tests;
 
@@ -57,8 +58,10 @@ use duckdb::Connection;
 
 pub use self::index::{dot, Builder, MemoryIndex, Rows, Scored};
 pub use self::keeper::Keeper;
+pub use self::terms::{KeywordScored, QueryTerms, TextIndex};
 use crate::store::api::{Engine, MemoryReport, Metric, StoreError};
 use crate::store::metadata::Metadata;
+use crate::store::text::TextSettings;
 
 /// A committed change, as the writer records it for the in-memory copy.
 #[derive(Debug, Clone)]
@@ -67,6 +70,7 @@ pub enum Change {
         index: String,
         dimension: usize,
         metric: Metric,
+        text: TextSettings,
     },
     Drop {
         index: String,
@@ -110,6 +114,8 @@ pub struct Memory {
     commits: AtomicU64,
     /// Where scans run (see the module comment).
     pool: rayon::ThreadPool,
+    /// Ticks whenever a slot changes (a search waiting for a load watches it).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Ends a read transaction opened by [`Memory::begin_read`] when dropped.
@@ -155,6 +161,7 @@ impl Memory {
             slots: Mutex::new(HashMap::new()),
             commits: AtomicU64::new(0),
             pool,
+            changed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -182,12 +189,44 @@ impl Memory {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Set (or, with `None`, remove) the slot of `index`, and wake whoever waits on a load.
+    fn set_slot(&self, index: &str, slot: Option<Slot>) {
+        match slot {
+            Some(slot) => self.slots().insert(index.to_string(), slot),
+            None => self.slots().remove(index),
+        };
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// How `index` is served once it is no longer loading: its snapshot, or `None` (not
+    /// in memory: over the budget, or gone). Waits while it loads.
+    pub async fn settled(&self, index: &str) -> Option<Arc<MemoryIndex>> {
+        let mut changes = self.changed.subscribe();
+        loop {
+            match self.slots().get(index) {
+                Some(Slot::Ready(copy)) => return Some(copy.clone()),
+                Some(Slot::Loading) => {}
+                _ => return None,
+            }
+            if changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Whether `index` is over the memory budget (and so searched by DuckDB).
+    pub fn over_budget(&self, index: &str) -> bool {
+        matches!(self.slots().get(index), Some(Slot::OverBudget))
+    }
+
     /// Mark indexes as loading (before the loader starts on them).
     pub fn mark_loading(&self, names: impl IntoIterator<Item = String>) {
         let mut slots = self.slots();
         for name in names {
             slots.insert(name, Slot::Loading);
         }
+        drop(slots);
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// The current snapshot of `index` and a DuckDB read transaction on `conn` at the same
@@ -234,16 +273,19 @@ impl Memory {
                     Slot::Ready(i) => MemoryReport {
                         engine: Engine::Memory,
                         bytes: i.bytes(),
+                        text_bytes: i.text_bytes(),
                         state: "ready",
                     },
                     Slot::Loading => MemoryReport {
                         engine: Engine::Duckdb,
                         bytes: 0,
+                        text_bytes: 0,
                         state: "loading",
                     },
                     Slot::OverBudget => MemoryReport {
                         engine: Engine::Duckdb,
                         bytes: 0,
+                        text_bytes: 0,
                         state: "over_budget",
                     },
                 };

@@ -18,12 +18,13 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
-use super::schema::{Names, NAMESPACE};
+use super::schema::{self, Names, NAMESPACE};
 use super::{Client, Shared};
 use crate::store::filter::pg::{self, PgParam};
 use crate::store::metadata::hit_object;
+use crate::store::text::fusion;
 use crate::store::PendingDocument;
-use crate::store::{Hit, SearchRequest};
+use crate::store::{Found, FoundBy, Hit, SearchMode, SearchRequest};
 use crate::store::{IndexInfo, Metric, StoreError, MAX_EF_SEARCH};
 
 /// pgvector's default `hnsw.ef_search`.
@@ -64,23 +65,111 @@ pub(super) fn table_error(index: &str, e: &tokio_postgres::Error) -> StoreError 
     super::db_error(e)
 }
 
-/// Top k of `index` for `req`. The caller has checked the vector against the index.
+/// Top k of `index` for `req`, in its mode. The caller has checked the vector against the
+/// index and that the index keeps text when the mode needs it. A hybrid search reads both
+/// lists in one repeatable-read transaction, so they see the same commit.
 pub async fn search(
     client: &mut Client,
     shared: &Shared,
     index: &IndexInfo,
     req: &SearchRequest,
 ) -> Result<Vec<Hit>, StoreError> {
-    let names = &shared.names;
-    let mut params: Vec<Param> = vec![Box::new(pgvector::Vector::from(req.vector.clone()))];
-    let filter_sql = match &req.filter {
+    let fail = |e: tokio_postgres::Error| table_error(&index.name, &e);
+    if req.mode == SearchMode::Keyword {
+        return keyword_hits(&***client, shared, index, req, req.top_k).await;
+    }
+    if req.mode == SearchMode::Vector && index.ann.is_none() {
+        return vector_hits(&***client, shared, index, req, req.top_k).await;
+    }
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(fail)?;
+    let depth = match req.mode {
+        SearchMode::Hybrid => req.top_k.max(FUSION_DEPTH),
+        _ => req.top_k,
+    };
+    if index.ann.is_some() {
+        let ef = req
+            .ef_search
+            .unwrap_or(DEFAULT_EF_SEARCH)
+            .max(depth as u32)
+            .min(MAX_EF_SEARCH);
+        // SET takes no parameters; `ef` is an integer we bounded above.
+        let mut settings = format!("SET LOCAL hnsw.ef_search = {ef};");
+        if shared.iterative_scan {
+            settings.push_str(" SET LOCAL hnsw.iterative_scan = strict_order;");
+        }
+        tx.batch_execute(&settings).await.map_err(fail)?;
+    }
+    let by_vector = vector_hits(&*tx, shared, index, req, depth).await?;
+    let hits = if req.mode == SearchMode::Hybrid {
+        let by_keyword = keyword_hits(&*tx, shared, index, req, depth).await?;
+        fuse(by_vector, by_keyword, req)
+    } else {
+        by_vector
+    };
+    tx.commit().await.map_err(fail)?;
+    Ok(hits)
+}
+
+/// Candidates each list of a hybrid search brings to the fusion (as on DuckDB).
+const FUSION_DEPTH: usize = 100;
+
+/// Fuse two lists of hits (see [`fusion::fuse`]); each hit keeps its metadata and vector.
+fn fuse(by_vector: Vec<Hit>, by_keyword: Vec<Hit>, req: &SearchRequest) -> Vec<Hit> {
+    let scores =
+        |hits: &[Hit]| -> Vec<(String, f64)> { hits.iter().map(|h| (h.id.clone(), h.score)).collect() };
+    let fused = fusion::fuse(&scores(&by_vector), &scores(&by_keyword), req.fusion, req.top_k);
+    let mut rows: HashMap<String, Hit> = by_keyword
+        .into_iter()
+        .chain(by_vector)
+        .map(|h| (h.id.clone(), h))
+        .collect();
+    fused
+        .into_iter()
+        .filter_map(|f| {
+            let mut hit = rows.remove(&f.id)?;
+            hit.score = f.score;
+            hit.found_by = Some(FoundBy {
+                vector: f.vector,
+                keyword: f.keyword,
+            });
+            Some(hit)
+        })
+        .collect()
+}
+
+/// The filter of `req` as SQL on alias `t`, its values appended to `params`.
+fn filter_sql(req: &SearchRequest, params: &mut Vec<Param>) -> String {
+    match &req.filter {
         Some(f) => {
-            let (sql, values) = pg::compile(&f.filter, "t.metadata", 2);
+            let (sql, values) = pg::compile(&f.filter, "t.metadata", params.len() + 1);
             params.extend(values.into_iter().map(boxed));
             sql
         }
         None => "TRUE".to_string(),
-    };
+    }
+}
+
+/// The vector list: top `k` by similarity.
+async fn vector_hits(
+    c: &(impl GenericClient + Sync),
+    shared: &Shared,
+    index: &IndexInfo,
+    req: &SearchRequest,
+    k: usize,
+) -> Result<Vec<Hit>, StoreError> {
+    let names = &shared.names;
+    let vector = req
+        .vector
+        .clone()
+        .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))?;
+    let mut params: Vec<Param> = vec![Box::new(pgvector::Vector::from(vector))];
+    let filter_sql = filter_sql(req, &mut params);
     let distance = format!(
         "(t.embedding {} $1::{})",
         names.op(distance_operator(index.metric)),
@@ -100,7 +189,7 @@ pub async fn search(
         }
         None => String::new(),
     };
-    params.push(Box::new(req.top_k as i64));
+    params.push(Box::new(k as i64));
     let limit = format!("${}::int8", params.len());
     let table = names.table(&index.name);
     let inner = format!(
@@ -118,41 +207,85 @@ pub async fn search(
              WHERE score <> 'NaN'::real {min_score} ORDER BY score DESC, vector_id COLLATE \"C\" LIMIT {limit}"
         ),
     };
-    let fail = |e: tokio_postgres::Error| table_error(&index.name, &e);
-    let rows = match index.ann {
-        Some(_) => {
-            let ef = req
-                .ef_search
-                .unwrap_or(DEFAULT_EF_SEARCH)
-                .max(req.top_k as u32)
-                .min(MAX_EF_SEARCH);
-            let tx = client.transaction().await.map_err(fail)?;
-            // SET takes no parameters; `ef` is an integer we bounded above.
-            let mut settings = format!("SET LOCAL hnsw.ef_search = {ef};");
-            if shared.iterative_scan {
-                settings.push_str(" SET LOCAL hnsw.iterative_scan = strict_order;");
-            }
-            tx.batch_execute(&settings).await.map_err(fail)?;
-            let rows = tx.query(&sql, &refs(&params)).await.map_err(fail)?;
-            tx.commit().await.map_err(fail)?;
-            rows
+    let rows = c
+        .query(&sql, &refs(&params))
+        .await
+        .map_err(|e| table_error(&index.name, &e))?;
+    Ok(rows
+        .iter()
+        .map(|row| hit(row, req.include_vector, None))
+        .collect())
+}
+
+/// The keyword list: PostgreSQL's full-text search over the index's text field in its
+/// language, any query word matching, ranked by `ts_rank_cd` (cover density; not BM25).
+async fn keyword_hits(
+    c: &(impl GenericClient + Sync),
+    shared: &Shared,
+    index: &IndexInfo,
+    req: &SearchRequest,
+    k: usize,
+) -> Result<Vec<Hit>, StoreError> {
+    let names = &shared.names;
+    let tsvector = schema::tsvector_sql(&index.text, "t.")
+        .ok_or_else(|| StoreError::invalid(format!("mode: index \"{}\" keeps no text", index.name)))?;
+    let config = schema::text_config(&index.text.language);
+    let mut params: Vec<Param> = vec![Box::new(req.text.clone().unwrap_or_default())];
+    let filter_sql = filter_sql(req, &mut params);
+    let vector_column = if req.include_vector { ", t.embedding" } else { "" };
+    let min_score = match req.min_score {
+        Some(min) => {
+            params.push(Box::new(min));
+            format!(
+                "AND ts_rank_cd({tsvector}, q.query)::float8 >= ${}::float8",
+                params.len()
+            )
         }
-        None => client.query(&sql, &refs(&params)).await.map_err(fail)?,
+        None => String::new(),
     };
-    rows.iter()
-        .map(|row| {
-            Ok(Hit {
-                id: row.get(0),
-                score: row.get(1),
-                metadata: hit_object(row.get::<_, Option<Value>>(2).unwrap_or(Value::Null)),
-                vector: if req.include_vector {
-                    row.get::<_, Option<pgvector::Vector>>(3).map(|v| v.to_vec())
-                } else {
-                    None
-                },
-            })
+    params.push(Box::new(k as i64));
+    let limit = format!("${}::int8", params.len());
+    // plainto_tsquery joins the query's lexemes with AND (each quoted by PostgreSQL);
+    // any of them may match, so the ANDs become ORs.
+    let sql = format!(
+        "WITH q AS (SELECT replace(plainto_tsquery('{config}'::regconfig, $1)::text, ' & ', ' | ')::tsquery AS query)
+         SELECT t.vector_id, ts_rank_cd({tsvector}, q.query)::float8 AS score, t.metadata{vector_column}
+         FROM {table} t, q
+         WHERE t.namespace = '{NAMESPACE}' AND {tsvector} @@ q.query AND ({filter_sql}) {min_score}
+         ORDER BY score DESC, t.vector_id COLLATE \"C\" LIMIT {limit}",
+        table = names.table(&index.name),
+    );
+    let rows = c
+        .query(&sql, &refs(&params))
+        .await
+        .map_err(|e| table_error(&index.name, &e))?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let score: f64 = row.get(1);
+            let found = FoundBy {
+                vector: None,
+                keyword: Some(Found { rank: i + 1, score }),
+            };
+            hit(row, req.include_vector, Some(found))
         })
-        .collect()
+        .collect())
+}
+
+/// A hit from a row of (id, score, metadata[, embedding]).
+fn hit(row: &tokio_postgres::Row, include_vector: bool, found_by: Option<FoundBy>) -> Hit {
+    Hit {
+        id: row.get(0),
+        score: row.get(1),
+        metadata: hit_object(row.get::<_, Option<Value>>(2).unwrap_or(Value::Null)),
+        vector: if include_vector {
+            row.get::<_, Option<pgvector::Vector>>(3).map(|v| v.to_vec())
+        } else {
+            None
+        },
+        found_by,
+    }
 }
 
 /// Rows in `index`.
@@ -203,6 +336,7 @@ pub async fn fetch(
             ),
             score: 0.0,
             id: id.clone(),
+            found_by: None,
         };
         found.insert(id, hit);
     }

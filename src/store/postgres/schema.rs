@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 
 use super::Client;
+use crate::store::text::{self, TextSettings};
 use crate::store::{quoted, validate_index_name, Hnsw, IndexInfo, Metric, StoreError};
 
 /// Version of our PostgreSQL bookkeeping layout. A newer one is refused, not guessed at.
@@ -177,6 +178,10 @@ fn bookkeeping_ddl(book: &str) -> String {
             hnsw_ef_construction INTEGER,
             created_at TIMESTAMPTZ NOT NULL DEFAULT now()
         );
+        -- Added with keyword search: databases made before it read as the defaults.
+        ALTER TABLE {book}.indexes ADD COLUMN IF NOT EXISTS keeps_text BOOLEAN DEFAULT true;
+        ALTER TABLE {book}.indexes ADD COLUMN IF NOT EXISTS text_field TEXT DEFAULT 'text';
+        ALTER TABLE {book}.indexes ADD COLUMN IF NOT EXISTS language TEXT DEFAULT 'english';
         CREATE TABLE IF NOT EXISTS {book}.documents (
             index_name TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -452,31 +457,112 @@ async fn adopt(
         }
     }
     tracing::info!(index = %name, dimension = found.dimension, metric = %found.metric, "adopting a table made outside stride-vectors");
-    register(c, names, name, found.dimension, found.metric, true, found.ann).await
+    let info = IndexInfo {
+        name: name.to_string(),
+        dimension: found.dimension,
+        metric: found.metric,
+        model: None,
+        adopted: true,
+        ann: found.ann,
+        text: TextSettings::default(),
+    };
+    register(c, names, &info).await?;
+    create_text_index(c, names, name, &info.text).await
 }
 
-pub async fn register(
+/// PostgreSQL's text search configuration for an index's language.
+pub fn text_config(language: &str) -> &'static str {
+    // Only names from this list ever reach SQL (the language was checked against
+    // `text::LANGUAGES`); PostgreSQL ships a Snowball configuration for each.
+    match language {
+        "arabic" => "arabic",
+        "danish" => "danish",
+        "dutch" => "dutch",
+        "english" => "english",
+        "finnish" => "finnish",
+        "french" => "french",
+        "german" => "german",
+        "greek" => "greek",
+        "hungarian" => "hungarian",
+        "italian" => "italian",
+        "norwegian" => "norwegian",
+        "portuguese" => "portuguese",
+        "romanian" => "romanian",
+        "russian" => "russian",
+        "spanish" => "spanish",
+        "swedish" => "swedish",
+        "tamil" => "tamil",
+        "turkish" => "turkish",
+        _ => "simple",
+    }
+}
+
+/// The `tsvector` of a row of table alias `t` (the expression the GIN index holds, so a
+/// search that writes it the same way uses the index). The field is a checked plain key.
+pub fn tsvector_sql(text: &TextSettings, alias: &str) -> Option<String> {
+    // A catalog edited by hand could hold anything: only a checked field reaches SQL.
+    text.validate().ok()?;
+    let field = text.field.as_deref()?;
+    Some(format!(
+        "to_tsvector('{}'::regconfig, coalesce({alias}metadata->>'{field}', ''))",
+        text_config(&text.language)
+    ))
+}
+
+/// The GIN index of an index's text (none when it keeps no text).
+pub async fn create_text_index(
     c: &(impl GenericClient + Sync),
     names: &Names,
     name: &str,
-    dimension: usize,
-    metric: Metric,
-    adopted: bool,
-    ann: Option<Hnsw>,
+    text: &TextSettings,
 ) -> Result<(), StoreError> {
+    let Some(tsvector) = tsvector_sql(text, "") else {
+        return Ok(());
+    };
+    c.batch_execute(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} USING gin ({tsvector})",
+        quoted(&text_index_name(name)),
+        names.table(name)
+    ))
+    .await
+    .map_err(|e| super::db_error(&e))
+}
+
+/// The name of an index table's text index, hashed when too long.
+fn text_index_name(name: &str) -> String {
+    let full = format!("{name}_text_idx");
+    if full.len() <= 63 {
+        return full;
+    }
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    let suffix = format!("_tx_{}_idx", &digest[..32]);
+    format!("{}{suffix}", &name[..63 - suffix.len()])
+}
+
+/// Record an index in the catalog (its model, if any, is recorded apart).
+pub async fn register(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    info: &IndexInfo,
+) -> Result<(), StoreError> {
+    let (text, ann) = (&info.text, info.ann);
     c.execute(
         &format!(
-            "INSERT INTO {}.indexes (name, dimension, metric, adopted, hnsw_m, hnsw_ef_construction)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO {}.indexes (name, dimension, metric, adopted, hnsw_m, hnsw_ef_construction,
+                                     keeps_text, text_field, language)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             names.book
         ),
         &[
-            &name,
-            &(dimension as i32),
-            &metric.as_str(),
-            &adopted,
+            &info.name,
+            &(info.dimension as i32),
+            &info.metric.as_str(),
+            &info.adopted,
             &ann.map(|a| a.m as i32),
             &ann.map(|a| a.ef_construction as i32),
+            &text.field.is_some(),
+            &text.field.as_deref().unwrap_or(text::DEFAULT_FIELD),
+            &text.language,
         ],
     )
     .await
@@ -511,7 +597,8 @@ pub async fn forget_index(
     Ok(())
 }
 
-const INDEX_COLUMNS: &str = "name, dimension, metric, model, adopted, hnsw_m, hnsw_ef_construction";
+const INDEX_COLUMNS: &str =
+    "name, dimension, metric, model, adopted, hnsw_m, hnsw_ef_construction, keeps_text, text_field, language";
 
 fn index_info(row: &tokio_postgres::Row) -> Result<IndexInfo, StoreError> {
     let name: String = row.get(0);
@@ -520,7 +607,18 @@ fn index_info(row: &tokio_postgres::Row) -> Result<IndexInfo, StoreError> {
         .ok_or_else(|| StoreError::Internal(format!("index {name:?} has an unknown metric {metric:?}")))?;
     let m: Option<i32> = row.get(5);
     let ef: Option<i32> = row.get(6);
+    let keeps_text: Option<bool> = row.get(7);
+    let field: Option<String> = row.get(8);
+    let language: Option<String> = row.get(9);
+    let text = TextSettings {
+        field: match keeps_text {
+            Some(false) => None,
+            _ => Some(field.unwrap_or_else(|| text::DEFAULT_FIELD.to_string())),
+        },
+        language: language.unwrap_or_else(|| text::DEFAULT_LANGUAGE.to_string()),
+    };
     Ok(IndexInfo {
+        text,
         dimension: row.get::<_, i32>(1).max(0) as usize,
         metric,
         model: row.get(3),

@@ -27,7 +27,8 @@ impl Writer {
                 dimension,
                 metric,
                 ann: None,
-            } => self.create_index(name, *dimension, *metric, working),
+                text,
+            } => self.create_index(name, *dimension, *metric, text, working),
             WriteOp::CreateIndex { ann: Some(_), .. } => Err(OpError::Rejected(StoreError::invalid(
                 "ann: HNSW indexes need the PostgreSQL back-end (--database postgres://…); a DuckDB file is always searched exactly",
             ))),
@@ -70,13 +71,18 @@ impl Writer {
         name: &str,
         dimension: usize,
         metric: Metric,
+        text: &TextSettings,
         working: &mut Catalog,
     ) -> OpResult {
         validate_index_name(name).map_err(OpError::Rejected)?;
         validate_dimension(dimension).map_err(OpError::Rejected)?;
+        text.validate().map_err(OpError::Rejected)?;
         if let Some(existing) = working.get(name) {
             if existing.dimension == dimension && existing.metric == metric {
-                return Ok(WriteOutcome::IndexCreated { created: false });
+                return match existing_text_matches(existing, text) {
+                    Ok(()) => Ok(WriteOutcome::IndexCreated { created: false }),
+                    Err(e) => Err(OpError::Rejected(e)),
+                };
             }
             return Err(OpError::Rejected(StoreError::invalid(format!(
                 "index \"{name}\" already exists with dimension {} and metric {}; asked for dimension {dimension} and metric {metric}",
@@ -85,11 +91,12 @@ impl Writer {
         }
         self.conn
             .execute_batch(&schema::create_index_table_sql(name, dimension))?;
-        schema::register(&self.conn, name, dimension, metric, false)?;
+        schema::register(&self.conn, name, dimension, metric, false, text)?;
         self.changes.push(Change::Create {
             index: name.to_string(),
             dimension,
             metric,
+            text: text.clone(),
         });
         working.insert(
             name.to_string(),
@@ -100,6 +107,7 @@ impl Writer {
                 model: None,
                 adopted: false,
                 ann: None,
+                text: text.clone(),
             },
         );
         Ok(WriteOutcome::IndexCreated { created: true })
@@ -145,7 +153,7 @@ impl Writer {
         }
         let mut created_index = false;
         if let (false, Some((dim, metric))) = (working.contains_key(index), create) {
-            self.create_index(index, dim, metric, working)?;
+            self.create_index(index, dim, metric, &TextSettings::default(), working)?;
             created_index = true;
         }
         // Before the insert, so the new rows are never among the deleted ones.
@@ -217,9 +225,10 @@ impl Writer {
         if let Some(info) = working.get(index) {
             check_embeddable(info, model, dimension).map_err(OpError::Rejected)?;
         } else if let Some(dim) = dimension {
-            self.create_index(index, dim, Metric::Cosine, working)?;
+            self.create_index(index, dim, Metric::Cosine, &TextSettings::default(), working)?;
             self.record_model(index, model, working)?;
         }
+        let docs = &keep_texts(docs, working.get(index)).map_err(OpError::Rejected)?;
         self.with_texts.insert(index.to_string());
         let accepted = documents::accept(
             &self.conn,
@@ -293,7 +302,13 @@ impl Writer {
             });
         }
         if !working.contains_key(index) {
-            self.create_index(index, dimension, Metric::Cosine, working)?;
+            self.create_index(
+                index,
+                dimension,
+                Metric::Cosine,
+                &TextSettings::default(),
+                working,
+            )?;
         }
         if working.get(index).is_some_and(|i| i.model.is_none()) {
             self.record_model(index, model, working)?;

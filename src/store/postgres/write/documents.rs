@@ -14,8 +14,8 @@ use super::{names, Failure, Result};
 use crate::store::postgres::schema::{self, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
-    check_embeddable, dedup_last_wins, validate_index_name, validate_vector, Acceptance, Accepted,
-    EmbeddedDocument, Metric, NewDocument, StoreError, VectorRow, WriteOutcome,
+    check_embeddable, dedup_last_wins, keep_texts, validate_index_name, validate_vector, Acceptance,
+    Accepted, EmbeddedDocument, Metric, NewDocument, StoreError, TextSettings, VectorRow, WriteOutcome,
 };
 
 /// Record documents to embed. Per document, in one transaction: a new version number; if
@@ -36,7 +36,16 @@ pub(super) async fn accept(
         Some(info) => check_embeddable(&info, model, dimension)?,
         None => {
             if let Some(dim) = dimension {
-                create_index(store, index, dim, Metric::Cosine, None, Some(model)).await?;
+                create_index(
+                    store,
+                    index,
+                    dim,
+                    Metric::Cosine,
+                    None,
+                    Some(model),
+                    &TextSettings::default(),
+                )
+                .await?;
             }
         }
     }
@@ -48,6 +57,7 @@ pub(super) async fn accept(
     if let Some(info) = &info {
         check_embeddable(info, model, dimension)?;
     }
+    let docs = &keep_texts(docs, info.as_ref())?;
     let mut sorted: Vec<&NewDocument> = docs.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     let mut answers = std::collections::HashMap::with_capacity(docs.len());
@@ -220,7 +230,16 @@ pub(super) async fn store_embedded(
     let info = match schema::registered(&*tx, names, index).await? {
         Some(info) => info,
         None if missing => {
-            create_in(&*tx, names, index, dimension, Metric::Cosine, None).await?;
+            create_in(
+                &*tx,
+                names,
+                index,
+                dimension,
+                Metric::Cosine,
+                None,
+                &TextSettings::default(),
+            )
+            .await?;
             schema::registered(&*tx, names, index)
                 .await?
                 .ok_or_else(|| StoreError::unknown_index(index))?

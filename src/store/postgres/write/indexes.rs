@@ -9,7 +9,10 @@ use tokio_postgres::GenericClient;
 use super::{invalid, names, Result};
 use crate::store::postgres::schema::{self, Names};
 use crate::store::postgres::PgStore;
-use crate::store::{validate_dimension, validate_index_name, Hnsw, Metric, WriteOutcome};
+use crate::store::{
+    existing_text_matches, validate_dimension, validate_index_name, Hnsw, IndexInfo, Metric, TextSettings,
+    WriteOutcome,
+};
 
 /// Widest `vector` column pgvector stores.
 const MAX_PG_DIMENSION: usize = 16_000;
@@ -25,9 +28,11 @@ pub(super) async fn create_index(
     metric: Metric,
     ann: Option<Hnsw>,
     model: Option<&str>,
+    text: &TextSettings,
 ) -> Result<WriteOutcome> {
     validate_index_name(name)?;
     validate_dimension(dimension)?;
+    text.validate()?;
     if dimension > MAX_PG_DIMENSION {
         return Err(invalid(format!(
             "dimension: pgvector stores at most {MAX_PG_DIMENSION} dimensions, got {dimension}"
@@ -55,6 +60,7 @@ pub(super) async fn create_index(
             )));
         }
         Some(existing) => {
+            existing_text_matches(&existing, text)?;
             if let Some(ann) = ann.filter(|a| existing.ann != Some(*a)) {
                 tracing::info!(index = %name, m = ann.m, ef_construction = ann.ef_construction, "rebuilding the HNSW index");
                 tx.batch_execute(&schema::drop_hnsw_sql(names, name)).await?;
@@ -65,7 +71,7 @@ pub(super) async fn create_index(
             false
         }
         None => {
-            create_in(&*tx, names, name, dimension, metric, ann).await?;
+            create_in(&*tx, names, name, dimension, metric, ann, text).await?;
             if let Some(model) = model {
                 set_model(&*tx, names, name, model).await?;
             }
@@ -84,14 +90,25 @@ pub(super) async fn create_in(
     dimension: usize,
     metric: Metric,
     ann: Option<Hnsw>,
+    text: &TextSettings,
 ) -> Result<()> {
     c.batch_execute(&schema::create_table_sql(names, name, dimension))
         .await?;
+    schema::create_text_index(c, names, name, text).await?;
     if let Some(ann) = ann {
         c.batch_execute(&schema::create_hnsw_sql(names, name, metric, ann))
             .await?;
     }
-    schema::register(c, names, name, dimension, metric, false, ann).await?;
+    let info = IndexInfo {
+        name: name.to_string(),
+        dimension,
+        metric,
+        model: None,
+        adopted: false,
+        ann,
+        text: text.clone(),
+    };
+    schema::register(c, names, &info).await?;
     Ok(())
 }
 

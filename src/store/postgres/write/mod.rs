@@ -43,7 +43,8 @@ pub(super) async fn apply(store: &PgStore, op: &WriteOp) -> Result<WriteOutcome>
             dimension,
             metric,
             ann,
-        } => create_index(store, name, *dimension, *metric, *ann, None).await,
+            text,
+        } => create_index(store, name, *dimension, *metric, *ann, None, text).await,
         WriteOp::DeleteIndex { name } => delete_index(store, name).await,
         WriteOp::Upsert {
             index,

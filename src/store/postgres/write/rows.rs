@@ -18,7 +18,7 @@ use crate::store::postgres::schema::{self, Names, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
     dedup_last_wins, distinct, target_dimension, validate_index_name, validate_vector, Metric, Target,
-    VectorRow, WriteOutcome,
+    TextSettings, VectorRow, WriteOutcome,
 };
 
 pub(super) async fn upsert(
@@ -40,7 +40,16 @@ pub(super) async fn upsert(
         drop(client);
         target_dimension(index, create, current.as_ref())?;
         if current.is_none() {
-            let outcome = create_index(store, index, dimension, metric, None, None).await?;
+            let outcome = create_index(
+                store,
+                index,
+                dimension,
+                metric,
+                None,
+                None,
+                &TextSettings::default(),
+            )
+            .await?;
             created_index = outcome == WriteOutcome::IndexCreated { created: true };
         }
     }

@@ -40,6 +40,15 @@ pub struct Analyzer {
     stop_words: std::collections::HashSet<String>,
 }
 
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("stems", &self.stemmer.is_some())
+            .field("stop_words", &self.stop_words.len())
+            .finish()
+    }
+}
+
 impl Analyzer {
     /// The analyzer of `language` (one of [`LANGUAGES`]); the error names the choices.
     pub fn new(language: &str) -> Result<Analyzer, String> {
@@ -75,6 +84,14 @@ impl Analyzer {
             stemmer: algorithm.map(Stemmer::create),
             stop_words,
         })
+    }
+
+    /// Words lowercased and folded, nothing dropped or stemmed (the language `none`).
+    pub fn none() -> Analyzer {
+        Analyzer {
+            stemmer: None,
+            stop_words: Default::default(),
+        }
     }
 
     /// The terms of `text`, in order, repeats kept (they are the term frequencies).
