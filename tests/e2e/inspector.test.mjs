@@ -112,9 +112,10 @@ describe("MCP Inspector CLI 2.12.0 against the release binary", { timeout: 900_0
 
   test("create_index with --tool-arg key=value pairs, then the same shape again", async () => {
     const created = await call("create_index", ["--tool-arg", "index=notes", "dimension=3", "metric=euclidean"]);
-    assert.deepEqual(created, { index: "notes", dimension: 3, metric: "euclidean", created: true });
+    const text = { text_field: "text", language: "english" };
+    assert.deepEqual(created, { index: "notes", dimension: 3, metric: "euclidean", created: true, ...text });
     const again = await call("create_index", ["--tool-arg", "index=notes", "dimension=3", "metric=euclidean"]);
-    assert.deepEqual(again, { index: "notes", dimension: 3, metric: "euclidean", created: false });
+    assert.deepEqual(again, { index: "notes", dimension: 3, metric: "euclidean", created: false, ...text });
   });
 
   test("create_index with another shape is a tool error naming the conflict (exit 5)", async () => {

@@ -1044,10 +1044,12 @@ export class Sequence {
       case "embed": {
         const doc = op.lastDoc.get(id);
         if (!present) state = ABSENT; // the call creates the index
+        // The index keeps the text in metadata.text (the default text_field).
+        const md = { ...doc.metadata, text: doc.text };
         if (state.row && state.row.text === doc.text) {
-          return [{ state: { row: { ...state.row, md: doc.metadata }, pend: null }, ans: "unchanged" }];
+          return [{ state: { row: { ...state.row, md }, pend: null }, ans: "unchanged" }];
         }
-        const queued = { row: state.row, pend: { text: doc.text, md: doc.metadata } };
+        const queued = { row: state.row, pend: { text: doc.text, md } };
         const out = [{ state: queued, ans: "queued" }];
         if (op.wait) out.push({ state: materialized(queued), ans: "indexed" });
         // Run twice (a relay retried it on the new owner): the first run may have been embedded.

@@ -167,7 +167,7 @@ describe("two SDK clients, owner + relay on one file, frontend edits while the a
             assert.equal(hit.metadata.profileId, hit.id);
             // Only versions that were really sent can be seen, never a mix of two.
             const expected = profileVersion(Number(hit.id.at(-1)), hit.metadata.revision);
-            assert.deepEqual(hit.metadata, expected.metadata);
+            assert.deepEqual(hit.metadata, { ...expected.metadata, text: expected.text });
             revisionsSeen.add(hit.metadata.revision);
             assert.ok(hit.score > -1 - 1e-6 && hit.score < 1 + 1e-6);
           }
@@ -200,7 +200,7 @@ describe("two SDK clients, owner + relay on one file, frontend edits while the a
       assert.deepEqual(fetched.missing, []);
       assert.deepEqual(
         fetched.vectors.map((v) => [v.id, v.metadata]),
-        lastEdits.map((d) => [d.id, d.metadata]),
+        lastEdits.map((d) => [d.id, { ...d.metadata, text: d.text }]),
       );
     }
 

@@ -285,7 +285,9 @@ describe(`hand-over under load: ${CLEAN_ROUNDS} clean exits and ${KILL_ROUNDS} k
     for (const id of docIds) {
       const want = expectedDocs.get(id);
       assert.deepEqual(gotDocs.get(id)?.vector, fakeVector(want.text), `embedded ${id}: the last text's vector`);
-      assert.deepEqual(gotDocs.get(id)?.metadata, want.metadata, `embedded ${id}: the last metadata`);
+      // The index keeps each document's text in metadata.text.
+      const stored = { ...want.metadata, text: want.text };
+      assert.deepEqual(gotDocs.get(id)?.metadata, stored, `embedded ${id}: the last metadata, with its text`);
     }
 
     // Close the rest: relays, then the last owner.
