@@ -79,6 +79,14 @@ export const TEXTS = [
   "T4 Part-time barista, monthly margin 150 euros",
 ];
 const GROUPS = ["x", "y", "z"];
+/** Words keyword and hybrid searches look for: each text's tag, two words of one text, and
+ * a word of none. All are their own stem and no stop word, in both back-ends' English. */
+const SEARCH_WORDS = ["T0", "T1", "T2", "T3", "T4", "python", "barista", "nowhere"];
+
+/** Whether a row's kept text (metadata.text) holds `word`, as a whole word, any case. */
+function hasWord(md, word) {
+  return typeof md?.text === "string" && md.text.toLowerCase().split(/[^a-z0-9]+/).includes(word.toLowerCase());
+}
 const DIM = 8;
 /** Per-call timeout of the clients (a flush may wait up to its own 30 s). */
 const CALL_TIMEOUT_MS = 90_000;
@@ -473,15 +481,20 @@ function generateOp(rng, backend = "duckdb") {
       return { kind: "delete_index", index, slot };
     case "flush":
       return { kind: "flush", index: rng.chance(0.5) ? index : null, slot };
-    case "search":
+    case "search": {
+      // Half by vector, a quarter by keyword, a quarter hybrid (a word and a vector).
+      const mode = rng.pick(["vector", "vector", "keyword", "hybrid"]);
       return {
         kind: "search",
         index,
         slot,
-        vector: randomVector(rng),
+        mode,
+        vector: mode === "keyword" ? undefined : randomVector(rng),
+        word: mode === "vector" ? undefined : rng.pick(SEARCH_WORDS),
         filter: rng.chance(0.3) ? { group: rng.pick(GROUPS) } : undefined,
-        engine: rng.chance(0.2) ? (backend === "postgres" ? "postgres" : "duckdb") : undefined,
+        engine: mode === "vector" && rng.chance(0.2) ? (backend === "postgres" ? "postgres" : "duckdb") : undefined,
       };
+    }
     case "fetch":
       return { kind: "fetch", index, slot, ids: rng.sample(IDS, 1 + rng.int(IDS.length)) };
     default:
@@ -1266,6 +1279,8 @@ export class Sequence {
   beginSearch(op) {
     const idx = this.idx(op.index);
     const w = {
+      // Per id: the rows it may show, and whether it matches (the filter, and for a keyword
+      // search the word) in every state it has during the call.
       ids: new Map(IDS.map((id) => [id, { rows: new Set(), absent: false, always: true }])),
       existsPossible: new Set(idx.exists),
       add: (id, states) => {
@@ -1274,6 +1289,7 @@ export class Sequence {
           if (s.row) {
             e.rows.add(rowKey(s.row));
             if (op.filter && !matches(s.row.md, op.filter)) e.always = false;
+            if (op.mode === "keyword" && !hasWord(s.row.md, op.word)) e.always = false;
           } else {
             e.absent = true;
             e.always = false;
@@ -1322,10 +1338,7 @@ export class Sequence {
         );
       }
       if (op.filter && !matches(hit.metadata, op.filter)) throw new Violation(`${where}: hit ${hit.id} does not match the filter ${canon(op.filter)}`);
-      const expected = cosine(op.vector, hit.vector);
-      if (!(Math.abs(hit.score - expected) <= 1e-4)) {
-        throw new Violation(`${where}: hit ${hit.id} scores ${hit.score}, its vector gives ${expected}`);
-      }
+      this.checkScores(op, hit, results.indexOf(hit), where);
       if (hit.score > previous + 1e-6) throw new Violation(`${where}: results are not ordered by score`);
       previous = hit.score;
     }
@@ -1336,6 +1349,35 @@ export class Sequence {
         }
       }
     }
+  }
+
+  /** A hit's score, and in keyword and hybrid modes what it says each list found. */
+  checkScores(op, hit, at, where) {
+    const cos = () => cosine(op.vector, hit.vector);
+    const found = hit.found_by;
+    if (op.mode === "vector") {
+      if (!(Math.abs(hit.score - cos()) <= 1e-4)) throw new Violation(`${where}: hit ${hit.id} scores ${hit.score}, its vector gives ${cos()}`);
+      if (found !== undefined) throw new Violation(`${where}: a vector search's hit ${hit.id} says found_by`);
+      return;
+    }
+    const word = hasWord(hit.metadata, op.word);
+    if (op.mode === "keyword") {
+      if (!word) throw new Violation(`${where}: keyword hit ${hit.id} has no ${JSON.stringify(op.word)} in its text ${JSON.stringify(hit.metadata.text)}`);
+      if (!(hit.score > 0) || found?.keyword?.rank !== at + 1 || found.keyword.score !== hit.score || found.vector) {
+        throw new Violation(`${where}: keyword hit ${hit.id} at rank ${at + 1} scores ${hit.score} with found_by ${canon(found)}`);
+      }
+      return;
+    }
+    // Hybrid: every row is in the vector list (top_k exceeds the ids); the keyword list holds
+    // exactly the rows whose text (as this hit shows it: the same commit) has the word.
+    if (!found?.vector || !(Math.abs(found.vector.score - cos()) <= 1e-4)) {
+      throw new Violation(`${where}: hybrid hit ${hit.id}: found_by ${canon(found)}, its vector gives ${cos()}`);
+    }
+    if (Boolean(found.keyword) !== word) {
+      throw new Violation(`${where}: hybrid hit ${hit.id} (text ${JSON.stringify(hit.metadata.text)}) found_by ${canon(found)} for ${JSON.stringify(op.word)}`);
+    }
+    const rrf = 1 / (60 + found.vector.rank) + (found.keyword ? 1 / (60 + found.keyword.rank) : 0);
+    if (!(Math.abs(hit.score - rrf) <= 1e-9)) throw new Violation(`${where}: hybrid hit ${hit.id} scores ${hit.score}, its ranks give ${rrf}`);
   }
 
   // ----- barriers ------------------------------------------------------------------------------
@@ -1463,7 +1505,8 @@ export class Sequence {
           "search",
           {
             index: op.index,
-            vector: op.vector,
+            ...(op.vector ? { vector: op.vector } : {}),
+            ...(op.mode === "vector" ? {} : { mode: op.mode, query: op.word }),
             top_k: 10,
             include_vector: true,
             ...(op.filter ? { filter: op.filter } : {}),
@@ -1505,7 +1548,7 @@ export class Sequence {
       case "list":
         return "list_indexes";
       case "search":
-        return `search ${op.index}${op.filter ? ` filter ${canon(op.filter)}` : ""}${op.engine ? ` engine ${op.engine}` : ""}`;
+        return `search ${op.index}${op.mode === "vector" ? "" : ` ${op.mode} ${JSON.stringify(op.word)}`}${op.filter ? ` filter ${canon(op.filter)}` : ""}${op.engine ? ` engine ${op.engine}` : ""}`;
       case "unknown_tool":
         return "call an unknown tool";
       default:
