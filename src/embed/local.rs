@@ -32,6 +32,9 @@ const MAX_TOKENS: usize = 256;
 /// Rows per forward pass. Texts are sorted by length first, so a chunk pads little; the cap
 /// bounds the (rows x heads x len x len) attention buffers for big batches.
 const CHUNK_ROWS: usize = 32;
+/// Padded tokens per forward pass (rows x longest text): keeps a pass's attention scores
+/// (rows x 12 heads x length²) within the caches' reach instead of hundreds of MB.
+const CHUNK_TOKENS: usize = 2048;
 /// The three files `stride-vectors model fetch` puts in place.
 const REQUIRED_FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "config.json"];
 
@@ -138,7 +141,10 @@ impl LocalModel {
             .map_err(|e| EmbedError::Permanent(format!("tokenizing failed: {e}")))
     }
 
-    /// Embeds in chunks of similar length and puts the vectors back in input order.
+    /// Embeds in chunks of similar length and puts the vectors back in input order. The
+    /// chunks run on one thread per core: many of a forward pass's operations (softmax,
+    /// GELU, layer norms, attention's small products) use one core each, so one pass at a
+    /// time left the other core mostly idle.
     fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encodings = texts
             .iter()
@@ -146,15 +152,42 @@ impl LocalModel {
             .collect::<Result<Vec<_>, _>>()?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunks = chunk_by_size(&order, &encodings, threads);
 
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || -> Result<Vec<(usize, Vec<f32>)>, EmbedError> {
+            let mut done = Vec::new();
+            loop {
+                let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(chunk) = chunks.get(at) else {
+                    return Ok(done);
+                };
+                let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+                let vectors = self
+                    .forward(&batch)
+                    .map_err(|e| EmbedError::Permanent(format!("{MODEL_NAME} forward pass failed: {e}")))?;
+                done.extend(chunk.iter().copied().zip(vectors.into_iter().map(l2_normalised)));
+            }
+        };
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads.min(chunks.len()))
+                .map(|_| scope.spawn(work))
+                .collect();
+            let mut results = vec![work()];
+            for helper in helpers {
+                results.push(helper.join().unwrap_or_else(|_| {
+                    Err(EmbedError::Permanent(format!(
+                        "{MODEL_NAME}: a forward pass panicked"
+                    )))
+                }));
+            }
+            results
+        });
         let mut out = vec![Vec::new(); encodings.len()];
-        for chunk in order.chunks(CHUNK_ROWS) {
-            let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let vectors = self
-                .forward(&batch)
-                .map_err(|e| EmbedError::Permanent(format!("{MODEL_NAME} forward pass failed: {e}")))?;
-            for (&i, v) in chunk.iter().zip(vectors) {
-                out[i] = l2_normalised(v);
+        for result in results {
+            for (i, v) in result? {
+                out[i] = v;
             }
         }
         Ok(out)
@@ -177,6 +210,28 @@ impl LocalModel {
         let counts = weights.sum(1)?; // (rows, 1); at least 2: [CLS] and [SEP]
         summed.broadcast_div(&counts)?.to_vec2::<f32>()
     }
+}
+
+/// Texts (indexes into `encodings`, sorted by length) in chunks for the forward passes: at
+/// most [`CHUNK_ROWS`] rows and [`CHUNK_TOKENS`] padded tokens each (attention's buffers grow
+/// with rows x length²), and at least one chunk per thread while there are texts to share.
+fn chunk_by_size(order: &[usize], encodings: &[Encoding], threads: usize) -> Vec<Vec<usize>> {
+    let share = order.len().div_ceil(threads.max(1)).max(1);
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for &i in order {
+        let width = encodings[i].get_ids().len().max(1);
+        // Sorted by length: this text is the longest of the chunk so far.
+        let rows_fit = (CHUNK_TOKENS / width).max(1);
+        if !current.is_empty() && (current.len() >= CHUNK_ROWS.min(share).min(rows_fit)) {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 /// Row-major ids, token types and attention mask, each `batch.len() * width` long.

@@ -356,9 +356,90 @@ pub(crate) async fn embedder_speed(rows: &mut Vec<Row>) -> Result<()> {
             model.embed(chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         rows.push(row(
-            format!("local embedder, batch {batch}"),
+            format!("local embedder, short sentences, batch {batch}"),
             format!("{:.0} texts/s", texts.len() as f64 / t.elapsed().as_secs_f64()),
         ));
     }
+    // Texts of a given length in tokens ([CLS] and [SEP] included): words the tokenizer
+    // keeps whole, one token each.
+    const WORDS: [&str; 8] = ["student", "money", "rent", "city", "job", "plan", "food", "bank"];
+    let peak = matmul_gflops();
+    rows.push(row(
+        "f32 matrix product, all cores (1024^3, candle): the machine's practical peak",
+        format!("{peak:.1} GFLOP/s"),
+    ));
+    for tokens in [32usize, 128, 256] {
+        let texts: Vec<String> = (0..64)
+            .map(|i| {
+                (0..tokens - 2)
+                    .map(|w| WORDS[(i * 7 + w * 3) % WORDS.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        model
+            .embed(&texts[..2])
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cpu = cpu_seconds();
+        let t = Instant::now();
+        for chunk in texts.chunks(32) {
+            model.embed(chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let busy = cpu.map(|c| (cpu_seconds().unwrap_or(c) - c) / wall);
+        let rate = texts.len() as f64 / wall;
+        let flops = minilm_flops(tokens);
+        rows.push(row(
+            format!("local embedder, {tokens}-token texts, batches of 32"),
+            format!(
+                "{rate:.1} texts/s, {:.0} tokens/s, {:.1} GFLOP/s ({:.2} GFLOP a text; limit at the peak above: {:.0} texts/s){}",
+                rate * tokens as f64,
+                rate * flops / 1e9,
+                flops / 1e9,
+                peak * 1e9 / flops,
+                busy.map_or(String::new(), |b| format!("; {b:.2} cores busy")),
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Floating-point operations of one all-MiniLM-L6-v2 forward pass over `tokens` tokens: six
+/// layers of Q, K, V and output projections (4 x 384 x 384), the feed-forward (2 x 384 x
+/// 1536) and attention (scores and weighted sum, 2 x tokens x 384), two operations per
+/// multiply-add; layer norms, softmax and GELU are left out (a few percent).
+fn minilm_flops(tokens: usize) -> f64 {
+    let (h, ff, layers) = (384.0, 1536.0, 6.0);
+    let t = tokens as f64;
+    let per_token = 4.0 * h * h + 2.0 * h * ff + 2.0 * t * h;
+    2.0 * layers * t * per_token
+}
+
+/// GFLOP/s of a 1024 x 1024 x 1024 f32 matrix product in candle (its CPU backend uses every
+/// core): what this machine's CPU can do for the model's biggest operations.
+fn matmul_gflops() -> f64 {
+    use candle_core::{Device, Tensor};
+    let n = 1024;
+    let run = || -> candle_core::Result<f64> {
+        let a = Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu)?;
+        let b = Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu)?;
+        a.matmul(&b)?;
+        let t = Instant::now();
+        let rounds = 10;
+        for _ in 0..rounds {
+            a.matmul(&b)?;
+        }
+        Ok(rounds as f64 * 2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9)
+    };
+    run().unwrap_or(f64::NAN)
+}
+
+/// CPU time this process has used (user + system), from /proc (Linux; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
