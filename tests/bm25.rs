@@ -257,16 +257,17 @@ fn adversarial_corpora_score_as_the_reference_does() {
 }
 
 #[test]
-fn scores_hold_across_full_chunks_and_compaction() {
-    // 4,000 writes over 150 ids: chunks fill and freeze, dead rows pass a quarter of the
-    // rows and the copy is compacted (terms move with their rows), several times.
+fn scores_hold_across_full_chunks_compaction_and_parallel_parts() {
+    // 30,000 writes over 30,000 ids: chunks fill and freeze, dead rows pass a quarter of the
+    // rows and the copy is compacted (terms move with their rows), and past 16,384 rows a
+    // search is split over the pool in parts.
     let vocabulary: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
     let mut rng = StdRng::seed_from_u64(27);
     let mut ours = Ours::new();
     let mut corpus: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for step in 0..4000 {
-        let id = format!("d{}", rng.random_range(0..150));
-        if rng.random_bool(0.1) {
+    for step in 0..30_000 {
+        let id = format!("d{}", rng.random_range(0..30_000));
+        if rng.random_bool(0.05) {
             ours.remove(&id);
             corpus.remove(&id);
         } else {
@@ -280,11 +281,12 @@ fn scores_hold_across_full_chunks_and_compaction() {
             ours.put(&id, &tokens);
             corpus.insert(id, tokens);
         }
-        if step % 1000 == 999 {
+        if step % 10_000 == 9_999 {
             let queries: Vec<Vec<String>> = (0..6)
                 .map(|i| vec![vocabulary[i * 7].clone(), vocabulary[250 - i].clone()])
                 .collect();
             assert_same(&ours, &corpus, &queries, &format!("after {} writes", step + 1));
         }
     }
+    assert!(ours.0.len() > 16_384, "{} rows: too few to split", ours.0.len());
 }

@@ -140,11 +140,29 @@ async fn wait_true_answers_indexed_and_query_search_finds_it() {
     let hits = s
         .ok(
             "search",
-            json!({"index": "advice_history", "query": "advice number 3", "top_k": 2}),
+            json!({"index": "advice_history", "query": "advice number 3", "top_k": 2, "mode": "vector"}),
         )
         .await;
     assert_eq!(hits["results"][0]["id"], json!("tip-3"));
     assert!((hits["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    // Without a mode, a text query is hybrid: its own words rank it first in both lists.
+    let hits = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "query": "advice number 3", "top_k": 2}),
+        )
+        .await;
+    assert_eq!(hits["mode"], json!("hybrid"));
+    assert_eq!(hits["results"][0]["id"], json!("tip-3"));
+    assert_eq!(hits["results"][0]["found_by"]["vector"]["rank"], json!(1));
+    // A text the keyword list cannot use (stop words only) is searched by vector, as before.
+    let hits = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "query": "the", "top_k": 1}),
+        )
+        .await;
+    assert_eq!(hits["mode"], json!("vector"), "{hits}");
     let hits = s
         .ok(
             "search",
@@ -164,7 +182,7 @@ async fn wait_true_answers_indexed_and_query_search_finds_it() {
 
     for (args, expected) in [
         (
-            json!({"index": "advice_history", "vector": vec![1.0; DIM], "query": "x"}),
+            json!({"index": "advice_history", "vector": vec![1.0; DIM], "query": "x", "mode": "vector"}),
             "not both",
         ),
         (

@@ -305,8 +305,8 @@ describe("MCP Inspector CLI 2.12.0 against the release binary", { timeout: 900_0
     assert.deepEqual(fetched.missing, ["ok", "short"]);
   });
 
-  test("tool error: giving both vector and query names both fields (exit 5)", async () => {
-    const { text } = await callExpectingToolError("search", argsJson({ index: "docs", vector: [1, 0, 0], query: "x" }));
+  test("tool error: a vector search given both vector and query names both fields (exit 5)", async () => {
+    const { text } = await callExpectingToolError("search", argsJson({ index: "docs", vector: [1, 0, 0], query: "x", mode: "vector" }));
     assert.match(text, /vector/);
     assert.match(text, /query/);
   });

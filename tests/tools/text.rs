@@ -97,6 +97,26 @@ async fn keyword_search_finds_the_exact_code_and_says_which_list_found_it() {
         "first in both lists scores 1 under weighted fusion: {weighted}"
     );
 
+    // Without a mode, a text query is hybrid (the index keeps text) and a vector is vector.
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "notes", "query": "XK-42b", "vector": [0.0, 0.0, 1.0]}),
+        )
+        .await;
+    assert_eq!(r["mode"], json!("hybrid"), "{r}");
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "notes", "query": "the of", "vector": [0.0, 0.0, 1.0]}),
+        )
+        .await;
+    assert_eq!(r["mode"], json!("hybrid"), "{r}");
+    assert!(
+        r["results"][0]["found_by"].get("keyword").is_none(),
+        "stop words only: {r}"
+    );
+
     // The vector mode answers as it always did: no `found_by`.
     let r = s
         .ok(

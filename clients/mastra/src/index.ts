@@ -62,12 +62,36 @@ export interface StrideVectorOptions {
   metadataUpdate?: "replace" | "merge";
 }
 
-/** `query` also takes a text, embedded by the server with the index's model. */
+/** `query` also takes a text, embedded by the server with the index's model, and ranks by
+ * meaning (`vector`), by the words themselves (`keyword`, BM25 over the rows' `metadata.text`)
+ * or by both fused (`hybrid`). */
 export type StrideQueryParams = Omit<QueryVectorParams<VectorFilter>, "queryVector"> & {
   queryVector?: number[];
-  /** Search by text instead of `queryVector` (a stride-vectors extension). */
+  /** Search by text instead of `queryVector` (a stride-vectors extension). In keyword and
+   * hybrid modes, the words to look for. */
   queryText?: string;
+  /** `vector` (default), `keyword` or `hybrid`; `hybrid` when `textQuery` or `vectorWeight`
+   * is given without a mode. */
+  mode?: "vector" | "keyword" | "hybrid";
+  /** Mastra's DuckDBVector name for a hybrid search's text (with `queryVector`, or alone: the
+   * server then embeds it too). */
+  textQuery?: string;
+  /** Mastra's DuckDBVector name: the vector list's weight in a hybrid search, 0 to 1
+   * (weighted fusion; without it, hybrid uses reciprocal rank fusion). */
+  vectorWeight?: number;
+  /** The fusion exactly as the `search` tool takes it (`{method: "rrf", k}` or
+   * `{method: "weighted", vector_weight}`); `vectorWeight` is its shorthand. */
+  fusion?: { method: "rrf"; k?: number } | { method: "weighted"; vector_weight?: number };
 };
+
+/** Where each list of a keyword or hybrid search ranked a hit (rank from 1) and its score. */
+export interface FoundBy {
+  vector?: { rank: number; score: number };
+  keyword?: { rank: number; score: number };
+}
+
+/** A hit; keyword and hybrid searches also say which lists found it. */
+export type StrideQueryResult = QueryResult & { foundBy?: FoundBy };
 
 export interface EmbedDocument {
   id: string;
@@ -175,35 +199,57 @@ export class StrideVector extends MastraVector<VectorFilter> {
     return rowIds;
   }
 
-  /** Top-k by vector (Mastra's `queryVector`) or by text (`queryText`, embedded by the server). */
-  async query(params: StrideQueryParams): Promise<QueryResult[]> {
-    const { indexName, queryVector, queryText, topK = DEFAULT_TOP_K, filter, includeVector = false } = params;
+  /** Top-k by vector (Mastra's `queryVector`), by text (`queryText`, embedded by the
+   * server), by keyword (BM25) or both fused (`mode`, or Mastra's `textQuery` and
+   * `vectorWeight`). */
+  async query(params: StrideQueryParams): Promise<StrideQueryResult[]> {
+    const { indexName, queryVector, queryText, textQuery, vectorWeight, fusion, topK = DEFAULT_TOP_K, filter, includeVector = false } =
+      params;
     if (!(topK > 0)) {
       throw userError("QUERY", "INVALID_TOP_K", `topK must be a positive number, got ${topK}`, { indexName });
     }
+    const mode = params.mode ?? (textQuery !== undefined || vectorWeight !== undefined || fusion !== undefined ? "hybrid" : "vector");
     const args: Record<string, unknown> = { index: indexName, top_k: Math.max(1, Math.floor(topK)) };
-    if (queryVector !== undefined && queryText !== undefined) {
-      throw userError("QUERY", "INVALID_ARGS", "give either queryVector or queryText, not both", { indexName });
-    } else if (queryVector !== undefined) {
-      checkVector("queryVector", queryVector, "QUERY", indexName);
-      args.vector = queryVector;
-    } else if (queryText !== undefined) {
-      args.query = queryText;
+    if (queryText !== undefined && textQuery !== undefined && queryText !== textQuery) {
+      throw userError("QUERY", "INVALID_ARGS", "queryText and textQuery name the same text: give one", { indexName });
+    }
+    const text = textQuery ?? queryText;
+    if (queryVector !== undefined) checkVector("queryVector", queryVector, "QUERY", indexName);
+    if (mode === "vector") {
+      if (queryVector !== undefined && text !== undefined) {
+        throw userError("QUERY", "INVALID_ARGS", "give either queryVector or queryText, not both (or mode: \"hybrid\")", { indexName });
+      } else if (queryVector !== undefined) {
+        args.vector = queryVector;
+      } else if (text !== undefined) {
+        args.query = text;
+      } else {
+        throw userError("QUERY", "INVALID_ARGS", "queryVector (or queryText) is required: stride-vectors has no metadata-only query", {
+          indexName,
+        });
+      }
     } else {
-      throw userError("QUERY", "INVALID_ARGS", "queryVector (or queryText) is required: stride-vectors has no metadata-only query", {
-        indexName,
-      });
+      if (text === undefined) {
+        throw userError("QUERY", "INVALID_ARGS", `a ${mode} search needs its text: give textQuery (or queryText)`, { indexName });
+      }
+      args.mode = mode;
+      args.query = text;
+      if (queryVector !== undefined) args.vector = queryVector;
+      if (vectorWeight !== undefined && fusion !== undefined) {
+        throw userError("QUERY", "INVALID_ARGS", "vectorWeight is fusion's shorthand: give one of them", { indexName });
+      }
+      if (vectorWeight !== undefined) args.fusion = { method: "weighted", vector_weight: vectorWeight };
+      if (fusion !== undefined) args.fusion = fusion;
     }
     if (filter && !isEmpty(filter)) args.filter = filter;
     if (includeVector) args.include_vector = true;
     const r = await this.call("search", args, "QUERY", indexName);
-    return (r.results as { id: string; score: number; metadata: Record<string, unknown>; vector?: number[] }[]).map(
-      (hit) => {
-        const out: QueryResult = { id: hit.id, score: hit.score, metadata: hit.metadata };
-        if (includeVector && hit.vector) out.vector = hit.vector;
-        return out;
-      },
-    );
+    type Hit = { id: string; score: number; metadata: Record<string, unknown>; vector?: number[]; found_by?: FoundBy };
+    return (r.results as Hit[]).map((hit) => {
+      const out: StrideQueryResult = { id: hit.id, score: hit.score, metadata: hit.metadata };
+      if (includeVector && hit.vector) out.vector = hit.vector;
+      if (hit.found_by) out.foundBy = hit.found_by;
+      return out;
+    });
   }
 
   /**

@@ -272,6 +272,58 @@ describe("StrideVector: an owner and a relay on one file", () => {
 });
 
 describe("StrideVector: texts in (embed, queryText, flush, stats)", () => {
+  test("keyword and hybrid queries over metadata.text, with Mastra's textQuery and vectorWeight", async () => {
+    const tmp = await tempDir();
+    const vector = store(tmp.db);
+    try {
+      await vector.createIndex({ indexName: "advice", dimension: 3 });
+      // Rows written with raw vectors and metadata.text, as Stride writes them today.
+      await vector.upsert({
+        indexName: "advice",
+        ids: ["rider", "cook", "tutor"],
+        vectors: [
+          [1, 0, 0],
+          [0, 1, 0],
+          [0, 0, 1],
+        ],
+        metadata: [
+          { text: "Deliveroo rider evenings in Lyon", userId: "u1" },
+          { text: "Cook at home to spend less", userId: "u1" },
+          { text: "Tutor SQL and python to L3 students", userId: "u2" },
+        ],
+      });
+      const keyword = await vector.query({ indexName: "advice", mode: "keyword", queryText: "deliveroo" });
+      assert.deepEqual(keyword.map((h) => h.id), ["rider"]);
+      assert.deepEqual(keyword[0].foundBy.keyword.rank, 1);
+      assert.equal(keyword[0].metadata.text, "Deliveroo rider evenings in Lyon");
+
+      // Mastra's names: a vector with textQuery is a hybrid search (RRF unless vectorWeight).
+      const hybrid = await vector.query({ indexName: "advice", queryVector: [0, 0, 1], textQuery: "SQL", topK: 2 });
+      assert.equal(hybrid[0].id, "tutor");
+      assert.equal(hybrid[0].foundBy.vector.rank, 1);
+      assert.equal(hybrid[0].foundBy.keyword.rank, 1);
+      assert.ok(Math.abs(hybrid[0].score - 2 / 61) < 1e-9, `${hybrid[0].score}`);
+      const weighted = await vector.query({ indexName: "advice", queryVector: [1, 0, 0], textQuery: "SQL", vectorWeight: 0.5, topK: 3 });
+      assert.deepEqual(weighted.slice(0, 2).map((h) => h.score), [0.5, 0.5], "each list's best scores 1, halved");
+      const filtered = await vector.query({ indexName: "advice", mode: "hybrid", textQuery: "rider SQL", queryVector: [1, 0, 0], filter: { userId: "u2" } });
+      assert.deepEqual(filtered.map((h) => h.id), ["tutor"]);
+
+      assert.match(await rejection(vector.query({ indexName: "advice", mode: "keyword" })), /a keyword search needs its text/);
+      assert.match(
+        await rejection(vector.query({ indexName: "advice", textQuery: "x", vectorWeight: 0.5, fusion: { method: "rrf" } })),
+        /vectorWeight is fusion's shorthand/,
+      );
+      assert.match(
+        await rejection(vector.query({ indexName: "advice", textQuery: "rider", queryVector: [1, 0, 0], vectorWeight: 2 })),
+        /fusion.vector_weight: must be between 0 and 1, got 2/,
+      );
+      assert.match(await rejection(vector.query({ indexName: "advice", mode: "keyword", queryText: "the" })), /no words to search by/);
+    } finally {
+      await vector.disconnect();
+      await tmp.remove();
+    }
+  });
+
   test("embed with wait, then query by text", async () => {
     const tmp = await tempDir();
     const vector = store(tmp.db);

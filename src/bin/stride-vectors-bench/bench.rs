@@ -16,9 +16,11 @@ use anyhow::{Context, Result};
 use crate::mastra::mastra;
 use crate::postgres::postgres;
 use crate::report::report;
+use crate::retrieval::retrieval;
 use crate::scenarios::{
     embedder_speed, mixed_load, relay_latency, same_id_writers, search_latency, upsert_throughput,
 };
+use crate::text::text_search;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -40,11 +42,25 @@ pub struct BenchConfig {
     /// A PostgreSQL + pgvector database for the `postgres` scenario (it creates and drops
     /// schemas named `bench_*` there).
     pub postgres: Option<String>,
+    /// A BEIR-format dataset for the `retrieval` scenario.
+    pub beir: Option<std::path::PathBuf>,
+    /// Where the `retrieval` scenario keeps its database (reused when it already holds the
+    /// whole corpus); default: the scratch directory.
+    pub beir_db: Option<std::path::PathBuf>,
 }
 
 /// Every scenario, by the name `--only` takes.
 pub const SCENARIOS: &[&str] = &[
-    "relay", "upsert", "same-id", "search", "mixed", "embedder", "mastra", "postgres",
+    "relay",
+    "upsert",
+    "same-id",
+    "search",
+    "mixed",
+    "embedder",
+    "mastra",
+    "postgres",
+    "retrieval",
+    "text",
 ];
 
 impl BenchConfig {
@@ -114,6 +130,27 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
             None if !cfg.only.is_empty() => {
                 rows.push(row("PostgreSQL back-end", "not measured: give --postgres <url>"))
             }
+            None => {}
+        }
+    }
+    if cfg.runs("text") {
+        text_search(dir.path(), cfg, &mut rows)
+            .await
+            .context("keyword and hybrid search")?;
+    }
+    if cfg.runs("retrieval") {
+        match &cfg.beir {
+            Some(beir) => {
+                let db = cfg
+                    .beir_db
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("beir.duckdb"));
+                retrieval(beir, &db, &mut rows).await.context("retrieval")?
+            }
+            None if !cfg.only.is_empty() => rows.push(row(
+                "retrieval quality",
+                "not measured: give --beir <dir of a BEIR dataset>",
+            )),
             None => {}
         }
     }

@@ -14,7 +14,9 @@ mod mastra;
 mod measure;
 mod postgres;
 mod report;
+mod retrieval;
 mod scenarios;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     mastra_upsert_load_max: usize,
     /// Run only these scenarios, comma-separated: relay, upsert, same-id, search, mixed,
-    /// embedder, mastra, postgres (default: all).
+    /// embedder, mastra, postgres, retrieval, text (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// A PostgreSQL + pgvector database for the `postgres` scenario (URL or key=value
@@ -58,6 +60,14 @@ struct Args {
     /// scenario is skipped.
     #[arg(long)]
     postgres: Option<String>,
+    /// A BEIR-format dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) for the
+    /// `retrieval` scenario: nDCG@10 and recall@100 of every search mode.
+    #[arg(long)]
+    beir: Option<PathBuf>,
+    /// Where the `retrieval` scenario keeps its database, reused when it already holds the
+    /// whole corpus (default: a scratch file, removed).
+    #[arg(long)]
+    beir_db: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +87,8 @@ fn main() -> ExitCode {
         mastra_upsert_load_max: args.mastra_upsert_load_max,
         only: args.only,
         postgres: args.postgres,
+        beir: args.beir,
+        beir_db: args.beir_db,
     };
     match run(&config, &args.out) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use stride_vectors::client::ChildServer;
 
 use crate::bench::{row, BenchConfig, Row};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

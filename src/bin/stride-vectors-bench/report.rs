@@ -132,6 +132,8 @@ mod tests {
             mastra_upsert_load_max: 10_000,
             only: Vec::new(),
             postgres: None,
+            beir: None,
+            beir_db: None,
         };
         let rows = vec![
             row(

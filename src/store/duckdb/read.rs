@@ -198,6 +198,7 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<crate::store::
             .downcast_ref::<StringArray>()
             .ok_or_else(|| fail(&"metadata column is not text"))?;
         let offset = vectors.offset() * index.dimension;
+        let mut rows = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             // A NULL vector (possible in a table someone else wrote) has no place in a scan.
             if vectors.is_null(row) || ids.is_null(row) {
@@ -208,8 +209,10 @@ pub fn load_index(conn: &Connection, index: &IndexInfo) -> Result<crate::store::
             let text = (!metadata.is_null(row)).then(|| metadata.value(row));
             let meta = Metadata::parse(text)
                 .map_err(|e| fail(&format!("metadata of id {id:?} is not JSON: {e}")))?;
-            idx.upsert(id, &values[start..start + index.dimension], meta);
+            rows.push((id, &values[start..start + index.dimension], meta));
         }
+        // The batch's texts are analysed on every core.
+        idx.upsert_many(rows);
     }
     Ok(idx)
 }

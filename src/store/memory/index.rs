@@ -233,14 +233,6 @@ impl MemoryIndex {
         dimension * 5 + 12 + 96
     }
 
-    /// Append a row (the caller checked the width); copies the last chunk if a published
-    /// snapshot still shares it.
-    fn push(&mut self, id: &str, vector: &[f32], metadata: Metadata) -> usize {
-        let row = self.prepare(vector);
-        let terms = self.row_terms(&metadata);
-        self.push_prepared(id, &row, metadata, &terms)
-    }
-
     /// The terms a row's metadata gives (none when the index keeps no text).
     fn row_terms(&self, metadata: &Metadata) -> RowTerms {
         self.text
@@ -458,10 +450,29 @@ impl Builder {
 
     /// Insert or replace `id`: the new version is appended, the old one retired.
     pub fn upsert(&mut self, id: &str, vector: &[f32], metadata: Metadata) {
+        let terms = self.index.row_terms(&metadata);
+        self.upsert_with_terms(id, vector, metadata, &terms);
+    }
+
+    /// [`Self::upsert`] of many rows, in order, their texts analysed on every core first
+    /// (the analysis is most of a text row's cost; the rest is a copy).
+    pub fn upsert_many<'a>(&mut self, rows: impl IntoIterator<Item = (&'a str, &'a [f32], Metadata)>) {
+        let rows: Vec<(&str, &[f32], Metadata)> = rows.into_iter().collect();
+        let terms: Vec<RowTerms> = match &self.index.text {
+            Some(text) if rows.len() > 1 => rows.par_iter().map(|(_, _, m)| text.row_terms(m)).collect(),
+            _ => rows.iter().map(|(_, _, m)| self.index.row_terms(m)).collect(),
+        };
+        for ((id, vector, metadata), terms) in rows.into_iter().zip(&terms) {
+            self.upsert_with_terms(id, vector, metadata, terms);
+        }
+    }
+
+    fn upsert_with_terms(&mut self, id: &str, vector: &[f32], metadata: Metadata, terms: &RowTerms) {
         if let Some(old) = self.positions.get(id).copied() {
             self.index.kill(old);
         }
-        let position = self.index.push(id, vector, metadata);
+        let row = self.index.prepare(vector);
+        let position = self.index.push_prepared(id, &row, metadata, terms);
         self.positions.insert(id.to_string(), position);
         self.compact_if_worth_it();
     }

@@ -124,9 +124,10 @@ impl Change {
 
     fn apply_to(&self, builder: &mut Builder) {
         match self {
-            Change::Upsert { rows, .. } => rows
-                .iter()
-                .for_each(|(id, v, m)| builder.upsert(id, v, m.clone())),
+            Change::Upsert { rows, .. } => builder.upsert_many(
+                rows.iter()
+                    .map(|(id, v, m)| (id.as_str(), v.as_slice(), m.clone())),
+            ),
             Change::Metadata { id, metadata, .. } => builder.set_metadata(id, metadata.clone()),
             Change::Delete { ids, .. } => ids.iter().for_each(|id| builder.remove(id)),
             Change::Create { .. } | Change::Drop { .. } => {}

@@ -27,6 +27,11 @@
 //! writer keeps the changes committed meanwhile and replays them onto the loaded copy when
 //! it arrives ([`Keeper::loaded`]).
 //!
+//! An index that keeps text also has its keyword index here ([`terms`]): each chunk holds
+//! the BM25 postings of its rows, so the words of a commit are published in the same
+//! snapshot as its vectors, and a keyword or hybrid search reads one commit's words and
+//! vectors. Loading and compaction carry them like the rows.
+//!
 //! Per index: an exact top-k scan with a dot-product kernel the compiler vectorises, a
 //! bounded heap, and the scan split over the cores for large indexes. Scores and
 //! tie-breaking are those of the DuckDB path in [`super::read`], the reference.

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::index::{MemoryIndex, Rows, CHUNK_ROWS};
+use super::index::{in_parts, MemoryIndex, Rows, CHUNK_ROWS};
 use crate::store::metadata::Metadata;
 use crate::store::text::{idf, term_weight, Analyzer, TextSettings};
 
@@ -221,8 +221,12 @@ pub struct KeywordScored {
 }
 
 /// Exact BM25 top-k of `query` over the live rows of `index` that `rows` lets through, best
-/// first, equal scores by id; rows that match no term are not hits. `text_docs` and
-/// `text_len` are the snapshot's count of live rows with terms and the sum of their lengths.
+/// first, equal scores by id; rows that match no term are not hits.
+///
+/// Two passes over the query terms' postings, each split over the search pool by ranges
+/// of chunks (a chunk's rows are a range of positions, so each part scores its own rows
+/// with no sharing): the first counts each term's live postings (its document frequency,
+/// for the whole index), the second scores.
 pub(super) fn keyword_search(
     index: &MemoryIndex,
     query: &QueryTerms,
@@ -236,39 +240,61 @@ pub(super) fn keyword_search(
     }
     let n = n as f64;
     let avgdl = total_len as f64 / n;
-    let chunks = index.chunk_count();
-    let mut scores: HashMap<usize, f64> = HashMap::new();
-    for &(term, times) in &query.known {
-        let live_postings = || {
-            (0..chunks).flat_map(move |c| {
-                index
-                    .chunk_postings(c)
-                    .of(term)
-                    .iter()
-                    .map(move |&p| {
-                        let (row, tf) = unpack(p);
-                        (c * CHUNK_ROWS + row, tf)
-                    })
-                    .filter(|(position, _)| index.is_live(*position))
-            })
-        };
-        let df = live_postings().count();
-        if df == 0 {
-            continue;
-        }
-        let weight = f64::from(times) * idf(n, df as f64);
-        for (position, tf) in live_postings() {
-            let dl = f64::from(index.text_len_of(position));
-            *scores.entry(position).or_default() += weight * term_weight(f64::from(tf), dl, avgdl);
-        }
-    }
-    let mut hits: Vec<KeywordScored> = scores
-        .into_iter()
-        .filter(|(position, score)| {
-            min_score.is_none_or(|m| *score >= m) && index.admits_row(rows, *position)
+    let live_postings = |term: u32, chunks: std::ops::Range<usize>| {
+        chunks.flat_map(move |c| {
+            index
+                .chunk_postings(c)
+                .of(term)
+                .iter()
+                .map(move |&p| {
+                    let (row, tf) = unpack(p);
+                    (c * CHUNK_ROWS + row, tf)
+                })
+                .filter(|(position, _)| index.is_live(*position))
         })
-        .map(|(position, score)| KeywordScored { position, score })
+    };
+    let counts = in_parts(index.chunk_count(), |chunks| {
+        query
+            .known
+            .iter()
+            .map(|&(term, _)| live_postings(term, chunks.clone()).count())
+            .collect::<Vec<usize>>()
+    });
+    let weights: Vec<(u32, f64)> = query
+        .known
+        .iter()
+        .enumerate()
+        .filter_map(|(t, &(term, times))| {
+            let df: usize = counts.iter().map(|c| c[t]).sum();
+            (df > 0).then(|| (term, f64::from(times) * idf(n, df as f64)))
+        })
         .collect();
+    let parts = in_parts(index.chunk_count(), |chunks| {
+        let first = chunks.start * CHUNK_ROWS;
+        // One slot per row of these chunks, and the rows touched, in the order first scored.
+        let mut scores = vec![0f64; chunks.len() * CHUNK_ROWS];
+        let mut touched: Vec<usize> = Vec::new();
+        for &(term, weight) in &weights {
+            for (position, tf) in live_postings(term, chunks.clone()) {
+                let dl = f64::from(index.text_len_of(position));
+                let slot = &mut scores[position - first];
+                // Every term's part is positive (idf > 0, tf >= 1): zero means not yet scored.
+                if *slot == 0.0 {
+                    touched.push(position);
+                }
+                *slot += weight * term_weight(f64::from(tf), dl, avgdl);
+            }
+        }
+        touched
+            .into_iter()
+            .map(|position| KeywordScored {
+                position,
+                score: scores[position - first],
+            })
+            .filter(|h| min_score.is_none_or(|m| h.score >= m) && index.admits_row(rows, h.position))
+            .collect::<Vec<_>>()
+    });
+    let mut hits: Vec<KeywordScored> = parts.into_iter().flatten().collect();
     let better = |a: &KeywordScored, b: &KeywordScored| {
         b.score
             .total_cmp(&a.score)
