@@ -216,10 +216,16 @@ describe("two SDK clients, owner + relay on one file, frontend edits while the a
       const maxDiff = Math.max(...a.map((x, j) => Math.abs(x - b[j])));
       assert.ok(maxDiff < 1e-5, `${ids[i]}: stored vector differs from the last text's embedding by ${maxDiff}`);
     }
-    // And a search for the last text finds its own profile first with a score of ~1.
-    const self = await agent.call("search", { index: "student_profiles", query: lastEdits[3].text, top_k: 1 });
+    // And a search by vector for the last text finds its own profile first with a score of
+    // ~1; without a mode (hybrid) it is first in both lists.
+    const self = await agent.call("search", { index: "student_profiles", query: lastEdits[3].text, top_k: 1, mode: "vector" });
     assert.equal(self.results[0].id, "profile-3");
     assert.ok(self.results[0].score > 0.9999, `score ${self.results[0].score}`);
+    const hybrid = await agent.call("search", { index: "student_profiles", query: lastEdits[3].text, top_k: 1 });
+    assert.equal(hybrid.mode, "hybrid");
+    assert.equal(hybrid.results[0].id, "profile-3");
+    assert.equal(hybrid.results[0].found_by.vector.rank, 1);
+    assert.equal(hybrid.results[0].found_by.keyword.rank, 1);
 
     // Coalescing: superseded versions inside the debounce window were not embedded.
     const afterStats = await agent.call("stats", {});
