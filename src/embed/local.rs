@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use super::bert::MiniLm;
 use super::{EmbedError, EmbedFuture, Embedder};
 
 /// Name recorded with every index this embedder fills.
@@ -47,7 +48,7 @@ pub struct LocalEmbedder {
 /// forward passes may share it without a lock.
 struct LocalModel {
     tokenizer: Tokenizer,
-    bert: BertModel,
+    bert: MiniLm,
     device: Device,
     pad_id: u32,
 }
@@ -204,7 +205,7 @@ impl LocalModel {
         let types = Tensor::from_vec(types, (rows, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
 
-        let hidden = self.bert.forward(&ids, &types, Some(&mask))?; // (rows, width, 384)
+        let hidden = self.bert.forward(&ids, &types, &mask)?; // (rows, width, 384)
         let weights = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, width, 1)
         let summed = hidden.broadcast_mul(&weights)?.sum(1)?; // (rows, 384)
         let counts = weights.sum(1)?; // (rows, 1); at least 2: [CLS] and [SEP]
@@ -299,7 +300,7 @@ fn load_config(path: &Path) -> Result<Config, EmbedError> {
     Ok(config)
 }
 
-fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<BertModel, EmbedError> {
+fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<MiniLm, EmbedError> {
     let bad = |e: candle_core::Error| {
         EmbedError::Permanent(format!("cannot load weights from {}: {e}", path.display()))
     };
@@ -309,8 +310,8 @@ fn load_weights(path: &Path, config: &Config, device: &Device) -> Result<BertMod
     // this mapping on the old inode).
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(bad)?;
     // Tensor names in this file are `embeddings.*` / `encoder.*` (no `bert.` prefix);
-    // BertModel::load tries those first and `{model_type}.` second, so either layout works.
-    BertModel::load(vb, config).map_err(bad)
+    // MiniLm::load tries those first and `bert.` second, so either layout works.
+    MiniLm::load(vb, config).map_err(bad)
 }
 
 /// Refuses a file whose sha256 is not `want`, naming both hashes and the fix.

