@@ -382,3 +382,55 @@ async fn bad_text_input_gets_a_clear_error_naming_the_field() {
         .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn postgres_keeps_a_text_index_and_create_index_restores_a_missing_one() {
+    if !on_postgres() {
+        return; // The DuckDB file's keyword index lives in memory: the other tests cover it.
+    }
+    let db = temp_db();
+    let s = start(&db.path).await;
+    with_notes(&s).await;
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    let schema = pg_schema(&db.path);
+    let def = text_index(&client, &schema).await.expect("a text index");
+    assert!(
+        def.contains("USING gin") && def.contains("to_tsvector('english'::regconfig"),
+        "{def}"
+    );
+    // An index made before keyword search had none: create_index adds it.
+    client
+        .batch_execute(&format!("DROP INDEX \"{schema}\".notes_text_idx"))
+        .await
+        .unwrap();
+    assert!(text_index(&client, &schema).await.is_none());
+    let r = s
+        .ok("create_index", json!({"index": "notes", "dimension": 3}))
+        .await;
+    assert_eq!(r["created"], json!(false));
+    assert!(text_index(&client, &schema).await.is_some(), "restored");
+    let r = s
+        .ok(
+            "search",
+            json!({"index": "notes", "query": "XK-42b", "mode": "keyword", "top_k": 1}),
+        )
+        .await;
+    assert_eq!(r["results"][0]["id"], json!("target"));
+    s.stop().await;
+}
+
+/// The definition of index "notes"'s text index in PostgreSQL schema `schema`, if any.
+async fn text_index(client: &tokio_postgres::Client, schema: &str) -> Option<String> {
+    client
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'notes_text_idx'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .first()
+        .map(|r| r.get::<_, String>(0))
+}

@@ -61,6 +61,9 @@ pub(super) async fn create_index(
         }
         Some(existing) => {
             existing_text_matches(&existing, text)?;
+            // An index made before keyword search has no text index yet: calling
+            // create_index again adds it (a no-op when it is there).
+            schema::create_text_index(&*tx, names, name, &existing.text).await?;
             if let Some(ann) = ann.filter(|a| existing.ann != Some(*a)) {
                 tracing::info!(index = %name, m = ann.m, ef_construction = ann.ef_construction, "rebuilding the HNSW index");
                 tx.batch_execute(&schema::drop_hnsw_sql(names, name)).await?;
