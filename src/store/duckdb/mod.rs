@@ -147,11 +147,7 @@ impl FileStore {
         let want_memory = memory.enabled && engine != Some(Engine::Duckdb);
         if want_memory && !read::needs_file(&req) {
             if let Some(copy) = memory.snapshot(&index.name) {
-                let pool = memory.clone();
-                let hits = pool
-                    .run(move || read::search_memory(&memory, &copy, &req, None))
-                    .await??;
-                return Ok((hits, Engine::Memory));
+                return on_snapshot(memory, copy, req).await;
             }
         }
         self.read(move |conn| {
@@ -197,11 +193,7 @@ impl FileStore {
             return Err(StoreError::unknown_index(&index.name));
         };
         if !read::needs_file(&req) {
-            let pool = memory.clone();
-            let hits = pool
-                .run(move || read::search_memory(&memory, &copy, &req, None))
-                .await??;
-            return Ok((hits, Engine::Memory));
+            return on_snapshot(memory, copy, req).await;
         }
         self.read(move |conn| {
             let Some((copy, _read_transaction)) = memory.begin_read(conn, &index.name)? else {
@@ -406,6 +398,20 @@ impl Shared {
             lock(&self.readers).push(conn);
         }
     }
+}
+
+/// A search that needs nothing from the file, on one snapshot, run on the search pool: no
+/// reader connection, no DuckDB query.
+async fn on_snapshot(
+    memory: Arc<Memory>,
+    copy: Arc<memory::MemoryIndex>,
+    req: SearchRequest,
+) -> Result<(Vec<Hit>, Engine), StoreError> {
+    let pool = memory.clone();
+    let hits = pool
+        .run(move || read::search_memory(&memory, &copy, &req, None))
+        .await??;
+    Ok((hits, Engine::Memory))
 }
 
 /// Load every index into memory, one at a time, off every lock: each is read in a DuckDB

@@ -131,31 +131,17 @@ fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
     let registered = registered_indexes(conn)?;
     for (name, dimension) in &tables {
         match registered.get(name) {
-            Some(info) if info.dimension == *dimension => {}
+            Some(info) if info.dimension == *dimension => continue,
             Some(_) => {
                 tracing::warn!(index = %name, dimension, "table dimension changed outside stride-vectors; re-registering");
                 conn.execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
-                register(
-                    conn,
-                    name,
-                    *dimension,
-                    Metric::Cosine,
-                    true,
-                    &TextSettings::default(),
-                )?;
             }
             None => {
                 tracing::info!(index = %name, dimension, "adopting a table made outside stride-vectors (metric cosine)");
-                register(
-                    conn,
-                    name,
-                    *dimension,
-                    Metric::Cosine,
-                    true,
-                    &TextSettings::default(),
-                )?;
             }
         }
+        let text = TextSettings::default();
+        register(conn, name, *dimension, Metric::Cosine, true, &text)?;
     }
     for name in registered.keys().filter(|n| !tables.contains_key(*n)) {
         tracing::info!(index = %name, "index table is gone; dropping its registration");
