@@ -33,10 +33,17 @@ CREATE TABLE IF NOT EXISTS stride_vectors.indexes (
     metric VARCHAR NOT NULL,
     model VARCHAR,
     adopted BOOLEAN NOT NULL DEFAULT false,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    keeps_text BOOLEAN,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+-- What each index does with text (keyword search). A table of its own rather than columns
+-- added to `indexes`: DuckDB 1.5.5 cannot replay an ALTER TABLE from its WAL (GetDefault-
+-- Database with no default database set), so a file killed after adding columns would not
+-- open; an index with no row here (a file made before) has the defaults.
+CREATE TABLE IF NOT EXISTS stride_vectors.index_text (
+    name VARCHAR PRIMARY KEY,
+    keeps_text BOOLEAN NOT NULL,
     text_field VARCHAR,
-    language VARCHAR
+    language VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stride_vectors.documents (
     index_name VARCHAR NOT NULL,
@@ -63,15 +70,6 @@ CREATE TABLE IF NOT EXISTS stride_vectors.pending (
 /// in `main`, and return the catalog. Runs in one transaction.
 pub fn prepare(conn: &Connection) -> anyhow::Result<Catalog> {
     conn.execute_batch("BEGIN TRANSACTION")?;
-    match add_missing_columns(conn) {
-        Ok(false) => conn.execute_batch("COMMIT")?,
-        Ok(true) => conn.execute_batch("COMMIT; CHECKPOINT;")?,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    }
-    conn.execute_batch("BEGIN TRANSACTION")?;
     match prepare_in_transaction(conn) {
         Ok(catalog) => {
             conn.execute_batch("COMMIT")?;
@@ -85,45 +83,6 @@ pub fn prepare(conn: &Connection) -> anyhow::Result<Catalog> {
     }
 }
 
-/// Columns added to `stride_vectors.indexes` after format 1 was first written (keyword
-/// search): a file made before them gets them, NULL, read as the defaults.
-const ADDED_INDEX_COLUMNS: [(&str, &str); 3] = [
-    ("keeps_text", "BOOLEAN"),
-    ("text_field", "VARCHAR"),
-    ("language", "VARCHAR"),
-];
-
-/// Give an older file's catalog the columns it lacks. Whether anything was added: the caller
-/// then checkpoints, because DuckDB 1.5.5 cannot replay an `ALTER TABLE` from its WAL (it
-/// fails with "GetDefaultDatabase with no default database set"), so it must not stay there.
-fn add_missing_columns(conn: &Connection) -> anyhow::Result<bool> {
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'stride_vectors' AND table_name = 'indexes'",
-        [],
-        |row| row.get(0),
-    )?;
-    if tables == 0 {
-        return Ok(false); // A new file: the catalog is made with every column.
-    }
-    let mut added = false;
-    for (column, kind) in ADDED_INDEX_COLUMNS {
-        let present: i64 = conn.query_row(
-            "SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'stride_vectors'
-             AND table_name = 'indexes' AND column_name = ?",
-            params![column],
-            |row| row.get(0),
-        )?;
-        if present == 0 {
-            // Names and types are the constants above: nothing from outside reaches this SQL.
-            conn.execute_batch(&format!(
-                "ALTER TABLE stride_vectors.indexes ADD COLUMN {column} {kind}"
-            ))?;
-            added = true;
-        }
-    }
-    Ok(added)
-}
-
 fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
     conn.execute_batch(BOOKKEEPING_DDL)?;
     check_format_version(conn)?;
@@ -134,7 +93,7 @@ fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
             Some(info) if info.dimension == *dimension => continue,
             Some(_) => {
                 tracing::warn!(index = %name, dimension, "table dimension changed outside stride-vectors; re-registering");
-                conn.execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+                unregister(conn, name)?;
             }
             None => {
                 tracing::info!(index = %name, dimension, "adopting a table made outside stride-vectors (metric cosine)");
@@ -145,7 +104,7 @@ fn prepare_in_transaction(conn: &Connection) -> anyhow::Result<Catalog> {
     }
     for name in registered.keys().filter(|n| !tables.contains_key(*n)) {
         tracing::info!(index = %name, "index table is gone; dropping its registration");
-        conn.execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+        unregister(conn, name)?;
         conn.execute(
             "DELETE FROM stride_vectors.documents WHERE index_name = ?",
             params![name],
@@ -239,8 +198,9 @@ fn index_dimension(columns: &[String]) -> Option<usize> {
 
 fn registered_indexes(conn: &Connection) -> anyhow::Result<Catalog> {
     let mut stmt = conn.prepare(
-        "SELECT name, dimension, metric, model, adopted, keeps_text, text_field, language
-         FROM stride_vectors.indexes ORDER BY name",
+        "SELECT i.name, i.dimension, i.metric, i.model, i.adopted, t.keeps_text, t.text_field, t.language
+         FROM stride_vectors.indexes i LEFT JOIN stride_vectors.index_text t USING (name)
+         ORDER BY i.name",
     )?;
     let rows = stmt.query_map([], |row| {
         Ok((
@@ -293,18 +253,24 @@ pub fn register(
     text: &TextSettings,
 ) -> duckdb::Result<usize> {
     conn.execute(
-        "INSERT INTO stride_vectors.indexes (name, dimension, metric, adopted, keeps_text, text_field, language)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-        params![
-            name,
-            dimension as i64,
-            metric.as_str(),
-            adopted,
-            text.field.is_some(),
-            text.field.as_deref().unwrap_or(text::DEFAULT_FIELD),
-            text.language
-        ],
+        "INSERT INTO stride_vectors.indexes (name, dimension, metric, adopted) VALUES (?, ?, ?, ?)",
+        params![name, dimension as i64, metric.as_str(), adopted],
+    )?;
+    conn.execute(
+        "INSERT OR REPLACE INTO stride_vectors.index_text (name, keeps_text, text_field, language)
+         VALUES (?, ?, ?, ?)",
+        params![name, text.field.is_some(), text.field.as_deref(), text.language],
     )
+}
+
+/// Forget an index's registration (its table is gone or is being dropped).
+pub fn unregister(conn: &Connection, name: &str) -> duckdb::Result<()> {
+    conn.execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+    conn.execute(
+        "DELETE FROM stride_vectors.index_text WHERE name = ?",
+        params![name],
+    )?;
+    Ok(())
 }
 
 /// Record the embedding model that fills an index.

@@ -119,8 +119,7 @@ impl Writer {
         if existed {
             self.conn
                 .execute_batch(&format!("DROP TABLE IF EXISTS {}", quoted(name)))?;
-            self.conn
-                .execute("DELETE FROM stride_vectors.indexes WHERE name = ?", params![name])?;
+            schema::unregister(&self.conn, name)?;
         }
         // Pending documents of a dropped index would recreate it: they go too.
         documents::forget_index(&self.conn, name)?;
