@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::args::{input_schema, parse, tool_error, ToolError};
 use super::StrideServer;
 use crate::store::MemoryReport;
-use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError, TextSettings};
+use crate::store::{Engine, Hnsw, IndexInfo, Metric, StoreError, TextRequest};
 use crate::store::{WriteOp, WriteOutcome};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -32,7 +32,8 @@ pub struct CreateIndexArgs {
     /// The metadata key where each row keeps its text (default `text`, Mastra's
     /// convention): `embed` puts the document's text there, and keyword search reads it
     /// from every row that has it, however it was written. `null`: the index keeps no text
-    /// and has no keyword search. Fixed at creation.
+    /// and has no keyword search. Fixed at creation: left out on an existing index, it is
+    /// whatever that index has.
     #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<String>")]
     pub text_field: Option<Option<String>>,
@@ -40,7 +41,8 @@ pub struct CreateIndexArgs {
     /// alike. `english` (default), `french`, `german`, `spanish`, `italian`, `portuguese`,
     /// `dutch`, `danish`, `finnish`, `norwegian`, `swedish`, `hungarian`, `romanian`,
     /// `russian`, `greek`, `arabic`, `tamil`, `turkish`, or `none` (words only lowercased
-    /// and stripped of accents). Fixed at creation.
+    /// and stripped of accents). Fixed at creation: left out on an existing index, it is
+    /// whatever that index has.
     #[serde(default)]
     pub language: Option<String>,
 }
@@ -51,11 +53,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 impl CreateIndexArgs {
-    fn text(&self) -> TextSettings {
-        let defaults = TextSettings::default();
-        TextSettings {
-            field: self.text_field.clone().unwrap_or(defaults.field),
-            language: self.language.clone().unwrap_or(defaults.language),
+    fn text(&self) -> TextRequest {
+        TextRequest {
+            field: self.text_field.clone(),
+            language: self.language.clone(),
         }
     }
 }
@@ -207,16 +208,25 @@ impl StrideServer {
             ann,
             text: text.clone(),
         };
-        match self.store()?.write(op).await {
-            Ok(WriteOutcome::IndexCreated { created }) => Ok(Json(CreateIndexResult {
-                index: args.index,
-                dimension: args.dimension,
-                metric,
-                created,
-                ann,
-                text_field: text.field,
-                language: text.language,
-            })),
+        let store = self.store()?;
+        match store.write(op).await {
+            Ok(WriteOutcome::IndexCreated { created }) => {
+                // What the index has (an existing one keeps its own when the call left
+                // them out); as asked if it was dropped meanwhile.
+                let text = match store.index_info(&args.index).await {
+                    Ok(info) => info.text,
+                    Err(_) => text.settings(),
+                };
+                Ok(Json(CreateIndexResult {
+                    index: args.index,
+                    dimension: args.dimension,
+                    metric,
+                    created,
+                    ann,
+                    text_field: text.field,
+                    language: text.language,
+                }))
+            }
             Ok(other) => Err(unexpected("create_index", other)),
             Err(e) => Err(tool_error("create_index", e)),
         }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::filter::CompiledFilter;
-pub use super::text::TextSettings;
+pub use super::text::{TextRequest, TextSettings};
 
 /// Longest index name we accept; DuckDB allows more, but a name is typed by people.
 pub const MAX_INDEX_NAME: usize = 63;
@@ -294,27 +294,30 @@ pub fn target_dimension(
     }
 }
 
-/// `create_index` of an index that exists with the asked shape: its text settings must be
-/// the asked ones too (they are fixed when the index is made).
-pub fn existing_text_matches(existing: &IndexInfo, text: &TextSettings) -> Result<(), StoreError> {
-    let show = |t: &TextSettings| match &t.field {
-        Some(f) => format!("text_field {f:?}, language {}", t.language),
+/// `create_index` of an index that exists with the asked shape: the text settings it names
+/// must be the index's (they are fixed when the index is made); those it leaves out are.
+pub fn existing_text_matches(existing: &IndexInfo, asked: &TextRequest) -> Result<(), StoreError> {
+    let show = |field: &Option<String>, language: &str| match field {
+        Some(f) => format!("text_field {f:?}, language {language}"),
         None => "no text (text_field null)".to_string(),
     };
-    if existing.text.field != text.field {
+    let have = show(&existing.text.field, &existing.text.language);
+    if let Some(field) = asked.field.as_ref().filter(|f| **f != existing.text.field) {
+        let language = asked.language.as_deref().unwrap_or(&existing.text.language);
         return Err(StoreError::invalid(format!(
-            "text_field: index \"{}\" already exists with {}; asked for {}",
+            "text_field: index \"{}\" already exists with {have}; asked for {}",
             existing.name,
-            show(&existing.text),
-            show(text)
+            show(field, language)
         )));
     }
-    if existing.text.field.is_some() && existing.text.language != text.language {
+    if let Some(language) = asked
+        .language
+        .as_ref()
+        .filter(|l| existing.text.field.is_some() && **l != existing.text.language)
+    {
         return Err(StoreError::invalid(format!(
-            "language: index \"{}\" already exists with {}; asked for {}",
-            existing.name,
-            show(&existing.text),
-            show(text)
+            "language: index \"{}\" already exists with {have}; asked for language {language}",
+            existing.name
         )));
     }
     Ok(())
@@ -397,8 +400,8 @@ pub enum WriteOp {
         metric: Metric,
         /// An HNSW index to build (PostgreSQL only).
         ann: Option<Hnsw>,
-        /// Where rows keep their text and the keyword index's language (checked).
-        text: TextSettings,
+        /// Where rows keep their text and the keyword index's language, as asked.
+        text: TextRequest,
     },
     DeleteIndex {
         name: String,

@@ -227,6 +227,14 @@ async fn embed_keeps_the_text_where_the_index_says() {
     let described = s.ok("describe_index", json!({"index": "advice"})).await;
     assert_eq!(described["text_field"], json!("body"));
     assert_eq!(described["language"], json!("french"));
+    // Repeating create_index without the text settings (as Mastra's createIndex does on
+    // every start) is a no-op that reports what the index has.
+    let again = s
+        .ok("create_index", json!({"index": "advice", "dimension": 384}))
+        .await;
+    assert_eq!(again["created"], json!(false));
+    assert_eq!(again["text_field"], json!("body"), "{again}");
+    assert_eq!(again["language"], json!("french"), "{again}");
     s.ok(
         "embed",
         json!({"index": "advice", "wait": true, "documents": [
@@ -278,6 +286,10 @@ async fn embed_keeps_the_text_where_the_index_says() {
         json!({"index": "bare", "dimension": 384, "text_field": null}),
     )
     .await;
+    let again = s
+        .ok("create_index", json!({"index": "bare", "dimension": 384}))
+        .await;
+    assert_eq!(again["text_field"], Value::Null, "{again}");
     s.ok(
         "embed",
         json!({"index": "bare", "wait": true, "documents": [{"id": "a", "text": "hello there"}]}),
@@ -372,7 +384,7 @@ async fn bad_text_input_gets_a_clear_error_naming_the_field() {
         ),
         (
             json!({"index": "notes", "dimension": 3, "language": "french"}),
-            "language: index \"notes\" already exists with text_field \"text\", language english",
+            "language: index \"notes\" already exists with text_field \"text\", language english; asked for language french",
         ),
     ] {
         let err = s.err("create_index", args.clone()).await;

@@ -59,6 +59,27 @@ impl Default for TextSettings {
     }
 }
 
+/// What `create_index` asks of an index's text, part by part: a part left out takes the
+/// default on a new index and what the index has on an existing one (so a caller that never
+/// names them, as Mastra's `createIndex`, can repeat the call on any index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextRequest {
+    /// `Some(None)`: keep no text.
+    pub field: Option<Option<String>>,
+    pub language: Option<String>,
+}
+
+impl TextRequest {
+    /// The settings of a new index made with this request.
+    pub fn settings(&self) -> TextSettings {
+        let defaults = TextSettings::default();
+        TextSettings {
+            field: self.field.clone().unwrap_or(defaults.field),
+            language: self.language.clone().unwrap_or(defaults.language),
+        }
+    }
+}
+
 impl TextSettings {
     /// Check a field name and a language as given to `create_index`. A field is a plain
     /// metadata key (letters, digits, underscores; 1 to 63): PostgreSQL's keyword index

@@ -71,15 +71,16 @@ impl Writer {
         name: &str,
         dimension: usize,
         metric: Metric,
-        text: &TextSettings,
+        asked: &TextRequest,
         working: &mut Catalog,
     ) -> OpResult {
         validate_index_name(name).map_err(OpError::Rejected)?;
         validate_dimension(dimension).map_err(OpError::Rejected)?;
+        let text = &asked.settings();
         text.validate().map_err(OpError::Rejected)?;
         if let Some(existing) = working.get(name) {
             if existing.dimension == dimension && existing.metric == metric {
-                return match existing_text_matches(existing, text) {
+                return match existing_text_matches(existing, asked) {
                     Ok(()) => Ok(WriteOutcome::IndexCreated { created: false }),
                     Err(e) => Err(OpError::Rejected(e)),
                 };
@@ -152,7 +153,7 @@ impl Writer {
         }
         let mut created_index = false;
         if let (false, Some((dim, metric))) = (working.contains_key(index), create) {
-            self.create_index(index, dim, metric, &TextSettings::default(), working)?;
+            self.create_index(index, dim, metric, &TextRequest::default(), working)?;
             created_index = true;
         }
         // Before the insert, so the new rows are never among the deleted ones.
@@ -224,7 +225,7 @@ impl Writer {
         if let Some(info) = working.get(index) {
             check_embeddable(info, model, dimension).map_err(OpError::Rejected)?;
         } else if let Some(dim) = dimension {
-            self.create_index(index, dim, Metric::Cosine, &TextSettings::default(), working)?;
+            self.create_index(index, dim, Metric::Cosine, &TextRequest::default(), working)?;
             self.record_model(index, model, working)?;
         }
         let docs = &keep_texts(docs, working.get(index)).map_err(OpError::Rejected)?;
@@ -301,13 +302,7 @@ impl Writer {
             });
         }
         if !working.contains_key(index) {
-            self.create_index(
-                index,
-                dimension,
-                Metric::Cosine,
-                &TextSettings::default(),
-                working,
-            )?;
+            self.create_index(index, dimension, Metric::Cosine, &TextRequest::default(), working)?;
         }
         if working.get(index).is_some_and(|i| i.model.is_none()) {
             self.record_model(index, model, working)?;

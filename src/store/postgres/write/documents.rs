@@ -15,7 +15,8 @@ use crate::store::postgres::schema::{self, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
     check_embeddable, dedup_last_wins, keep_texts, validate_index_name, validate_vector, Acceptance,
-    Accepted, EmbeddedDocument, Metric, NewDocument, StoreError, TextSettings, VectorRow, WriteOutcome,
+    Accepted, EmbeddedDocument, Metric, NewDocument, StoreError, TextRequest, TextSettings, VectorRow,
+    WriteOutcome,
 };
 
 /// Record documents to embed. Per document, in one transaction: a new version number; if
@@ -43,7 +44,7 @@ pub(super) async fn accept(
                     Metric::Cosine,
                     None,
                     Some(model),
-                    &TextSettings::default(),
+                    &TextRequest::default(),
                 )
                 .await?;
             }

@@ -10,8 +10,8 @@ use super::{invalid, names, Result};
 use crate::store::postgres::schema::{self, Names};
 use crate::store::postgres::PgStore;
 use crate::store::{
-    existing_text_matches, validate_dimension, validate_index_name, Hnsw, IndexInfo, Metric, TextSettings,
-    WriteOutcome,
+    existing_text_matches, validate_dimension, validate_index_name, Hnsw, IndexInfo, Metric, TextRequest,
+    TextSettings, WriteOutcome,
 };
 
 /// Widest `vector` column pgvector stores.
@@ -28,10 +28,11 @@ pub(super) async fn create_index(
     metric: Metric,
     ann: Option<Hnsw>,
     model: Option<&str>,
-    text: &TextSettings,
+    asked: &TextRequest,
 ) -> Result<WriteOutcome> {
     validate_index_name(name)?;
     validate_dimension(dimension)?;
+    let text = &asked.settings();
     text.validate()?;
     if dimension > MAX_PG_DIMENSION {
         return Err(invalid(format!(
@@ -60,7 +61,7 @@ pub(super) async fn create_index(
             )));
         }
         Some(existing) => {
-            existing_text_matches(&existing, text)?;
+            existing_text_matches(&existing, asked)?;
             // An index made before keyword search has no text index yet: calling
             // create_index again adds it (a no-op when it is there).
             schema::create_text_index(&*tx, names, name, &existing.text).await?;

@@ -18,7 +18,7 @@ use crate::store::postgres::schema::{self, Names, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
     dedup_last_wins, distinct, target_dimension, validate_index_name, validate_vector, Metric, Target,
-    TextSettings, VectorRow, WriteOutcome,
+    TextRequest, VectorRow, WriteOutcome,
 };
 
 pub(super) async fn upsert(
@@ -47,7 +47,7 @@ pub(super) async fn upsert(
                 metric,
                 None,
                 None,
-                &TextSettings::default(),
+                &TextRequest::default(),
             )
             .await?;
             created_index = outcome == WriteOutcome::IndexCreated { created: true };
