@@ -163,6 +163,21 @@ async fn wait_true_answers_indexed_and_query_search_finds_it() {
         )
         .await;
     assert_eq!(hits["mode"], json!("vector"), "{hits}");
+    // Where no keyword list can be served (here: DuckDB's scan asked for), a text query is
+    // searched by vector rather than refused. (PostgreSQL serves both lists itself.)
+    if !on_postgres() {
+        let hits = s
+        .ok(
+            "search",
+            json!({"index": "advice_history", "query": "advice number 3", "top_k": 1, "engine": "duckdb"}),
+        )
+        .await;
+        assert_eq!(
+            (&hits["mode"], &hits["engine"]),
+            (&json!("vector"), &json!("duckdb")),
+            "{hits}"
+        );
+    }
     let hits = s
         .ok(
             "search",

@@ -140,11 +140,12 @@ pub struct SearchResult {
 
 /// The mode of a search given a `query` text and no `mode`: hybrid, which ranked best on
 /// the public benchmark (BENCHMARKS.md, run 14: SciFact nDCG@10 0.719 against 0.645 by
-/// vector and 0.686 by keyword), when the index keeps text; but vector, as before keyword
-/// search existed, for a text alone that the keyword list cannot use (only stop words, or
-/// too long). A `vector` or a `fusion` given with the text asks for hybrid.
-fn default_text_mode(info: &IndexInfo, query: &str, with_vector_or_fusion: bool) -> SearchMode {
-    if info.text.field.is_none() {
+/// vector and 0.686 by keyword), when the index keeps text and its keyword list can be
+/// `served` now; but vector, as before keyword search existed, for a text alone that the
+/// keyword list cannot use (only stop words, or too long). A `vector` or a `fusion` given
+/// with the text asks for hybrid.
+fn default_text_mode(info: &IndexInfo, query: &str, served: bool, with_vector_or_fusion: bool) -> SearchMode {
+    if info.text.field.is_none() || !served {
         return SearchMode::Vector;
     }
     let searchable = SearchRequest::probe(SearchMode::Keyword, query)
@@ -197,7 +198,18 @@ impl StrideServer {
         }
         let mode = match (args.mode, &args.query) {
             (Some(mode), _) => mode,
-            (None, Some(q)) => default_text_mode(&info, q, args.vector.is_some() || args.fusion.is_some()),
+            (None, Some(q)) => {
+                // The keyword list is served where the words are: the in-memory copy once
+                // loaded (DuckDB file), or PostgreSQL; else the search stays by vector,
+                // as it was before keyword search, rather than failing or waiting.
+                let served = match self.store()?.memory_report(&info.name).engine {
+                    Engine::Memory => args.engine != Some(Engine::Duckdb),
+                    Engine::Postgres => true,
+                    Engine::Duckdb => false,
+                };
+                let asks = args.vector.is_some() || args.fusion.is_some();
+                default_text_mode(&info, q, served, asks)
+            }
             (None, None) => SearchMode::Vector,
         };
         let fusion = match (&args.fusion, mode) {
