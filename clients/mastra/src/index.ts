@@ -70,8 +70,9 @@ export type StrideQueryParams = Omit<QueryVectorParams<VectorFilter>, "queryVect
   /** Search by text instead of `queryVector` (a stride-vectors extension). In keyword and
    * hybrid modes, the words to look for. */
   queryText?: string;
-  /** `vector` (default), `keyword` or `hybrid`; `hybrid` when `textQuery` or `vectorWeight`
-   * is given without a mode. */
+  /** `vector`, `keyword` or `hybrid`. Left out: `hybrid` when `textQuery`, `vectorWeight` or
+   * `fusion` is given; otherwise the server's choice (`hybrid` for a `queryText` on an index
+   * that keeps text, `vector` for a `queryVector`). */
   mode?: "vector" | "keyword" | "hybrid";
   /** Mastra's DuckDBVector name for a hybrid search's text (with `queryVector`, or alone: the
    * server then embeds it too). */
@@ -216,6 +217,9 @@ export class StrideVector extends MastraVector<VectorFilter> {
     const text = textQuery ?? queryText;
     if (queryVector !== undefined) checkVector("queryVector", queryVector, "QUERY", indexName);
     if (mode === "vector") {
+      // Named only when asked: left out, the server chooses (hybrid for a text query on an
+      // index that keeps text).
+      if (params.mode === "vector") args.mode = "vector";
       if (queryVector !== undefined && text !== undefined) {
         throw userError("QUERY", "INVALID_ARGS", "give either queryVector or queryText, not both (or mode: \"hybrid\")", { indexName });
       } else if (queryVector !== undefined) {

@@ -339,6 +339,10 @@ describe("StrideVector: texts in (embed, queryText, flush, stats)", () => {
       assert.deepEqual(r.documents.map((d) => d.status), ["indexed", "indexed"]);
       const hits = await vector.query({ indexName: "advice_history", queryText: "saving money on meals", topK: 1 });
       assert.equal(hits[0].id, "cook");
+      assert.ok(hits[0].foundBy?.vector, "a text query is hybrid by default");
+      const byVector = await vector.query({ indexName: "advice_history", queryText: "saving money on meals", topK: 1, mode: "vector" });
+      assert.equal(byVector[0].id, "cook");
+      assert.equal(byVector[0].foundBy, undefined, "mode vector is sent as asked");
       const filtered = await vector.query({ indexName: "advice_history", queryText: "saving money on meals", topK: 5, filter: { userId: "u2" } });
       assert.deepEqual(filtered.map((h) => h.id), ["bike"]);
       assert.equal((await vector.describeIndex({ indexName: "advice_history" })).dimension, 384);
