@@ -363,6 +363,19 @@ async fn an_index_over_the_memory_budget_is_served_by_duckdb() {
         ),
         (json!("duckdb"), json!(0), json!("over_budget"))
     );
+    // Keyword and hybrid searches need the in-memory copy: refused, saying why and what to do.
+    let err = s
+        .err(
+            "search",
+            json!({"index": "big", "query": "anything", "mode": "keyword"}),
+        )
+        .await;
+    assert!(
+        err.contains(
+            "mode: index \"big\" is not in memory (it does not fit the memory budget, --memory-limit 1 MiB"
+        ) && err.contains("raise --memory-limit, or search with mode \"vector\""),
+        "{err}"
+    );
     s.stop().await;
 }
 

@@ -182,10 +182,18 @@ impl FileStore {
                 "mode: a {mode} search needs the in-memory engine, and this server runs with --search-engine duckdb; start it with --search-engine memory (the default)"
             )));
         }
-        let Some(copy) = memory.settled(&index.name).await else {
+        let settled = tokio::time::timeout(LOAD_WAIT, memory.settled(&index.name)).await;
+        let Ok(settled) = settled else {
+            return Err(StoreError::Internal(format!(
+                "index \"{}\" is still loading into memory after {} s, and a {mode} search needs its copy; call again",
+                index.name,
+                LOAD_WAIT.as_secs()
+            )));
+        };
+        let Some(copy) = settled else {
             if memory.over_budget(&index.name) {
                 return Err(StoreError::invalid(format!(
-                    "mode: index \"{}\" does not fit the memory budget (--memory-limit {} MiB), and a {mode} search needs its in-memory copy; raise --memory-limit, or search with mode \"vector\"",
+                    "mode: index \"{}\" is not in memory (it does not fit the memory budget, --memory-limit {} MiB, or could not be loaded: the log says which), and a {mode} search needs its in-memory copy; raise --memory-limit, or search with mode \"vector\"",
                     index.name,
                     memory.limit_bytes >> 20
                 )));
@@ -399,6 +407,9 @@ impl Shared {
         }
     }
 }
+
+/// Longest a keyword or hybrid search waits for its index to load into memory at start.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A search that needs nothing from the file, on one snapshot, run on the search pool: no
 /// reader connection, no DuckDB query.
