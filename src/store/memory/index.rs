@@ -145,6 +145,19 @@ impl MemoryIndex {
         terms::keyword_search(self, query, k, rows, min_score)
     }
 
+    /// Every term id some live row has.
+    fn live_terms(&self) -> std::collections::HashSet<u32> {
+        let mut used = std::collections::HashSet::new();
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            for (row, terms) in chunk.postings.rows().iter().enumerate() {
+                if self.is_live(c * CHUNK_ROWS + row) {
+                    used.extend(terms.counts.iter().map(|(term, _)| *term));
+                }
+            }
+        }
+        used
+    }
+
     /// Bytes of the keyword side: postings, lengths and vocabulary.
     pub fn text_bytes(&self) -> usize {
         match &self.text {
@@ -452,6 +465,7 @@ impl Builder {
     pub fn upsert(&mut self, id: &str, vector: &[f32], metadata: Metadata) {
         let terms = self.index.row_terms(&metadata);
         self.upsert_with_terms(id, vector, metadata, &terms);
+        self.compact_if_worth_it();
     }
 
     /// [`Self::upsert`] of many rows, in order, their texts analysed on every core first
@@ -465,6 +479,8 @@ impl Builder {
         for ((id, vector, metadata), terms) in rows.into_iter().zip(&terms) {
             self.upsert_with_terms(id, vector, metadata, terms);
         }
+        // After the whole batch: compaction renumbers terms, which the batch's were not.
+        self.compact_if_worth_it();
     }
 
     fn upsert_with_terms(&mut self, id: &str, vector: &[f32], metadata: Metadata, terms: &RowTerms) {
@@ -474,7 +490,6 @@ impl Builder {
         let row = self.index.prepare(vector);
         let position = self.index.push_prepared(id, &row, metadata, terms);
         self.positions.insert(id.to_string(), position);
-        self.compact_if_worth_it();
     }
 
     /// Give `id` new metadata: the row is appended again with its vector, the old one
@@ -511,23 +526,36 @@ impl Builder {
             return;
         }
         let mut empty = MemoryIndex::new(self.index.dimension, self.index.metric);
-        empty.text = self.index.text.clone();
+        // The vocabulary is rebuilt with the terms live rows still have (terms of texts
+        // long gone would otherwise stay forever), and each row's term ids renumbered.
+        let renumber = self.index.text.as_ref().map(|text| {
+            let (text, renumber) = text.compacted(self.index.live_terms());
+            empty.text = Some(Arc::new(text));
+            renumber
+        });
         let old = std::mem::replace(&mut self.index, empty);
         self.positions.clear();
         for (c, chunk) in old.chunks.iter().enumerate() {
-            // Terms move with their rows, as they are: no text is analysed again.
+            // Terms move with their rows: no text is analysed again.
             let terms = chunk.postings.rows();
-            for (row, terms) in terms.iter().enumerate() {
+            for (row, mut terms) in terms.into_iter().enumerate() {
                 let position = c * CHUNK_ROWS + row;
                 if !old.is_live(position) {
                     continue;
+                }
+                if let Some(renumber) = &renumber {
+                    terms
+                        .counts
+                        .iter_mut()
+                        .for_each(|(term, _)| *term = renumber[*term as usize]);
+                    terms.counts.sort_unstable();
                 }
                 // Rows are stored prepared: copy them as they are, not normalised again.
                 let new_position = self.index.push_prepared(
                     old.id(position),
                     old.vector(position),
                     old.metadata(position).clone(),
-                    terms,
+                    &terms,
                 );
                 self.positions.insert(old.id(position).to_string(), new_position);
             }

@@ -37,6 +37,7 @@ fn unpack(posting: u32) -> (usize, u32) {
 /// the terms seen so far (ids never change meaning; a term no row has any more keeps its id).
 #[derive(Debug)]
 pub struct TextIndex {
+    settings: TextSettings,
     field: String,
     analyzer: Analyzer,
     vocabulary: RwLock<HashMap<Box<str>, u32>>,
@@ -65,7 +66,42 @@ impl TextIndex {
             field: settings.field.clone()?,
             analyzer: settings.analyzer(),
             vocabulary: RwLock::new(HashMap::new()),
+            settings: settings.clone(),
         })
+    }
+
+    /// Terms in the vocabulary.
+    pub fn len(&self) -> usize {
+        self.vocabulary.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy with only the terms `used`, numbered anew from 0, and the new number of each
+    /// old one (indexed by the old number; terms not kept map to `u32::MAX`).
+    pub(super) fn compacted(&self, used: std::collections::HashSet<u32>) -> (TextIndex, Vec<u32>) {
+        let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
+        let mut kept: Vec<(&str, u32)> = vocabulary
+            .iter()
+            .filter(|(_, id)| used.contains(id))
+            .map(|(term, id)| (&**term, *id))
+            .collect();
+        kept.sort_unstable_by_key(|(_, id)| *id);
+        let mut renumber = vec![u32::MAX; vocabulary.len()];
+        let mut fresh = HashMap::with_capacity(kept.len());
+        for (new, (term, old)) in kept.into_iter().enumerate() {
+            renumber[old as usize] = new as u32;
+            fresh.insert(term.into(), new as u32);
+        }
+        let text = TextIndex {
+            field: self.field.clone(),
+            analyzer: self.settings.analyzer(),
+            vocabulary: RwLock::new(fresh),
+            settings: self.settings.clone(),
+        };
+        (text, renumber)
     }
 
     /// The terms of a row: those of its metadata's text field when that is a string.

@@ -166,3 +166,38 @@ fn parallel_scan_equals_serial() {
     let serial = snap.search(&[3.0, 1.0, 5.0, 2.0], 25, Rows::Allowed(&all), None);
     assert_eq!(ids(&snap, &parallel), ids(&snap, &serial));
 }
+
+#[test]
+fn compaction_forgets_the_terms_no_live_row_has_and_keeps_the_rest_searchable() {
+    use crate::store::text::TextSettings;
+    let settings = TextSettings {
+        field: Some("text".into()),
+        language: "none".into(),
+    };
+    let mut idx = Builder::with_text(2, Metric::Cosine, &settings);
+    let text = |t: String| Metadata::from(&serde_json::json!({ "text": t }));
+    // Each of 8 ids rewritten 1,000 times with a text of its own unique token: without
+    // compaction's renumbering the vocabulary would keep all 8,000.
+    for round in 0..1000 {
+        let rows: Vec<(String, Metadata)> = (0..8)
+            .map(|i| (format!("d{i}"), text(format!("common u{round}x{i}"))))
+            .collect();
+        idx.upsert_many(
+            rows.iter()
+                .map(|(id, m)| (id.as_str(), &[1.0f32, 0.0][..], m.clone())),
+        );
+    }
+    let snapshot = idx.snapshot();
+    let vocabulary = snapshot.text().unwrap().len();
+    assert!(vocabulary < 2000, "{vocabulary} terms kept for 9 live ones");
+    let search = |q: &str| {
+        let terms = snapshot.text().unwrap().query_terms(q);
+        let hits = snapshot.keyword_search(&terms, 10, Rows::All, None);
+        hits.iter()
+            .map(|h| snapshot.id(h.position).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search("u999x3"), ["d3"]);
+    assert!(search("u0x3").is_empty(), "an old text no longer matches");
+    assert_eq!(search("common").len(), 8);
+}
