@@ -229,3 +229,35 @@ async fn the_server_binary_stores_the_reference_vectors() {
     }
     s.stop().await;
 }
+
+#[test]
+fn a_long_text_splits_into_pieces_the_model_reads_whole() {
+    use stride_vectors::embed::chunk::split;
+    let model = load_model();
+    // The model's own count, uncut (its input is cut at 256 with [CLS] and [SEP]).
+    let count = |s: &str| model.count_tokens(s).expect("tokenize");
+    let sentences = [
+        "Students in Lyon often share a flat to keep the rent under 450 euros a month.",
+        "A part-time job at Deliveroo pays about 12 euros an hour, tips included.",
+        "The L3 statistics course asks for a laptop that runs R and Python comfortably.",
+        "Cooking at home on weekdays saves roughly 150 euros each month compared with the canteen.",
+        "Erasmus grants for a semester in Spain cover part of the rent and the flights.",
+    ];
+    let text: String = (0..150)
+        .map(|i| sentences[i % sentences.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(count(&text) > 1000, "a text far over the window");
+    let pieces = split(&text, 254, 64, count);
+    assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+    for p in &pieces {
+        let piece = &text[p.start..p.end];
+        assert!(count(piece) <= 254, "{} tokens: {piece:?}", count(piece));
+        // What the model reads of it is all of it: [CLS], the piece, [SEP].
+        assert_eq!(model.token_ids(piece).unwrap().len(), count(piece) + 2);
+        assert!(
+            piece.trim_end().ends_with('.'),
+            "pieces end at sentence ends: {piece:?}"
+        );
+    }
+}

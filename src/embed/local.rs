@@ -48,6 +48,8 @@ pub struct LocalEmbedder {
 /// forward passes may share it without a lock.
 struct LocalModel {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation: how long a text really is.
+    counter: Tokenizer,
     bert: MiniLm,
     device: Device,
     pad_id: u32,
@@ -78,6 +80,10 @@ impl LocalEmbedder {
         verify(&dir.join("model.safetensors"), MODEL_SHA256)?;
         verify(&dir.join("tokenizer.json"), TOKENIZER_SHA256)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let mut counter = tokenizer.clone();
+        counter
+            .with_truncation(None)
+            .map_err(|e| EmbedError::Permanent(format!("cannot unset truncation: {e}")))?;
         let config = load_config(&dir.join("config.json"))?;
         let device = Device::Cpu;
         let bert = load_weights(&dir.join("model.safetensors"), &config, &device)?;
@@ -86,6 +92,7 @@ impl LocalEmbedder {
         tracing::info!(dir = %dir.display(), model = MODEL_NAME, "local embedding model loaded");
         let model = LocalModel {
             tokenizer,
+            counter,
             bert,
             device,
             pad_id,
@@ -98,6 +105,17 @@ impl LocalEmbedder {
     /// The token ids the model sees for `text`, special tokens included.
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
         Ok(self.shared.encode(text)?.get_ids().to_vec())
+    }
+
+    /// How many tokens `text` is, special tokens left out and nothing cut: what a text must
+    /// stay within (the window less two) to be read whole.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, EmbedError> {
+        let encoding = self
+            .shared
+            .counter
+            .encode(text, false)
+            .map_err(|e| EmbedError::Permanent(format!("tokenizing failed: {e}")))?;
+        Ok(encoding.get_ids().len())
     }
 }
 

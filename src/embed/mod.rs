@@ -7,10 +7,13 @@
 //! - [`remote`]: Ollama (`/api/embed`, legacy `/api/embeddings`) and OpenAI-compatible
 //!   `/v1/embeddings`, with retries and backoff.
 //! - [`pipeline`]: debounce, dedup, batching and the durable pending queue.
+//! - [`chunk`]: splitting a text longer than the model's window into overlapping pieces
+//!   (groundwork for long texts; not used by the pipeline yet).
 //!
 //! Providers only turn texts into vectors; they never touch the database.
 
 mod bert;
+pub mod chunk;
 pub mod download;
 pub mod local;
 pub mod pins;
