@@ -38,7 +38,10 @@ stride-vectors stores embedding vectors in named indexes and finds the nearest o
   describe_index to learn an index's dimension and metric.
 - Write with upsert {index, vectors: [{id, vector, metadata}]}; pass create_index
   {dimension, metric} to create the index on first use. Rows with an existing id are replaced.
-- Read with search {index, vector or query, top_k, filter}. Filters are MongoDB style on metadata:
+- Read with search {index, vector or query, top_k, filter}. A text query is searched by meaning
+  and by its words together (mode \"hybrid\", the default for text); use mode \"keyword\" to
+  look up exact names, codes or rare terms, and mode \"vector\" for paraphrases. Each row keeps
+  its text in metadata.text, returned with every hit. Filters are MongoDB style on metadata:
   {\"userId\": {\"$ne\": \"u1\"}}, {\"$and\": [{\"outcome\": \"helpful\"}, {\"score\": {\"$gte\": 3}}]}.
 - update changes one row; its metadata is merged by default (metadata_mode \"replace\" overwrites).
 - delete removes rows by ids or by filter; delete_index drops a whole index.
