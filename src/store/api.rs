@@ -658,6 +658,13 @@ pub struct SearchRequest {
 }
 
 impl SearchRequest {
+    /// The query vector of a vector or hybrid search (the tool layer always gives one).
+    pub fn query_vector(&self) -> Result<&[f32], StoreError> {
+        self.vector
+            .as_deref()
+            .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))
+    }
+
     /// A request that only carries a mode and a text, to check them before the work.
     pub fn probe(mode: SearchMode, text: &str) -> SearchRequest {
         SearchRequest {

@@ -55,11 +55,7 @@ pub fn search(conn: &Connection, index: &IndexInfo, req: &SearchRequest) -> Resu
         table = quoted(&index.name),
         vector_out = if req.include_vector { ", vector" } else { "" },
     );
-    let vector = req
-        .vector
-        .as_deref()
-        .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))?;
-    let query_text = vector_literal(vector);
+    let query_text = vector_literal(req.query_vector()?);
     let mut params: Vec<&dyn ToSql> = vec![&query_text];
     if let Some(filter) = &req.filter {
         params.extend(filter.params.iter().map(|p| p as &dyn ToSql));
@@ -338,10 +334,6 @@ pub fn search_memory(
     Ok(hits)
 }
 
-/// Candidates each list of a hybrid search brings to the fusion: at least this many, and
-/// never fewer than `top_k`.
-pub const FUSION_DEPTH: usize = 100;
-
 /// The ranked rows of one search on a snapshot, in the search's mode: (position, score,
 /// which lists found it).
 fn rank_in_memory(
@@ -349,11 +341,6 @@ fn rank_in_memory(
     req: &SearchRequest,
     rows: Rows<'_>,
 ) -> Result<Vec<(usize, f64, Option<FoundBy>)>, StoreError> {
-    let vector = || {
-        req.vector
-            .as_deref()
-            .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))
-    };
     let keyword_terms = || {
         let text = memory
             .text()
@@ -362,7 +349,7 @@ fn rank_in_memory(
     };
     Ok(match req.mode {
         SearchMode::Vector => memory
-            .search(vector()?, req.top_k, rows, req.min_score)
+            .search(req.query_vector()?, req.top_k, rows, req.min_score)
             .into_iter()
             .map(|s| (s.position, s.score as f64, None))
             .collect(),
@@ -370,11 +357,24 @@ fn rank_in_memory(
             .keyword_search(&keyword_terms()?, req.top_k, rows, req.min_score)
             .into_iter()
             .enumerate()
-            .map(|(i, s)| (s.position, s.score, Some(found_by(None, Some((i, s.score))))))
+            .map(|(i, s)| {
+                let found = Found {
+                    rank: i + 1,
+                    score: s.score,
+                };
+                (
+                    s.position,
+                    s.score,
+                    Some(FoundBy {
+                        vector: None,
+                        keyword: Some(found),
+                    }),
+                )
+            })
             .collect(),
         SearchMode::Hybrid => {
-            let depth = req.top_k.max(FUSION_DEPTH);
-            let by_vector = memory.search(vector()?, depth, rows, req.min_score);
+            let depth = fusion::depth(req.top_k);
+            let by_vector = memory.search(req.query_vector()?, depth, rows, req.min_score);
             let by_keyword = memory.keyword_search(&keyword_terms()?, depth, rows, req.min_score);
             let mut positions = std::collections::HashMap::new();
             let mut list = |hits: Vec<(usize, f64)>| -> Vec<(String, f64)> {
@@ -390,22 +390,8 @@ fn rank_in_memory(
             let by_keyword = list(by_keyword.iter().map(|s| (s.position, s.score)).collect());
             fusion::fuse(&by_vector, &by_keyword, req.fusion, req.top_k)
                 .into_iter()
-                .map(|f| {
-                    let found = FoundBy {
-                        vector: f.vector,
-                        keyword: f.keyword,
-                    };
-                    (positions[&f.id], f.score, Some(found))
-                })
+                .map(|f| (positions[&f.id], f.score, Some(f.found_by)))
                 .collect()
         }
     })
-}
-
-fn found_by(vector: Option<(usize, f64)>, keyword: Option<(usize, f64)>) -> FoundBy {
-    let found = |(i, score): (usize, f64)| Found { rank: i + 1, score };
-    FoundBy {
-        vector: vector.map(found),
-        keyword: keyword.map(found),
-    }
 }

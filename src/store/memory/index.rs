@@ -129,10 +129,6 @@ impl MemoryIndex {
             .len_of(position % CHUNK_ROWS)
     }
 
-    pub(super) fn admits_row(&self, rows: Rows<'_>, position: usize) -> bool {
-        self.admits(rows, position)
-    }
-
     /// Exact BM25 top-k of a query's terms over the live rows `rows` lets through (see
     /// [`terms::keyword_search`]); nothing when the index keeps no text.
     pub fn keyword_search(
@@ -143,19 +139,6 @@ impl MemoryIndex {
         min_score: Option<f64>,
     ) -> Vec<KeywordScored> {
         terms::keyword_search(self, query, k, rows, min_score)
-    }
-
-    /// Every term id some live row has.
-    fn live_terms(&self) -> std::collections::HashSet<u32> {
-        let mut used = std::collections::HashSet::new();
-        for (c, chunk) in self.chunks.iter().enumerate() {
-            for (row, terms) in chunk.postings.rows().iter().enumerate() {
-                if self.is_live(c * CHUNK_ROWS + row) {
-                    used.extend(terms.counts.iter().map(|(term, _)| *term));
-                }
-            }
-        }
-        used
     }
 
     /// Bytes of the keyword side: postings, lengths and vocabulary.
@@ -223,7 +206,7 @@ impl MemoryIndex {
     }
 
     /// Whether `rows` lets the row at `position` through (liveness aside).
-    fn admits(&self, rows: Rows<'_>, position: usize) -> bool {
+    pub(super) fn admits(&self, rows: Rows<'_>, position: usize) -> bool {
         match rows {
             Rows::All => true,
             Rows::Matching(filter) => filter.matches(self.metadata(position)),
@@ -525,14 +508,9 @@ impl Builder {
         if dead < 4 * CHUNK_ROWS || dead * 4 < self.index.rows {
             return;
         }
-        let mut empty = MemoryIndex::new(self.index.dimension, self.index.metric);
-        // The vocabulary is rebuilt with the terms live rows still have (terms of texts
-        // long gone would otherwise stay forever), and each row's term ids renumbered.
-        let renumber = self.index.text.as_ref().map(|text| {
-            let (text, renumber) = text.compacted(self.index.live_terms());
-            empty.text = Some(Arc::new(text));
-            renumber
-        });
+        let empty = MemoryIndex::new(self.index.dimension, self.index.metric);
+        // Terms are renumbered as the live rows are met; the vocabulary keeps those only.
+        let mut renumbering = self.index.text.as_ref().map(|text| text.renumbering());
         let old = std::mem::replace(&mut self.index, empty);
         self.positions.clear();
         for (c, chunk) in old.chunks.iter().enumerate() {
@@ -543,12 +521,8 @@ impl Builder {
                 if !old.is_live(position) {
                     continue;
                 }
-                if let Some(renumber) = &renumber {
-                    terms
-                        .counts
-                        .iter_mut()
-                        .for_each(|(term, _)| *term = renumber[*term as usize]);
-                    terms.counts.sort_unstable();
+                if let Some(renumbering) = &mut renumbering {
+                    renumbering.apply(&mut terms);
                 }
                 // Rows are stored prepared: copy them as they are, not normalised again.
                 let new_position = self.index.push_prepared(
@@ -559,6 +533,9 @@ impl Builder {
                 );
                 self.positions.insert(old.id(position).to_string(), new_position);
             }
+        }
+        if let (Some(text), Some(renumbering)) = (&old.text, &renumbering) {
+            self.index.text = Some(Arc::new(text.renumbered(renumbering)));
         }
     }
 }

@@ -38,6 +38,7 @@ fn unpack(posting: u32) -> (usize, u32) {
 #[derive(Debug)]
 pub struct TextIndex {
     settings: TextSettings,
+    /// `settings.field`, which [`TextIndex::new`] requires.
     field: String,
     analyzer: Analyzer,
     vocabulary: RwLock<HashMap<Box<str>, u32>>,
@@ -51,12 +52,10 @@ pub struct RowTerms {
     pub counts: Vec<(u32, u32)>,
 }
 
-/// A query's terms: each known term id with how often the query names it, and how many
-/// terms the analyzer found in all (known or not).
+/// A query's terms: each term id the index knows, with how often the query names it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryTerms {
     pub known: Vec<(u32, u32)>,
-    pub analysed: usize,
 }
 
 impl TextIndex {
@@ -79,29 +78,29 @@ impl TextIndex {
         self.len() == 0
     }
 
-    /// A copy with only the terms `used`, numbered anew from 0, and the new number of each
-    /// old one (indexed by the old number; terms not kept map to `u32::MAX`).
-    pub(super) fn compacted(&self, used: std::collections::HashSet<u32>) -> (TextIndex, Vec<u32>) {
-        let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
-        let mut kept: Vec<(&str, u32)> = vocabulary
-            .iter()
-            .filter(|(_, id)| used.contains(id))
-            .map(|(term, id)| (&**term, *id))
-            .collect();
-        kept.sort_unstable_by_key(|(_, id)| *id);
-        let mut renumber = vec![u32::MAX; vocabulary.len()];
-        let mut fresh = HashMap::with_capacity(kept.len());
-        for (new, (term, old)) in kept.into_iter().enumerate() {
-            renumber[old as usize] = new as u32;
-            fresh.insert(term.into(), new as u32);
+    /// A renumbering of this vocabulary, for compaction: see [`Renumbering`].
+    pub(super) fn renumbering(&self) -> Renumbering {
+        Renumbering {
+            new: vec![u32::MAX; self.len()],
+            kept: 0,
         }
-        let text = TextIndex {
+    }
+
+    /// A copy holding only the terms `renumbering` kept, under their new numbers.
+    pub(super) fn renumbered(&self, renumbering: &Renumbering) -> TextIndex {
+        let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = HashMap::with_capacity(renumbering.kept as usize);
+        for (term, old) in vocabulary.iter() {
+            if let Some(&new) = renumbering.new.get(*old as usize).filter(|n| **n != u32::MAX) {
+                fresh.insert(term.clone(), new);
+            }
+        }
+        TextIndex {
             field: self.field.clone(),
             analyzer: self.settings.analyzer(),
             vocabulary: RwLock::new(fresh),
             settings: self.settings.clone(),
-        };
-        (text, renumber)
+        }
     }
 
     /// The terms of a row: those of its metadata's text field when that is a string.
@@ -143,16 +142,36 @@ impl TextIndex {
                 }
             }
         }
-        QueryTerms {
-            known,
-            analysed: terms.len(),
-        }
+        QueryTerms { known }
     }
 
     /// Bytes of the vocabulary (terms and table, estimated).
     pub fn bytes(&self) -> usize {
         let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
         vocabulary.keys().map(|k| k.len() + 16 + 4 + 8).sum()
+    }
+}
+
+/// Term numbers old to new, given as compaction meets the live rows' terms: the terms no live
+/// row has are left out of the new vocabulary (texts long gone would otherwise keep theirs).
+pub(super) struct Renumbering {
+    /// By old number: the new one, `u32::MAX` while not met.
+    new: Vec<u32>,
+    kept: u32,
+}
+
+impl Renumbering {
+    /// A row's terms under the new numbers (sorted again).
+    pub(super) fn apply(&mut self, terms: &mut RowTerms) {
+        for (term, _) in &mut terms.counts {
+            let new = &mut self.new[*term as usize];
+            if *new == u32::MAX {
+                *new = self.kept;
+                self.kept += 1;
+            }
+            *term = *new;
+        }
+        terms.counts.sort_unstable();
     }
 }
 
@@ -327,7 +346,7 @@ pub(super) fn keyword_search(
                 position,
                 score: scores[position - first],
             })
-            .filter(|h| min_score.is_none_or(|m| h.score >= m) && index.admits_row(rows, h.position))
+            .filter(|h| min_score.is_none_or(|m| h.score >= m) && index.admits(rows, h.position))
             .collect::<Vec<_>>()
     });
     let mut hits: Vec<KeywordScored> = parts.into_iter().flatten().collect();

@@ -89,7 +89,7 @@ pub async fn search(
         .await
         .map_err(fail)?;
     let depth = match req.mode {
-        SearchMode::Hybrid => req.top_k.max(FUSION_DEPTH),
+        SearchMode::Hybrid => fusion::depth(req.top_k),
         _ => req.top_k,
     };
     if index.ann.is_some() {
@@ -116,9 +116,6 @@ pub async fn search(
     Ok(hits)
 }
 
-/// Candidates each list of a hybrid search brings to the fusion (as on DuckDB).
-const FUSION_DEPTH: usize = 100;
-
 /// Fuse two lists of hits (see [`fusion::fuse`]); each hit keeps its metadata and vector.
 fn fuse(by_vector: Vec<Hit>, by_keyword: Vec<Hit>, req: &SearchRequest) -> Vec<Hit> {
     let scores =
@@ -134,10 +131,7 @@ fn fuse(by_vector: Vec<Hit>, by_keyword: Vec<Hit>, req: &SearchRequest) -> Vec<H
         .filter_map(|f| {
             let mut hit = rows.remove(&f.id)?;
             hit.score = f.score;
-            hit.found_by = Some(FoundBy {
-                vector: f.vector,
-                keyword: f.keyword,
-            });
+            hit.found_by = Some(f.found_by);
             Some(hit)
         })
         .collect()
@@ -164,10 +158,7 @@ async fn vector_hits(
     k: usize,
 ) -> Result<Vec<Hit>, StoreError> {
     let names = &shared.names;
-    let vector = req
-        .vector
-        .clone()
-        .ok_or_else(|| StoreError::Internal("a vector search was given no vector".into()))?;
+    let vector = req.query_vector()?.to_vec();
     let mut params: Vec<Param> = vec![Box::new(pgvector::Vector::from(vector))];
     let filter_sql = filter_sql(req, &mut params);
     let distance = format!(

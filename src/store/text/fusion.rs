@@ -7,15 +7,23 @@
 
 use std::collections::HashMap;
 
-use crate::store::api::{Found, Fusion};
+use crate::store::api::{Found, FoundBy, Fusion};
+
+/// Candidates each list of a hybrid search brings to the fusion: at least this many, and
+/// never fewer than the search's `top_k`.
+const DEPTH: usize = 100;
+
+/// How deep each list of a hybrid search of `top_k` results is read.
+pub fn depth(top_k: usize) -> usize {
+    top_k.max(DEPTH)
+}
 
 /// One fused hit: its id, its fused score, and what each list said of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
     pub id: String,
     pub score: f64,
-    pub vector: Option<Found>,
-    pub keyword: Option<Found>,
+    pub found_by: FoundBy,
 }
 
 /// Fuse two lists (each best first, ids distinct) and keep the best `top_k`: higher fused
@@ -54,15 +62,14 @@ pub fn fuse(vector: &[(String, f64)], keyword: &[(String, f64)], fusion: Fusion,
             let entry = fused.entry(id.as_str()).or_insert_with(|| Fused {
                 id: id.clone(),
                 score: 0.0,
-                vector: None,
-                keyword: None,
+                found_by: FoundBy::default(),
             });
             entry.score += part;
             let found = Some(Found { rank, score: *score });
             if is_vector {
-                entry.vector = found;
+                entry.found_by.vector = found;
             } else {
-                entry.keyword = found;
+                entry.found_by.keyword = found;
             }
         }
     }
@@ -89,8 +96,8 @@ mod tests {
         assert_eq!(ids, ["a", "c", "b"]);
         assert!((hits[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
         assert!((hits[1].score - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-12);
-        assert_eq!(hits[1].keyword, Some(Found { rank: 1, score: 7.0 }));
-        assert_eq!(hits[2].keyword, None);
+        assert_eq!(hits[1].found_by.keyword, Some(Found { rank: 1, score: 7.0 }));
+        assert_eq!(hits[2].found_by.keyword, None);
         assert_eq!(fuse(&v, &k, Fusion::Rrf { k: 60.0 }, 1).len(), 1);
     }
 
