@@ -138,23 +138,36 @@ pub struct SearchResult {
     pub mode: SearchMode,
 }
 
-/// The mode of a search given a `query` text and no `mode`: hybrid, which ranked best on
-/// the public benchmark (BENCHMARKS.md, run 14: SciFact nDCG@10 0.719 against 0.645 by
-/// vector and 0.686 by keyword), when the index keeps text and its keyword list can be
-/// `served` now; but vector, as before keyword search existed, for a text alone that the
-/// keyword list cannot use (only stop words, or too long). A `vector` or a `fusion` given
-/// with the text asks for hybrid.
-fn default_text_mode(info: &IndexInfo, query: &str, served: bool, with_vector_or_fusion: bool) -> SearchMode {
-    if info.text.field.is_none() || !served {
-        return SearchMode::Vector;
-    }
-    let searchable = SearchRequest::probe(SearchMode::Keyword, query)
-        .check_text(info)
-        .is_ok();
-    if searchable || with_vector_or_fusion {
-        SearchMode::Hybrid
-    } else {
-        SearchMode::Vector
+impl StrideServer {
+    /// The mode of a search given a `query` text and no `mode`: hybrid, which ranked best on
+    /// the public benchmark (BENCHMARKS.md, run 14: SciFact nDCG@10 0.719 against 0.645 by
+    /// vector and 0.686 by keyword), when the index keeps text and its keyword list can be
+    /// served now (the in-memory copy loaded and not bypassed by `engine: duckdb`, or
+    /// PostgreSQL); but vector, as before keyword search existed, rather than failing or
+    /// waiting, and for a text alone that the keyword list cannot use (only stop words, or
+    /// too long). A `vector` or a `fusion` given with the text asks for hybrid.
+    fn default_text_mode(
+        &self,
+        args: &SearchArgs,
+        info: &IndexInfo,
+        query: &str,
+    ) -> Result<SearchMode, ToolError> {
+        let served = match self.store()?.memory_report(&info.name).engine {
+            Engine::Memory => args.engine != Some(Engine::Duckdb),
+            Engine::Postgres => true,
+            Engine::Duckdb => false,
+        };
+        if info.text.field.is_none() || !served {
+            return Ok(SearchMode::Vector);
+        }
+        let searchable = SearchRequest::probe(SearchMode::Keyword, query)
+            .check_text(info)
+            .is_ok();
+        if searchable || args.vector.is_some() || args.fusion.is_some() {
+            Ok(SearchMode::Hybrid)
+        } else {
+            Ok(SearchMode::Vector)
+        }
     }
 }
 
@@ -174,7 +187,7 @@ impl StrideServer {
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     pub async fn search(&self, args: JsonObject) -> Result<Json<SearchResult>, ToolError> {
-        let args: SearchArgs = parse(args)?;
+        let mut args: SearchArgs = parse(args)?;
         let top_k = args.top_k.unwrap_or(DEFAULT_TOP_K);
         if !(1..=MAX_TOP_K as i64).contains(&top_k) {
             return Err(format!("top_k: must be between 1 and {MAX_TOP_K}, got {top_k}"));
@@ -187,7 +200,7 @@ impl StrideServer {
                 "ef_search: must be between 1 and {MAX_EF_SEARCH}, got {ef}"
             ));
         }
-        let filter = filter_arg("filter", args.filter, true)?;
+        let filter = filter_arg("filter", args.filter.take(), true)?;
         let info = self
             .store()?
             .index_info(&args.index)
@@ -198,18 +211,7 @@ impl StrideServer {
         }
         let mode = match (args.mode, &args.query) {
             (Some(mode), _) => mode,
-            (None, Some(q)) => {
-                // The keyword list is served where the words are: the in-memory copy once
-                // loaded (DuckDB file), or PostgreSQL; else the search stays by vector,
-                // as it was before keyword search, rather than failing or waiting.
-                let served = match self.store()?.memory_report(&info.name).engine {
-                    Engine::Memory => args.engine != Some(Engine::Duckdb),
-                    Engine::Postgres => true,
-                    Engine::Duckdb => false,
-                };
-                let asks = args.vector.is_some() || args.fusion.is_some();
-                default_text_mode(&info, q, served, asks)
-            }
+            (None, Some(q)) => self.default_text_mode(&args, &info, q)?,
             (None, None) => SearchMode::Vector,
         };
         let fusion = match (&args.fusion, mode) {
