@@ -38,8 +38,6 @@ fn unpack(posting: u32) -> (usize, u32) {
 #[derive(Debug)]
 pub struct TextIndex {
     settings: TextSettings,
-    /// `settings.field`, which [`TextIndex::new`] requires.
-    field: String,
     analyzer: Analyzer,
     vocabulary: RwLock<HashMap<Box<str>, u32>>,
 }
@@ -61,8 +59,8 @@ pub struct QueryTerms {
 impl TextIndex {
     /// `None` when the settings keep no text.
     pub fn new(settings: &TextSettings) -> Option<TextIndex> {
+        settings.field.as_ref()?;
         Some(TextIndex {
-            field: settings.field.clone()?,
             analyzer: settings.analyzer(),
             vocabulary: RwLock::new(HashMap::new()),
             settings: settings.clone(),
@@ -96,7 +94,6 @@ impl TextIndex {
             }
         }
         TextIndex {
-            field: self.field.clone(),
             analyzer: self.settings.analyzer(),
             vocabulary: RwLock::new(fresh),
             settings: self.settings.clone(),
@@ -105,7 +102,8 @@ impl TextIndex {
 
     /// The terms of a row: those of its metadata's text field when that is a string.
     pub fn row_terms(&self, metadata: &Metadata) -> RowTerms {
-        let Some(Metadata::Text(text)) = metadata.get(&self.field) else {
+        let field = self.settings.field.as_deref().unwrap_or_default();
+        let Some(Metadata::Text(text)) = metadata.get(field) else {
             return RowTerms::default();
         };
         let terms = self.analyzer.terms(text);
