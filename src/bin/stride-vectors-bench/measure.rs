@@ -21,6 +21,20 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Start a server on `db` and wait until `index` is no longer loading into memory: the
+/// server, the time it took, and `describe_index`'s answer then.
+pub(crate) async fn restart(db: &std::path::Path, index: &str) -> Result<(ChildServer, Duration, Value)> {
+    let started = Instant::now();
+    let server = ChildServer::start(db, &[]).await?;
+    loop {
+        let d = server.tool("describe_index", json!({"index": index})).await?;
+        if d["memory_state"] != "loading" {
+            return Ok((server, started.elapsed(), d));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }

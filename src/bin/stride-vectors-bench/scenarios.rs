@@ -16,7 +16,7 @@ use stride_vectors::client::{ChildServer, LineClient};
 
 use crate::bench::{row, BenchConfig, Row};
 use crate::data::{load, upsert_args, vectors};
-use crate::measure::{concurrent_searches, engine_latencies, flat_scan, latencies, median, ms};
+use crate::measure::{concurrent_searches, engine_latencies, flat_scan, latencies, median, ms, restart};
 use crate::report::FALLBACK;
 
 pub(crate) async fn upsert_throughput(dir: &Path, cfg: &BenchConfig, rows: &mut Vec<Row>) -> Result<()> {
@@ -110,21 +110,13 @@ pub(crate) async fn search_latency(dir: &Path, cfg: &BenchConfig, rows: &mut Vec
             server.close().await?;
 
             // A fresh start measures the background load of the in-memory copy.
-            let started = Instant::now();
-            let server = ChildServer::start(&db, &[]).await?;
-            let described = loop {
-                let d = server.tool("describe_index", json!({"index": "bench"})).await?;
-                if d["memory_state"] != "loading" {
-                    break d;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            };
+            let (server, loaded, described) = restart(&db, "bench").await?;
             rows.push(row(
                 format!(
                     "restart to in-memory copy ready, {size} x {dim} ({})",
                     described["memory_state"]
                 ),
-                ms(started.elapsed()),
+                ms(loaded),
             ));
             rows.push(row(
                 format!("memory of the in-memory copy, {size} x {dim}"),

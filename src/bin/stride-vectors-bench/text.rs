@@ -16,7 +16,7 @@ use stride_vectors::client::ChildServer;
 
 use crate::bench::{row, BenchConfig, Row};
 use crate::data::vectors;
-use crate::measure::{ms, percentile};
+use crate::measure::{ms, percentile, restart};
 
 const DIM: usize = 384;
 const VOCABULARY: usize = 20_000;
@@ -68,19 +68,6 @@ async fn load(server: &ChildServer, index: &str, size: usize, text_field: Value)
             .await?;
     }
     Ok(())
-}
-
-/// Restart on `db` and wait until `index` is in memory; the time it took.
-async fn restart(db: &Path, index: &str) -> Result<(ChildServer, Duration, Value)> {
-    let started = Instant::now();
-    let server = ChildServer::start(db, &[]).await?;
-    loop {
-        let d = server.tool("describe_index", json!({"index": index})).await?;
-        if d["memory_state"] != "loading" {
-            return Ok((server, started.elapsed(), d));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn latencies(server: &ChildServer, calls: Vec<Value>) -> Result<(Duration, Duration)> {
