@@ -39,7 +39,33 @@ fn unpack(posting: u32) -> (usize, u32) {
 pub struct TextIndex {
     settings: TextSettings,
     analyzer: Analyzer,
-    vocabulary: RwLock<HashMap<Box<str>, u32>>,
+    vocabulary: RwLock<Vocabulary>,
+}
+
+/// Term to number, and the bytes it takes, kept as terms come (the memory budget asks for
+/// them after every commit: counting them then would walk every term each time).
+#[derive(Debug, Default)]
+struct Vocabulary {
+    ids: HashMap<Box<str>, u32>,
+    bytes: usize,
+}
+
+impl Vocabulary {
+    /// The number of `term`, given the next one when it is new.
+    fn id(&mut self, term: &str) -> u32 {
+        if let Some(&id) = self.ids.get(term) {
+            return id;
+        }
+        let id = self.ids.len() as u32;
+        self.insert(term.into(), id);
+        id
+    }
+
+    fn insert(&mut self, term: Box<str>, id: u32) {
+        // The term's bytes, its box, its number, and the table's overhead per entry.
+        self.bytes += term.len() + 16 + 4 + 8;
+        self.ids.insert(term, id);
+    }
 }
 
 /// A row's terms: each distinct term id with its count, and the row's length (repeats
@@ -62,14 +88,18 @@ impl TextIndex {
         settings.field.as_ref()?;
         Some(TextIndex {
             analyzer: settings.analyzer(),
-            vocabulary: RwLock::new(HashMap::new()),
+            vocabulary: RwLock::new(Vocabulary::default()),
             settings: settings.clone(),
         })
     }
 
     /// Terms in the vocabulary.
     pub fn len(&self) -> usize {
-        self.vocabulary.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.vocabulary
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,8 +117,8 @@ impl TextIndex {
     /// A copy holding only the terms `renumbering` kept, under their new numbers.
     pub(super) fn renumbered(&self, renumbering: &Renumbering) -> TextIndex {
         let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
-        let mut fresh = HashMap::with_capacity(renumbering.kept as usize);
-        for (term, old) in vocabulary.iter() {
+        let mut fresh = Vocabulary::default();
+        for (term, old) in &vocabulary.ids {
             if let Some(&new) = renumbering.new.get(*old as usize).filter(|n| **n != u32::MAX) {
                 fresh.insert(term.clone(), new);
             }
@@ -114,9 +144,7 @@ impl TextIndex {
         {
             let mut vocabulary = self.vocabulary.write().unwrap_or_else(|p| p.into_inner());
             for term in &terms {
-                let next = vocabulary.len() as u32;
-                let id = *vocabulary.entry(term.as_str().into()).or_insert(next);
-                *counts.entry(id).or_default() += 1;
+                *counts.entry(vocabulary.id(term)).or_default() += 1;
             }
         }
         let mut counts: Vec<(u32, u32)> = counts.into_iter().collect();
@@ -133,7 +161,7 @@ impl TextIndex {
         let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
         let mut known: Vec<(u32, u32)> = Vec::new();
         for term in &terms {
-            if let Some(&id) = vocabulary.get(term.as_str()) {
+            if let Some(&id) = vocabulary.ids.get(term.as_str()) {
                 match known.iter_mut().find(|(t, _)| *t == id) {
                     Some((_, n)) => *n += 1,
                     None => known.push((id, 1)),
@@ -145,8 +173,7 @@ impl TextIndex {
 
     /// Bytes of the vocabulary (terms and table, estimated).
     pub fn bytes(&self) -> usize {
-        let vocabulary = self.vocabulary.read().unwrap_or_else(|p| p.into_inner());
-        vocabulary.keys().map(|k| k.len() + 16 + 4 + 8).sum()
+        self.vocabulary.read().unwrap_or_else(|p| p.into_inner()).bytes
     }
 }
 
