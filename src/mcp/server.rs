@@ -138,28 +138,49 @@ impl StrideServer {
                 }
                 Err(RelayFailure::OwnerLeft) => {
                     tracing::warn!(tool = %request.name, "the owner left or died before answering; following the ownership");
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    match self.ownership.moved_on(&link, left).await {
-                        Backend::Relay(next) if !next.same(&link) => link = next,
-                        Backend::Relay(_) | Backend::Starting => break,
-                        // We own the file now (or know why nobody can).
-                        _ => {
-                            return self
-                                .tool_router
-                                .call(ToolCallContext::new(self, request, context))
-                                .await
+                    // Until the deadline: a next owner seen for a moment may itself leave
+                    // before we look again (owners come and go fast under hand-overs), which
+                    // leaves us starting or on the old link; wait on rather than give up.
+                    loop {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match self.ownership.moved_on(&link, left).await {
+                            Backend::Relay(next) if !next.same(&link) => {
+                                link = next;
+                                break;
+                            }
+                            Backend::Relay(_) | Backend::Starting if left.is_zero() => {
+                                return Ok(gave_up());
+                            }
+                            // Back to waiting for the next change (after a breath, so that a
+                            // closed ownership channel cannot make this spin).
+                            Backend::Relay(_) | Backend::Starting => {
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                            }
+                            // We own the file now (or know why nobody can).
+                            _ => {
+                                return self
+                                    .tool_router
+                                    .call(ToolCallContext::new(self, request, context))
+                                    .await
+                            }
                         }
                     }
                 }
             }
         }
-        Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-            "the stride-vectors process that owned the database left, and no new owner answered within {} s; retry the call",
-            SETTLE.as_secs()
-        ))])
-        .into())
     }
+}
 
+/// A relayed call's answer when no owner took over within [`SETTLE`].
+fn gave_up() -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "the stride-vectors process that owned the database left, and no new owner answered within {} s; retry the call",
+        SETTLE.as_secs()
+    ))])
+    .into()
+}
+
+impl StrideServer {
     /// Every tool, joined from the per-family routers, with schemas every validator accepts.
     pub fn router() -> ToolRouter<StrideServer> {
         let mut router = Self::index_tools()
