@@ -57,6 +57,7 @@ pub const SCENARIOS: &[&str] = &[
     "search",
     "mixed",
     "embedder",
+    "chunks",
     "mastra",
     "postgres",
     "retrieval",
@@ -120,6 +121,11 @@ pub async fn run(cfg: &BenchConfig) -> Result<String> {
     if cfg.runs("embedder") {
         if let Err(e) = embedder_speed(&mut rows).await {
             rows.push(row("local embedder", format!("not measured: {e:#}")));
+        }
+    }
+    if cfg.runs("chunks") {
+        if let Err(e) = crate::chunks::long_text_embedding(dir.path(), cfg.beir.as_deref(), &mut rows).await {
+            rows.push(row("long text in chunks", format!("not measured: {e:#}")));
         }
     }
     if cfg.runs("postgres") {

@@ -9,6 +9,7 @@
 //! Markdown.
 
 mod bench;
+mod chunks;
 mod data;
 mod mastra;
 mod measure;
@@ -52,7 +53,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     mastra_upsert_load_max: usize,
     /// Run only these scenarios, comma-separated: relay, upsert, same-id, search, mixed,
-    /// embedder, mastra, postgres, retrieval, text (default: all).
+    /// embedder, chunks, mastra, postgres, retrieval, text (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// A PostgreSQL + pgvector database for the `postgres` scenario (URL or key=value

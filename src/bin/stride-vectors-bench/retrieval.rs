@@ -153,13 +153,24 @@ pub(crate) async fn retrieval(dir: &Path, db: &Path, rows: &mut Vec<Row>) -> Res
         ),
     ));
     let server = ChildServer::start(db, &[]).await?;
+    // Rows, not documents: a long abstract is several chunks. Stored when there are at least
+    // as many rows as documents and the first and last documents are there.
     let stored = server
         .tool("describe_index", json!({"index": INDEX}))
         .await
         .ok()
         .and_then(|d| d["count"].as_u64())
         .unwrap_or(0);
-    if stored as usize != data.corpus.len() {
+    let ends: Vec<&String> = [data.corpus.first(), data.corpus.last()]
+        .into_iter()
+        .flatten()
+        .map(|(id, _)| id)
+        .collect();
+    let found = match server.tool("fetch", json!({"index": INDEX, "ids": ends})).await {
+        Ok(r) => r["missing"].as_array().is_some_and(Vec::is_empty),
+        Err(_) => false,
+    };
+    if (stored as usize) < data.corpus.len() || !found {
         index_corpus(&server, &data, rows).await?;
     } else {
         rows.push(row("corpus indexing", format!("already in {}", db.display())));

@@ -26,7 +26,7 @@ const SYLLABLES: [&str; 20] = [
 ];
 
 /// The `n`th word of the made-up vocabulary (its syllables are the digits of `n` in base 20).
-fn word(mut n: usize) -> String {
+pub(crate) fn word(mut n: usize) -> String {
     let mut w = String::new();
     loop {
         w.push_str(SYLLABLES[n % 20]);
