@@ -186,6 +186,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub dimension: Option<usize>,
 
+    /// With a remote model (ollama, openai): the most tokens one chunk of a long text may
+    /// have; longer texts are embedded in overlapping chunks. Tokens are counted as words
+    /// and punctuation marks, fewer than a model's tokenizer makes: stay under its limit
+    /// (e.g. 400 for a 512-token model). Default: texts are sent whole (the provider may
+    /// cut them). The local model always chunks at its own window, 256 tokens.
+    #[arg(long, env = "STRIDE_VECTORS_CHUNK_WINDOW", value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
+    pub chunk_window: Option<u32>,
+
     /// Trailing debounce window per (index, id), in milliseconds.
     #[arg(long, env = "STRIDE_VECTORS_DEBOUNCE_MS", default_value_t = 2000)]
     pub debounce_ms: u64,
@@ -313,6 +321,7 @@ impl ServeArgs {
                 model: remote_model()?,
                 dimension: self.dimension,
                 timeout,
+                window: self.chunk_window.map(|w| w as usize),
             },
             Provider::Openai => EmbedderConfig::OpenAi {
                 url: nonempty(&self.embedder_url).unwrap_or_else(|| self.openai_url.clone()),
@@ -320,6 +329,7 @@ impl ServeArgs {
                 api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
                 dimension: self.dimension,
                 timeout,
+                window: self.chunk_window.map(|w| w as usize),
             },
         })
     }

@@ -6,8 +6,7 @@
 //! `overlap` tokens, so a sentence cut off at a piece's end is read whole by the next one.
 //!
 //! It owns the splitting only: counting tokens is the caller's (the embedder's tokenizer),
-//! and what becomes of the pieces is the pipeline's and the store's. Groundwork for issue 27,
-//! part 4: nothing calls it yet.
+//! and what becomes of the pieces is the pipeline's and the store's (`store::chunks`).
 
 use unicode_segmentation::UnicodeSegmentation;
 

@@ -19,7 +19,8 @@ use candle_transformers::models::bert::Config;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::bert::MiniLm;
-use super::{EmbedError, EmbedFuture, Embedder};
+use super::chunk::split;
+use super::{EmbedError, EmbedFuture, Embedder, PiecesFuture};
 
 /// Name recorded with every index this embedder fills.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
@@ -30,6 +31,10 @@ pub use super::pins::{MODEL_SHA256, TOKENIZER_SHA256};
 /// sentence-transformers' `max_seq_length` for this model (sentence_bert_config.json). The
 /// tokenizer.json it ships says 128, which is not what the reference embeddings used.
 const MAX_TOKENS: usize = 256;
+/// Most tokens of one chunk of a long text: the window less its two special tokens, so each
+/// chunk is read whole. Chunks share an eighth of it (31 tokens, about a sentence) with the
+/// one before, so a sentence cut at a chunk's end is read whole by the next.
+pub const WINDOW: usize = MAX_TOKENS - 2;
 /// Rows per forward pass. Texts are sorted by length first, so a chunk pads little; the cap
 /// bounds the (rows x heads x len x len) attention buffers for big batches.
 const CHUNK_ROWS: usize = 32;
@@ -40,6 +45,7 @@ const CHUNK_TOKENS: usize = 2048;
 const REQUIRED_FILES: [&str; 3] = ["model.safetensors", "tokenizer.json", "config.json"];
 
 /// all-MiniLM-L6-v2, loaded once and shared by every `embed` call.
+#[derive(Clone)]
 pub struct LocalEmbedder {
     shared: Arc<LocalModel>,
 }
@@ -149,6 +155,22 @@ impl Embedder for LocalEmbedder {
                 Ok(result) => result,
                 Err(e) => Err(join_error(e)),
             }
+        })
+    }
+
+    /// Pieces of at most the window less its two special tokens, counted by the model's own
+    /// tokenizer, so that every piece is read whole.
+    fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
+        let me = self.clone();
+        let text = text.to_string();
+        Box::pin(async move {
+            let split = move || {
+                // A text the tokenizer fails on counts one token per byte: still split, and
+                // the embedding then reports the tokenizer's error.
+                let count = |s: &str| me.count_tokens(s).unwrap_or(s.len());
+                split(&text, WINDOW, WINDOW / 8, count)
+            };
+            tokio::task::spawn_blocking(split).await.map_err(join_error)
         })
     }
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 /// A provider's answer: one vector per text, in order.
 pub type EmbedFuture<'a> = futures::future::BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>>;
+pub type PiecesFuture<'a> = futures::future::BoxFuture<'a, Result<Vec<chunk::Piece>, EmbedError>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmbedError {
@@ -90,6 +91,12 @@ pub trait Embedder: Send + Sync + 'static {
     fn dimension(&self) -> Option<usize>;
     /// One vector per text, in order.
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a>;
+    /// The pieces `text` is embedded in: one when it fits the model's window (or the
+    /// window is not known), else overlapping pieces that each fit ([`chunk::split`]).
+    fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
+        let end = text.len();
+        Box::pin(async move { Ok(vec![chunk::Piece { start: 0, end }]) })
+    }
     /// Whether it can embed now (a local model loads in the background).
     fn state(&self) -> ModelState {
         ModelState::Ready
@@ -262,6 +269,9 @@ impl Embedder for Background {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(async move { self.ready().await?.embed(texts).await })
     }
+    fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
+        Box::pin(async move { self.ready().await?.pieces(text).await })
+    }
     fn state(&self) -> ModelState {
         match &*self.phase.borrow() {
             Phase::Waiting if self.on_disk => ModelState::Idle,
@@ -298,6 +308,8 @@ pub enum EmbedderConfig {
         model: String,
         dimension: Option<usize>,
         timeout: Duration,
+        /// Most tokens (words and punctuation marks) of one chunk of a long text.
+        window: Option<usize>,
     },
     OpenAi {
         url: String,
@@ -305,6 +317,8 @@ pub enum EmbedderConfig {
         api_key: Option<String>,
         dimension: Option<usize>,
         timeout: Duration,
+        /// Most tokens (words and punctuation marks) of one chunk of a long text.
+        window: Option<usize>,
     },
 }
 
@@ -368,20 +382,18 @@ pub fn build(config: &EmbedderConfig) -> Result<SharedEmbedder, EmbedError> {
             model,
             dimension,
             timeout,
-        } => Arc::new(remote::Ollama::new(url, model, *dimension, *timeout)?),
+            window,
+        } => Arc::new(remote::Ollama::new(url, model, *dimension, *timeout)?.with_window(*window)),
         EmbedderConfig::OpenAi {
             url,
             model,
             api_key,
             dimension,
             timeout,
-        } => Arc::new(remote::OpenAi::new(
-            url,
-            api_key.clone(),
-            model,
-            *dimension,
-            *timeout,
-        )?),
+            window,
+        } => Arc::new(
+            remote::OpenAi::new(url, api_key.clone(), model, *dimension, *timeout)?.with_window(*window),
+        ),
     })
 }
 

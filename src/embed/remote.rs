@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{EmbedError, EmbedFuture, Embedder};
+use super::chunk::{split, Piece};
+use super::{EmbedError, EmbedFuture, Embedder, PiecesFuture};
 use crate::retry::Backoff;
 
 /// Attempts per call before giving the batch back to the pipeline.
@@ -129,6 +130,7 @@ pub struct Ollama {
     url: String,
     model: String,
     dimension: Option<usize>,
+    window: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +155,7 @@ impl Ollama {
             url: url.trim_end_matches('/').to_string(),
             model: model.to_string(),
             dimension,
+            window: None,
         })
     }
 
@@ -187,6 +190,18 @@ impl Embedder for Ollama {
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(self.embed_batch(texts))
     }
+    fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
+        let pieces = pieces(text, self.window);
+        Box::pin(async move { Ok(pieces) })
+    }
+}
+
+impl Ollama {
+    /// Embed a text longer than `window` tokens in chunks (see [`pieces`]).
+    pub fn with_window(mut self, window: Option<usize>) -> Self {
+        self.window = window;
+        self
+    }
 }
 
 /// OpenAI-compatible `POST {base}/v1/embeddings` (OpenAI, Mistral, vLLM, LM Studio, ...).
@@ -196,6 +211,7 @@ pub struct OpenAi {
     api_key: Option<String>,
     model: String,
     dimension: Option<usize>,
+    window: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +246,7 @@ impl OpenAi {
             api_key,
             model: model.to_string(),
             dimension,
+            window: None,
         })
     }
 
@@ -257,5 +274,37 @@ impl Embedder for OpenAi {
     }
     fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
         Box::pin(self.embed_batch(texts))
+    }
+    fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
+        let pieces = pieces(text, self.window);
+        Box::pin(async move { Ok(pieces) })
+    }
+}
+
+impl OpenAi {
+    /// Embed a text longer than `window` tokens in chunks (see [`pieces`]).
+    pub fn with_window(mut self, window: Option<usize>) -> Self {
+        self.window = window;
+        self
+    }
+}
+
+/// A remote model's tokenizer is not ours to run: a text's tokens are counted as its words
+/// and punctuation marks (UAX #29 word boundaries that are not spaces), which any subword
+/// tokenizer makes at least as many tokens of.
+pub fn approx_tokens(text: &str) -> usize {
+    use unicode_segmentation::UnicodeSegmentation;
+    text.split_word_bounds().filter(|w| !w.trim().is_empty()).count()
+}
+
+/// The pieces a remote model embeds `text` in: the whole text without a `window`, else
+/// chunks of at most `window` tokens ([`approx_tokens`]) sharing an eighth of it.
+pub fn pieces(text: &str, window: Option<usize>) -> Vec<Piece> {
+    match window {
+        Some(w) => split(text, w, w / 8, approx_tokens),
+        None => vec![Piece {
+            start: 0,
+            end: text.len(),
+        }],
     }
 }

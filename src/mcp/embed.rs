@@ -23,9 +23,13 @@ const DEFAULT_FLUSH_MS: u64 = 30_000;
 pub struct DocumentInput {
     /// Id of the document in the index (non-empty); the same id replaces the earlier version.
     pub id: String,
-    /// The text to embed (non-empty).
+    /// The text to embed (non-empty). A text longer than the model's window (256 tokens,
+    /// about 200 words, for the local model) is embedded in overlapping chunks that end at
+    /// sentence ends; the document stays one id for `fetch`, `update`, `delete` and
+    /// `search`.
     pub text: String,
-    /// The document's whole metadata (replaces what is stored; omitted means `{}`).
+    /// The document's whole metadata (replaces what is stored; omitted means `{}`). The
+    /// key `chunk` is reserved (a chunk's place in its document).
     #[serde(default)]
     pub metadata: Option<Value>,
 }
@@ -102,7 +106,9 @@ impl StrideServer {
     /// Calls are cheap and safe to repeat on every edit: versions of one id inside the
     /// debounce window (2 s by default) are coalesced, unchanged texts cost no embedding,
     /// and an accepted document survives crashes and restarts. Each document's status is
-    /// `queued`, `coalesced`, `unchanged`, or with `wait: true` `indexed`.
+    /// `queued`, `coalesced`, `unchanged`, or with `wait: true` `indexed`. Long texts are
+    /// stored in chunks (rows `<id>`, `<id>#1`, ...); editing one paragraph re-embeds only
+    /// the chunks whose text changed.
     #[tool(
         name = "embed",
         input_schema = input_schema::<EmbedArgs>(),

@@ -125,7 +125,7 @@ pub struct IndexSummary {
     pub index: String,
     pub dimension: usize,
     pub metric: Metric,
-    /// Number of vectors stored.
+    /// Number of vectors (rows) stored: a long text stored in chunks counts one per chunk.
     pub count: u64,
     /// Embedding model recorded for this index, if any.
     pub model: Option<String>,
@@ -150,7 +150,7 @@ pub struct DescribeIndexResult {
     pub index: String,
     pub dimension: usize,
     pub metric: Metric,
-    /// Number of vectors stored.
+    /// Number of vectors (rows) stored: a long text stored in chunks counts one per chunk.
     pub count: u64,
     /// Embedding model recorded for this index, if any.
     pub model: Option<String>,

@@ -56,6 +56,13 @@ pub struct SearchArgs {
     /// Return each result's vector too (default false).
     #[serde(default)]
     pub include_vector: Option<bool>,
+    /// A long text that `embed` stored in chunks is one result by default: its best chunk,
+    /// under the document's id, with that chunk's text and its place in the document
+    /// (`metadata.chunk`: `n`, `count`, and the `start`..`end` character span). `true`
+    /// returns chunks as rows instead (ids `<id>#<n>` after the first), several per
+    /// document if they rank so.
+    #[serde(default)]
+    pub chunks: Option<bool>,
     /// Force an engine for this call (`duckdb` is the reference scan); default: the
     /// server's `--search-engine`. With PostgreSQL, only `postgres`.
     #[serde(default)]
@@ -271,6 +278,7 @@ impl StrideServer {
             min_score: args.min_score,
             include_vector: args.include_vector.unwrap_or(false),
             ef_search: args.ef_search,
+            chunks: args.chunks.unwrap_or(false),
         };
         let (hits, engine) = self
             .store()?

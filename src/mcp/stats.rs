@@ -56,6 +56,9 @@ pub struct StatsResult {
     /// Versions whose embedding (or failure) came back after a later write to their id had
     /// won: dropped, never stored, retried or parked.
     pub embeddings_discarded_superseded: u64,
+    /// Chunks of long texts whose text had not changed: they kept their stored vector
+    /// instead of being embedded again.
+    pub chunks_reused: u64,
     pub documents_committed: u64,
     /// Bytes of all in-memory index copies.
     pub memory_bytes: usize,
@@ -134,6 +137,7 @@ impl StrideServer {
             embedding_calls: p.embedding_calls,
             texts_embedded: p.texts_embedded,
             embeddings_discarded_superseded: p.discarded,
+            chunks_reused: p.pieces_reused,
             documents_committed: p.committed,
             memory_bytes,
             resident_bytes: resident_bytes(),

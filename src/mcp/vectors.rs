@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::args::{filter_arg, input_schema, metadata_object, parse, tool_error, Args, ToolError};
 use super::indexes::unexpected;
 use super::StrideServer;
+use crate::store::chunks::ChunkSpan;
 use crate::store::{validate_index_name, validate_vector, Metric, VectorRow};
 use crate::store::{MetadataMode, Target, WriteOp, WriteOutcome};
 
@@ -154,8 +155,14 @@ pub struct FetchArgs {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StoredVector {
     pub id: String,
+    /// A long text stored in chunks: its first chunk's vector (each chunk's own is fetched
+    /// by the chunk's id).
     pub vector: Vec<f32>,
+    /// A long text stored in chunks: the whole text in the text field, and no `chunk`.
     pub metadata: Map<String, Value>,
+    /// A long text stored in chunks: each chunk's id and span (in characters) in the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<ChunkSpan>>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -320,7 +327,8 @@ impl StrideServer {
     }
 
     /// Read rows by id: vector and metadata as stored. Ids not found are listed in
-    /// `missing`.
+    /// `missing`. A long text that `embed` stored in chunks comes back whole under its id,
+    /// with its chunks listed; a chunk's own id (`<id>#<n>`) reads that chunk alone.
     #[tool(
         name = "fetch",
         input_schema = input_schema::<FetchArgs>(),
@@ -346,14 +354,15 @@ impl StrideServer {
         let missing = args
             .ids
             .into_iter()
-            .filter(|id| !hits.iter().any(|h| &h.id == id))
+            .filter(|id| !hits.iter().any(|(h, _)| &h.id == id))
             .collect();
         let vectors = hits
             .into_iter()
-            .map(|h| StoredVector {
+            .map(|(h, chunks)| StoredVector {
                 id: h.id,
                 vector: h.vector.unwrap_or_default(),
                 metadata: h.metadata,
+                chunks,
             })
             .collect();
         Ok(Json(FetchResult { vectors, missing }))

@@ -570,12 +570,16 @@ pub fn keep_texts(docs: &[NewDocument], index: Option<&IndexInfo>) -> Result<Vec
         None => TextSettings::default().field,
     };
     let Some(field) = field else {
+        for (at, doc) in docs.iter().enumerate() {
+            check_reserved(at, &doc.id, &doc.metadata)?;
+        }
         return Ok(docs.to_vec());
     };
     docs.iter()
         .enumerate()
         .map(|(at, doc)| {
             let mut doc = doc.clone();
+            check_reserved(at, &doc.id, &doc.metadata)?;
             match doc.metadata.get(&field) {
                 Some(Value::String(given)) if *given == doc.text => {}
                 Some(_) => {
@@ -591,6 +595,29 @@ pub fn keep_texts(docs: &[NewDocument], index: Option<&IndexInfo>) -> Result<Vec
             Ok(doc)
         })
         .collect()
+}
+
+/// The metadata key of a chunk row's place in its document (see [`super::chunks`]).
+pub const CHUNK_KEY: &str = "chunk";
+
+/// A piece of a document's text, as the embedding pipeline made it: its byte span in the
+/// text and its vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedPiece {
+    pub start: usize,
+    pub end: usize,
+    pub vector: Vec<f32>,
+}
+
+/// Refuse a document's metadata that sets `chunk` itself: the key is the place of a long
+/// text's chunks.
+fn check_reserved(at: usize, id: &str, metadata: &Map<String, Value>) -> Result<(), StoreError> {
+    if metadata.contains_key(CHUNK_KEY) {
+        return Err(StoreError::invalid(format!(
+            "documents[{at}] (id {id:?}).metadata.{CHUNK_KEY}: reserved: a long text is stored in chunks, each row saying its place there; use another key"
+        )));
+    }
+    Ok(())
 }
 
 /// What happened to an accepted document.
@@ -629,7 +656,16 @@ pub struct EmbeddedDocument {
     pub id: String,
     pub seq: u64,
     pub hash: String,
-    pub vector: Vec<f32>,
+    /// The text's pieces and their vectors: one for a text that fits the model's window,
+    /// else its chunks in order (see [`super::chunks`]).
+    pub pieces: Vec<EmbeddedPiece>,
+}
+
+impl EmbeddedDocument {
+    /// Every vector of the document, for the checks every piece must pass.
+    pub fn vectors(&self) -> impl Iterator<Item = &[f32]> {
+        self.pieces.iter().map(|p| p.vector.as_slice())
+    }
 }
 
 // ---- Searches
@@ -655,6 +691,9 @@ pub struct SearchRequest {
     pub include_vector: bool,
     /// Candidates an HNSW search keeps (PostgreSQL HNSW indexes only).
     pub ef_search: Option<u32>,
+    /// Rows as they are: each chunk of a long text its own hit. Else one hit per document,
+    /// its best chunk (see [`super::chunks`]).
+    pub chunks: bool,
 }
 
 impl SearchRequest {
@@ -677,6 +716,7 @@ impl SearchRequest {
             min_score: None,
             include_vector: false,
             ef_search: None,
+            chunks: true,
         }
     }
 

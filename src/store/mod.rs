@@ -6,6 +6,8 @@
 //! - [`api`]: what every back-end and every caller speaks: [`WriteOp`] in, [`WriteOutcome`]
 //!   out, [`SearchRequest`] and [`Hit`], [`IndexInfo`], the documents to embed, [`Engine`],
 //!   [`StoreOptions`], and [`StoreError`] for every refusal, with the input checks.
+//! - [`chunks`]: how a long text embedded in pieces is stored as rows (one per chunk), and
+//!   put back together.
 //! - [`filter`]: the metadata filter language, one parser compiled by each engine.
 //! - [`metadata`]: metadata as stored and returned, shared by the engines.
 //! - [`duckdb`]: the embedded file: its handle, the single writer, reads, schema and the
@@ -21,6 +23,7 @@
 //! so the MCP tools cannot tell the back-ends apart. This module must not know about MCP.
 
 pub mod api;
+pub mod chunks;
 pub mod duckdb;
 pub mod filter;
 pub mod memory;
@@ -159,7 +162,53 @@ impl Store {
 
     /// Exact (or, on a PostgreSQL HNSW index, approximate) top-k. Returns the engine that
     /// answered. `engine` forces one; it must be one this back-end has.
+    ///
+    /// Unless `req.chunks`, a long text stored in chunks is one hit: its best chunk, under
+    /// the document's id (the chunk's text and place are in its metadata). The rows are
+    /// asked for in growing numbers until `top_k` documents are among them or there are no
+    /// more, so the documents are exactly the best by their best chunk.
     pub async fn search(
+        &self,
+        index: IndexInfo,
+        req: SearchRequest,
+        engine: Option<Engine>,
+    ) -> Result<(Vec<Hit>, Engine), StoreError> {
+        if req.chunks {
+            return self.search_rows(index, req, engine).await;
+        }
+        let want = req.top_k;
+        let mut asked = want;
+        let mut total: Option<usize> = None;
+        loop {
+            let mut rows_req = req.clone();
+            rows_req.top_k = asked;
+            let (rows, engine) = self.search_rows(index.clone(), rows_req, engine).await?;
+            let exhausted = rows.len() < asked;
+            let mut seen = std::collections::HashSet::new();
+            let mut hits = Vec::with_capacity(want);
+            for mut hit in rows {
+                let doc = chunks::document_of(&hit.id, &hit.metadata);
+                if hits.len() < want && seen.insert(doc.clone()) {
+                    hit.id = doc;
+                    hits.push(hit);
+                }
+            }
+            if hits.len() >= want || exhausted {
+                return Ok((hits, engine));
+            }
+            let total = match total {
+                Some(n) => n,
+                None => *total.insert(self.count(&index).await? as usize),
+            };
+            if asked >= total {
+                return Ok((hits, engine));
+            }
+            asked = asked.saturating_mul(4).min(total);
+        }
+    }
+
+    /// [`Self::search`] over rows, each chunk its own hit.
+    async fn search_rows(
         &self,
         index: IndexInfo,
         req: SearchRequest,
@@ -202,11 +251,80 @@ impl Store {
     }
 
     /// Rows by id, with their vectors; missing ids are absent.
-    pub async fn fetch(&self, index: &IndexInfo, ids: Vec<String>) -> Result<Vec<Hit>, StoreError> {
+    pub async fn fetch_rows(&self, index: &IndexInfo, ids: Vec<String>) -> Result<Vec<Hit>, StoreError> {
         match &self.backend {
             Backend::File(s) => s.fetch(index.clone(), ids).await,
             Backend::Postgres(s) => s.fetch(index, &ids).await,
         }
+    }
+
+    /// Documents by id, with their vectors; missing ids are absent. A long text stored in
+    /// chunks comes back whole (see [`chunks::assemble`]) with its chunks' spans; a chunk's
+    /// own id (`<id>#<n>`) gives that row alone.
+    pub async fn fetch(
+        &self,
+        index: &IndexInfo,
+        ids: Vec<String>,
+    ) -> Result<Vec<(Hit, Option<Vec<chunks::ChunkSpan>>)>, StoreError> {
+        let ids = distinct(&ids);
+        let heads = self.fetch_rows(index, chunks::head_ids(&ids)).await?;
+        let mut heads: HashMap<String, Hit> = heads.into_iter().map(|h| (h.id.clone(), h)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(hit) = heads.remove(&id) {
+                out.push((hit, None));
+                continue;
+            }
+            let head = chunks::chunk_id(&id, 0);
+            if heads
+                .get(&head)
+                .and_then(|h| chunks::chunk_of(&h.id, &h.metadata))
+                .is_none_or(|c| c.doc != id)
+            {
+                continue; // no such document (or a row of someone's own named like a chunk)
+            }
+            let rows = self.document_rows(index, &id).await?;
+            match chunks::assemble(&rows, index.text.field.as_deref()) {
+                Some((doc, spans)) => out.push((doc, Some(spans))),
+                // Rewritten as one row meanwhile: as it is now.
+                None => out.extend(rows.into_iter().filter(|h| h.id == id).map(|h| (h, None))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored row of document `id`: its own, or its chunks in order; none when it has
+    /// no row. A long text's chunks are read until one read of them makes a whole document
+    /// (a write between the read of its first chunk and of the others changes them).
+    pub async fn document_rows(&self, index: &IndexInfo, id: &str) -> Result<Vec<Hit>, StoreError> {
+        const READS: usize = 5;
+        let docs = [id.to_string()];
+        let mut last = Vec::new();
+        for _ in 0..READS {
+            let heads = self.fetch_rows(index, chunks::head_ids(&docs)).await?;
+            let head_rows: chunks::RowsById =
+                heads.iter().map(|h| (h.id.clone(), h.metadata.clone())).collect();
+            let more = chunks::more_ids(&docs, &head_rows);
+            let mut rows: Vec<Hit> = heads;
+            if !more.is_empty() {
+                rows.extend(self.fetch_rows(index, more).await?);
+            }
+            let more_rows: chunks::RowsById =
+                rows.iter().map(|h| (h.id.clone(), h.metadata.clone())).collect();
+            let Some((_, order)) = chunks::group_rows(&docs, &head_rows, &more_rows).pop() else {
+                return Ok(Vec::new());
+            };
+            let mut by_id: HashMap<String, Hit> = rows.into_iter().map(|h| (h.id.clone(), h)).collect();
+            let rows: Vec<Hit> = order.iter().filter_map(|(id, _)| by_id.remove(id)).collect();
+            if rows.len() == 1 && rows[0].id == id
+                || chunks::assemble(&rows, index.text.field.as_deref()).is_some()
+            {
+                return Ok(rows);
+            }
+            last = rows;
+        }
+        // Still not whole after several reads: as it is (a chunk row rewritten by hand).
+        Ok(last)
     }
 
     /// Every document waiting to be embedded, oldest version first.

@@ -62,8 +62,8 @@ use tokio_util::task::TaskTracker;
 
 use super::{content_hash, ModelState, SharedEmbedder};
 use crate::store::{
-    validate_index_name, Acceptance, IndexInfo, NewDocument, PendingDocument, SharedQueue, Store, StoreError,
-    SupersededFeed, WriteOp, WriteOutcome,
+    validate_index_name, Acceptance, Hit, IndexInfo, NewDocument, PendingDocument, SharedQueue, Store,
+    StoreError, SupersededFeed, WriteOp, WriteOutcome,
 };
 use state::{Entry, Key, State};
 use worker::{Counters, Inner};
@@ -87,6 +87,12 @@ pub trait Durable: Send + Sync + 'static {
     fn shared_queue(&self) -> Option<SharedQueue>;
     /// Versions that committed writes superseded, in commit order.
     fn superseded(&self) -> Arc<SupersededFeed>;
+    /// Every stored row of a document (all of its chunks), with vectors; none when it has
+    /// no row. What a long text's unchanged pieces are reused from.
+    fn document_rows(&self, index: IndexInfo, id: String) -> BoxFuture<'_, Result<Vec<Hit>, StoreError>> {
+        let _ = (index, id);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 impl Durable for Store {
@@ -107,6 +113,9 @@ impl Durable for Store {
     }
     fn superseded(&self) -> Arc<SupersededFeed> {
         Store::superseded(self)
+    }
+    fn document_rows(&self, index: IndexInfo, id: String) -> BoxFuture<'_, Result<Vec<Hit>, StoreError>> {
+        Box::pin(async move { Store::document_rows(self, &index, &id).await })
     }
 }
 
@@ -156,6 +165,9 @@ pub struct PipelineStats {
     /// Versions whose embedding (or failure) came back after a later write had won:
     /// dropped, never stored, retried or parked.
     pub discarded: u64,
+    /// Pieces of long texts that kept their stored vector: an edit re-embedded only the
+    /// pieces whose text changed.
+    pub pieces_reused: u64,
     pub committed: u64,
     pub last_error: Option<String>,
     pub model: String,
@@ -528,6 +540,7 @@ impl Pipeline {
             embedding_calls: c.embedding_calls.load(Ordering::Relaxed),
             texts_embedded: c.texts_embedded.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
+            pieces_reused: c.pieces_reused.load(Ordering::Relaxed),
             committed: *self.inner.progress.borrow(),
             last_error: state.last_error.clone(),
             model: self.inner.embedder.model().to_string(),

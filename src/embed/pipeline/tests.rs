@@ -104,7 +104,10 @@ impl Durable for ModelStore {
                 let mut m = self.model();
                 let (mut stored, mut stale) = (Vec::new(), Vec::new());
                 for doc in docs {
-                    assert_eq!(doc.vector.len(), DIM, "only good vectors reach the store");
+                    assert!(
+                        doc.vectors().all(|v| v.len() == DIM),
+                        "only good vectors reach the store"
+                    );
                     let key = (index.clone(), doc.id.clone());
                     match m.pending.get(&key) {
                         Some((seq, _, _)) if *seq == doc.seq => {

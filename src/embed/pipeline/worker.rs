@@ -15,11 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use super::state::{Entry, Flight, Key, Parked, State, SUPERSEDED};
 use super::{Durable, PipelineConfig};
+use crate::embed::chunk::Piece;
 use crate::embed::{EmbedError, SharedEmbedder};
 use crate::retry::Backoff;
 use crate::store::{
-    Acceptance, EmbeddedDocument, NewDocument, PendingDocument, QueuedVersion, SharedQueue, StoreError,
-    SupersededFeed, WriteOp, WriteOutcome,
+    Acceptance, EmbeddedDocument, EmbeddedPiece, NewDocument, PendingDocument, QueuedVersion, SharedQueue,
+    StoreError, SupersededFeed, WriteOp, WriteOutcome,
 };
 
 /// Between retries of a failing document: 1 s doubling up to a minute, jittered.
@@ -63,6 +64,16 @@ pub(super) struct Counters {
     pub(super) texts_embedded: AtomicU64,
     /// Versions whose embedding (or failure) came back after a later write had won.
     pub(super) discarded: AtomicU64,
+    /// Pieces of long texts that kept their stored vector (their text did not change).
+    pub(super) pieces_reused: AtomicU64,
+}
+
+/// A document of a batch, split: its pieces, and the vector each piece keeps, if any.
+pub(super) struct Planned {
+    pub(super) key: Key,
+    pub(super) entry: Entry,
+    pub(super) pieces: Vec<Piece>,
+    pub(super) known: Vec<Option<Vec<f32>>>,
 }
 
 impl Inner {
@@ -318,34 +329,74 @@ impl Inner {
 
     /// Embed a batch; a batch that fails for good is split until the documents at fault
     /// are alone, and those are parked, so one poison document never holds back the rest.
+    /// A long text is embedded in pieces; a piece whose text the document's stored rows
+    /// already hold keeps its vector, so an edit re-embeds only the pieces it changed.
     pub(super) async fn process(&self, batch: Vec<(Key, Entry)>) {
-        let mut work = vec![self.with_texts(batch).await];
+        let batch = self.with_texts(batch).await;
+        let mut work = vec![self.plan(batch).await];
         while let Some(batch) = work.pop() {
             if batch.is_empty() {
                 continue;
             }
             let mut texts: Vec<String> = Vec::new();
             let mut text_slot: HashMap<&str, usize> = HashMap::new();
-            let slots: Vec<usize> = batch
+            // Per document, per piece: the text to embed (its slot), or the vector it keeps.
+            let slots: Vec<Vec<Option<usize>>> = batch
                 .iter()
-                .map(|(_, e)| {
-                    let text = e.text.as_deref().unwrap_or_default();
-                    *text_slot.entry(text).or_insert_with(|| {
-                        texts.push(text.to_string());
-                        texts.len() - 1
-                    })
+                .map(|p| {
+                    let text = p.entry.text.as_deref().unwrap_or_default();
+                    p.pieces
+                        .iter()
+                        .zip(&p.known)
+                        .map(|(piece, known)| {
+                            known.is_none().then(|| {
+                                let piece_text = &text[piece.start..piece.end];
+                                *text_slot.entry(piece_text).or_insert_with(|| {
+                                    texts.push(piece_text.to_string());
+                                    texts.len() - 1
+                                })
+                            })
+                        })
+                        .collect()
                 })
                 .collect();
-            self.counters.embedding_calls.fetch_add(1, Ordering::Relaxed);
+            let reused = batch
+                .iter()
+                .flat_map(|p| &p.known)
+                .filter(|k| k.is_some())
+                .count();
             self.counters
-                .texts_embedded
-                .fetch_add(texts.len() as u64, Ordering::Relaxed);
-            let error = match self.embedder.embed(&texts).await {
+                .pieces_reused
+                .fetch_add(reused as u64, Ordering::Relaxed);
+            let result = if texts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.counters.embedding_calls.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .texts_embedded
+                    .fetch_add(texts.len() as u64, Ordering::Relaxed);
+                self.embedder.embed(&texts).await
+            };
+            let error = match result {
                 Ok(vectors) if vectors.len() == texts.len() => {
                     let docs = batch
                         .into_iter()
                         .zip(slots)
-                        .map(|((k, e), s)| (k, e, vectors[s].clone()))
+                        .map(|(p, slots)| {
+                            let pieces = p
+                                .pieces
+                                .iter()
+                                .zip(p.known)
+                                .zip(slots)
+                                .map(|((piece, known), slot)| EmbeddedPiece {
+                                    start: piece.start,
+                                    end: piece.end,
+                                    vector: known
+                                        .unwrap_or_else(|| vectors[slot.unwrap_or_default()].clone()),
+                                })
+                                .collect();
+                            (p.key, p.entry, pieces)
+                        })
                         .collect();
                     self.check_and_commit(docs).await;
                     continue;
@@ -364,22 +415,92 @@ impl Inner {
                     work.push(second);
                     work.push(first);
                 }
-                EmbedError::Permanent(msg) => self.park(batch, &msg),
-                transient => self.fail(batch, &transient),
+                EmbedError::Permanent(msg) => {
+                    self.park(batch.into_iter().map(|p| (p.key, p.entry)).collect(), &msg)
+                }
+                transient => self.fail(batch.into_iter().map(|p| (p.key, p.entry)).collect(), &transient),
+            }
+        }
+    }
+
+    /// The pieces of each document of a batch, and for a text in several pieces, the
+    /// vectors its stored rows already have for the same piece texts. A document whose text
+    /// cannot be split is parked (or retried, when that may pass).
+    async fn plan(&self, batch: Vec<(Key, Entry)>) -> Vec<Planned> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (key, entry) in batch {
+            let text = entry.text.as_deref().unwrap_or_default();
+            let pieces = match self.embedder.pieces(text).await {
+                Ok(pieces) if !pieces.is_empty() => pieces,
+                Ok(_) => vec![Piece {
+                    start: 0,
+                    end: text.len(),
+                }],
+                Err(EmbedError::Permanent(msg)) => {
+                    self.park(vec![(key, entry)], &msg);
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(vec![(key, entry)], &e);
+                    continue;
+                }
+            };
+            let known = match pieces.len() {
+                1 => vec![None],
+                _ => {
+                    let stored = self.stored_pieces(&key).await;
+                    pieces
+                        .iter()
+                        .map(|p| stored.get(&text[p.start..p.end]).cloned())
+                        .collect()
+                }
+            };
+            out.push(Planned {
+                key,
+                entry,
+                pieces,
+                known,
+            });
+        }
+        out
+    }
+
+    /// The vectors of a document's stored rows, by the text each row keeps. Empty when the
+    /// index keeps no text or the rows cannot be read (then every piece is embedded).
+    async fn stored_pieces(&self, key: &Key) -> HashMap<String, Vec<f32>> {
+        let Ok(info) = self.store.index_info(&key.0).await else {
+            return HashMap::new();
+        };
+        let Some(field) = info.text.field.clone() else {
+            return HashMap::new();
+        };
+        match self.store.document_rows(info, key.1.clone()).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|hit| {
+                    let text = hit.metadata.get(&field)?.as_str()?.to_string();
+                    Some((text, hit.vector?))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, index = %key.0, id = %key.1, "reading a document's rows to reuse its pieces");
+                HashMap::new()
             }
         }
     }
 
     /// Park the vectors no index could take (not finite, all zero, or of another width
     /// than the index or the rest of the batch); commit the others.
-    pub(super) async fn check_and_commit(&self, docs: Vec<(Key, Entry, Vec<f32>)>) {
+    pub(super) async fn check_and_commit(&self, docs: Vec<(Key, Entry, Vec<EmbeddedPiece>)>) {
         let mut widths: HashMap<usize, usize> = HashMap::new();
-        for (_, _, v) in &docs {
-            *widths.entry(v.len()).or_default() += 1;
+        for (_, _, pieces) in &docs {
+            for p in pieces {
+                *widths.entry(p.vector.len()).or_default() += 1;
+            }
         }
         let usual = widths.into_iter().max_by_key(|(w, n)| (*n, *w)).map(|(w, _)| w);
         let mut good = Vec::with_capacity(docs.len());
-        for (key, entry, vector) in docs {
+        for (key, entry, pieces) in docs {
             let expected = self
                 .store
                 .index_info(&key.0)
@@ -388,43 +509,46 @@ impl Inner {
                 .map(|i| i.dimension)
                 .or(self.embedder.dimension())
                 .or(usual);
-            let problem = if vector.is_empty() || vector.iter().all(|x| *x == 0.0) {
-                Some("the embedder returned a zero vector".to_string())
-            } else if vector.iter().any(|x| !x.is_finite()) {
-                Some("the embedder returned a vector with NaN or infinite values".to_string())
-            } else if expected.is_some_and(|d| d != vector.len()) {
-                Some(format!(
-                    "the embedder returned {} dimensions where index \"{}\" needs {}",
-                    vector.len(),
-                    key.0,
-                    expected.unwrap_or_default()
-                ))
-            } else {
-                None
-            };
+            let problem = pieces.iter().find_map(|p| {
+                let vector = &p.vector;
+                if vector.is_empty() || vector.iter().all(|x| *x == 0.0) {
+                    Some("the embedder returned a zero vector".to_string())
+                } else if vector.iter().any(|x| !x.is_finite()) {
+                    Some("the embedder returned a vector with NaN or infinite values".to_string())
+                } else if expected.is_some_and(|d| d != vector.len()) {
+                    Some(format!(
+                        "the embedder returned {} dimensions where index \"{}\" needs {}",
+                        vector.len(),
+                        key.0,
+                        expected.unwrap_or_default()
+                    ))
+                } else {
+                    None
+                }
+            });
             match problem {
                 Some(msg) => self.park(vec![(key, entry)], &msg),
-                None => good.push((key, entry, vector)),
+                None => good.push((key, entry, pieces)),
             }
         }
-        if let Some((_, _, v)) = good.first() {
-            self.learn_dimension(std::slice::from_ref(v));
+        if let Some(p) = good.first().and_then(|(_, _, p)| p.first()) {
+            self.learn_dimension(std::slice::from_ref(&p.vector));
         }
         self.commit(good).await;
     }
 
     /// Store embedded versions, one writer request per index, all in the same group commit.
-    pub(super) async fn commit(&self, docs: Vec<(Key, Entry, Vec<f32>)>) {
+    pub(super) async fn commit(&self, docs: Vec<(Key, Entry, Vec<EmbeddedPiece>)>) {
         let mut groups: HashMap<String, Vec<(Key, Entry, EmbeddedDocument)>> = HashMap::new();
         {
             let mut state = self.lock();
-            for (key, entry, vector) in docs {
+            for (key, entry, pieces) in docs {
                 let seq = self.newest_equal_version(&mut state, &key, &entry);
                 let doc = EmbeddedDocument {
                     id: key.1.clone(),
                     seq,
                     hash: entry.hash.clone(),
-                    vector,
+                    pieces,
                 };
                 groups.entry(key.0.clone()).or_default().push((key, entry, doc));
             }

@@ -70,11 +70,12 @@ fn delete_pending(conn: &Connection, index: &str, id: &str) -> duckdb::Result<bo
     Ok(n > 0)
 }
 
-/// The hash of the row stored under `id`, if the row still exists.
+/// The hash of the document stored under `id`, if its row (or, for a long text, its first
+/// chunk's, `<id>#0`) still exists.
 fn stored_hash(conn: &Connection, table: &IndexInfo, id: &str) -> duckdb::Result<Option<String>> {
     let sql = format!(
         "SELECT d.content_hash FROM stride_vectors.documents d
-         WHERE d.index_name = ? AND d.id = ? AND EXISTS (SELECT 1 FROM {} t WHERE t.id = d.id)",
+         WHERE d.index_name = ? AND d.id = ? AND EXISTS (SELECT 1 FROM {} t WHERE t.id = d.id OR t.id = d.id || '#0')",
         quoted(&table.name)
     );
     let mut stmt = conn.prepare(&sql)?;

@@ -17,10 +17,12 @@
 //! This module must not be called from async code except through [`WriterHandle::submit`].
 //!
 //! This file holds the handle, the thread and its loop (batches, transactions, commits,
-//! answers). What each operation does in SQL is [`ops`]; the Arrow batch that carries rows
-//! to DuckDB's appender is [`arrow`].
+//! answers). What each operation does in SQL is [`ops`]; how a write on a long text's id
+//! reaches all of its chunk rows is [`chunks`]; the Arrow batch that carries rows to
+//! DuckDB's appender is [`arrow`].
 
 mod arrow;
+mod chunks;
 mod ops;
 
 use std::collections::HashSet;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::arrow::record_batch;
 use super::{OpError, OpResult, Writer};
 use crate::store::api::*;
+use crate::store::chunks::DocumentRows;
 use crate::store::duckdb::{documents, schema, Catalog};
 use crate::store::filter::CompiledFilter;
 use crate::store::memory::Change;
@@ -185,18 +186,28 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
-        let ids = documents::id_list(rows.iter().map(|r| r.id.as_str()))?;
+        let new_ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let ids = documents::id_list(new_ids.iter().map(String::as_str))?;
+        // A long text written again shorter, as one row, or in chunks, loses what it was.
+        let outgrown = self.outgrown_rows(index, rows)?;
         // The rows get new vectors: whatever text we had embedded for these ids no longer
         // describes them (an embedding commit records its hashes again right after).
         if self.with_texts.contains(index) {
             documents::forget_embedded(&self.conn, index, &ids)?;
         }
+        let gone = documents::id_list(new_ids.iter().chain(&outgrown).map(String::as_str))?;
         self.conn
             .prepare_cached(&format!(
                 "DELETE FROM {} WHERE id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
                 quoted(index)
             ))?
-            .execute(params![ids])?;
+            .execute(params![gone])?;
+        if !outgrown.is_empty() {
+            self.changes.push(Change::Delete {
+                index: index.to_string(),
+                ids: outgrown,
+            });
+        }
         let batch = record_batch(dimension, rows)?;
         let mut appender = self.conn.appender(index)?;
         appender.append_record_batch(batch)?;
@@ -238,14 +249,28 @@ impl Writer {
             docs,
             &mut self.next_seq,
         )?;
-        // An unchanged text only rewrote the stored row's metadata.
+        // An unchanged text only rewrites its stored rows' metadata (each chunk of a long
+        // text keeps its own piece of the text and its place).
+        let field = working.get(index).and_then(|i| i.text.field.clone());
+        let table = quoted(index);
         for (doc, answer) in docs.iter().zip(&accepted) {
-            if answer.status == Acceptance::Unchanged {
-                self.changes.push(Change::Metadata {
-                    index: index.to_string(),
-                    id: doc.id.clone(),
-                    metadata: Metadata::object(&doc.metadata),
-                });
+            if answer.status != Acceptance::Unchanged {
+                continue;
+            }
+            for (_, rows) in self.stored_documents(index, std::slice::from_ref(&doc.id))? {
+                for (id, old) in rows {
+                    let mut metadata = doc.metadata.clone();
+                    crate::store::chunks::keep_chunk_fields(&id, &mut metadata, &old, field.as_deref());
+                    self.conn.execute(
+                        &format!("UPDATE {table} SET metadata = ?::JSON WHERE id = ?"),
+                        params![Value::Object(metadata.clone()).to_string(), id],
+                    )?;
+                    self.changes.push(Change::Metadata {
+                        index: index.to_string(),
+                        id,
+                        metadata: Metadata::object(&metadata),
+                    });
+                }
             }
         }
         Ok(WriteOutcome::Accepted(accepted))
@@ -265,18 +290,25 @@ impl Writer {
                 stale: Vec::new(),
             });
         };
-        let dimension = first.vector.len();
+        let Some(dimension) = first.vectors().next().map(<[f32]>::len) else {
+            return Err(OpError::Rejected(StoreError::Internal(format!(
+                "embedding of id {:?}: no vector",
+                first.id
+            ))));
+        };
         if let Some(info) = working.get(index) {
             check_embeddable(info, model, Some(dimension)).map_err(OpError::Rejected)?;
         }
         for doc in docs {
-            validate_vector(
-                &format!("embedding of id {:?}", doc.id),
-                &doc.vector,
-                Some(dimension),
-            )
-            .map_err(OpError::Rejected)?;
+            for vector in doc.vectors() {
+                validate_vector(&format!("embedding of id {:?}", doc.id), vector, Some(dimension))
+                    .map_err(OpError::Rejected)?;
+            }
         }
+        let field = match working.get(index) {
+            Some(info) => info.text.field.clone(),
+            None => TextRequest::default().settings().field,
+        };
         // Only a version that is still the latest accepted one is stored, with the metadata
         // its pending row holds now (an `update` may have patched it since).
         let mut fresh = Vec::with_capacity(docs.len());
@@ -285,11 +317,15 @@ impl Writer {
         for doc in docs {
             match documents::pending_of(&self.conn, index, &doc.id)? {
                 Some(queued) if queued.seq == doc.seq => {
-                    rows.push(VectorRow {
-                        id: doc.id.clone(),
-                        vector: doc.vector.clone(),
-                        metadata: queued.metadata,
-                    });
+                    let pieces = crate::store::chunks::piece_rows(
+                        &doc.id,
+                        &queued.text,
+                        &queued.metadata,
+                        field.as_deref(),
+                        &doc.pieces,
+                    )
+                    .map_err(OpError::Rejected)?;
+                    rows.extend(pieces);
                     fresh.push(doc.clone());
                 }
                 _ => stale.push(doc.id.clone()),
@@ -324,6 +360,8 @@ impl Writer {
 
     /// One id (an unknown id is an error), or every stored row `filter` matches (none is
     /// fine). A version of a row still waiting to be embedded gets the same metadata change.
+    /// An id stored as a long text's chunks changes on all of them, each keeping its own
+    /// piece of the text and its place; a vector cannot be set on one.
     fn update(
         &mut self,
         index: &str,
@@ -343,47 +381,97 @@ impl Writer {
             validate_vector("vector", v, Some(info.dimension)).map_err(OpError::Rejected)?;
         }
         let dimension = info.dimension;
-        let ids = match target {
+        let field = info.text.field.clone();
+        // Every check before any change, so that a refusal leaves the transaction clean.
+        let documents: Vec<(String, DocumentRows)> = match target {
             Target::Ids(ids) => {
                 if let Some(at) = ids.iter().position(|id| id.is_empty()) {
                     return Err(OpError::Rejected(StoreError::invalid(format!(
                         "id: the id is empty (ids[{at}])"
                     ))));
                 }
-                ids.clone()
+                let named = self.documents_named(index, ids)?;
+                let stored = self.stored_documents(index, &named)?;
+                if !skip_missing {
+                    if let Some(id) = named.into_iter().find(|id| !stored.iter().any(|(d, _)| d == id)) {
+                        return Err(OpError::Rejected(StoreError::invalid(format!(
+                            "id: no vector with id {id:?} in index \"{index}\""
+                        ))));
+                    }
+                }
+                stored
             }
-            Target::Filter(filter) => self.stored_matching(index, filter)?,
+            Target::Filter(filter) => {
+                let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
+                for (id, m) in self.stored_matching_rows(index, filter)? {
+                    by_doc
+                        .entry(crate::store::chunks::document_of(&id, &m))
+                        .or_default()
+                        .push((id, m));
+                }
+                by_doc.into_iter().collect()
+            }
         };
-        let mut count = 0;
-        for id in &ids {
-            if self.update_one(index, dimension, id, vector, metadata, mode)? {
-                count += 1;
-            } else if matches!(target, Target::Ids(_)) && !skip_missing {
-                // Rows changed before this one make the transaction unclean: fail it whole.
-                let message = format!("id: no vector with id {id:?} in index \"{index}\"");
-                return Err(if count == 0 {
-                    OpError::Rejected(StoreError::invalid(message))
-                } else {
-                    OpError::Failed(message)
-                });
+        if vector.is_some() {
+            let chunked = documents
+                .iter()
+                .flat_map(|(_, rows)| rows)
+                .find(|(id, m)| crate::store::chunks::chunk_of(id, m).is_some());
+            if let Some((id, m)) = chunked {
+                let count = crate::store::chunks::chunk_of(id, m).map_or(0, |c| c.count);
+                let doc = crate::store::chunks::document_of(id, m);
+                return Err(OpError::Rejected(StoreError::invalid(format!(
+                    "vector: id {doc:?} is a long text stored in {count} chunks, each with its own vector; give it a new text with `embed`, or replace it whole with `upsert`"
+                ))));
             }
         }
-        Ok(WriteOutcome::Updated { count })
+        for (_, rows) in &documents {
+            for (id, old) in rows {
+                self.update_one(
+                    index,
+                    dimension,
+                    id,
+                    vector,
+                    metadata,
+                    mode,
+                    (old, field.as_deref()),
+                )?;
+            }
+        }
+        Ok(WriteOutcome::Updated {
+            count: documents.len(),
+        })
     }
 
-    /// The ids of the stored rows of `index` that `filter` matches, sorted.
-    fn stored_matching(&mut self, index: &str, filter: &CompiledFilter) -> Result<Vec<String>, OpError> {
+    /// The stored rows of `index` that `filter` matches, with their metadata, by id.
+    fn stored_matching_rows(
+        &mut self,
+        index: &str,
+        filter: &CompiledFilter,
+    ) -> Result<DocumentRows, OpError> {
         let sql = format!(
-            "SELECT id FROM {} WHERE {} ORDER BY id",
+            "SELECT id, metadata::VARCHAR FROM {} WHERE {} ORDER BY id",
             quoted(index),
             filter.sql
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(filter.params.iter()), |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<duckdb::Result<Vec<_>>>()?)
+        let rows = stmt.query_map(params_from_iter(filter.params.iter()), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, metadata) = row?;
+            let metadata = match metadata.as_deref().map(serde_json::from_str::<Value>) {
+                Some(Ok(Value::Object(m))) => m,
+                _ => Map::new(),
+            };
+            out.push((id, metadata));
+        }
+        Ok(out)
     }
 
-    /// Update one stored row; false (and nothing changed) when there is none with this id.
+    /// Update one stored row (`old`: its metadata before, and the index's text field).
+    #[allow(clippy::too_many_arguments)]
     fn update_one(
         &mut self,
         index: &str,
@@ -392,7 +480,8 @@ impl Writer {
         vector: Option<&[f32]>,
         metadata: Option<&Map<String, Value>>,
         mode: MetadataMode,
-    ) -> Result<bool, OpError> {
+        (old, field): (&Map<String, Value>, Option<&str>),
+    ) -> Result<(), OpError> {
         let mut sets = Vec::new();
         let mut values: Vec<String> = Vec::new();
         if let Some(v) = vector {
@@ -411,7 +500,9 @@ impl Writer {
         values.push(id.to_string());
         let sql = format!("UPDATE {} SET {} WHERE id = ?", quoted(index), sets.join(", "));
         if self.conn.execute(&sql, params_from_iter(values.iter()))? == 0 {
-            return Ok(false);
+            return Err(OpError::Failed(format!(
+                "id {id:?}: its row went away during the update"
+            )));
         }
         let ids = [id.to_string()];
         // The in-memory copy gets the metadata as DuckDB made it (a merge patch is DuckDB's).
@@ -420,8 +511,11 @@ impl Writer {
             params![id],
             |r| r.get(0),
         )?;
-        let stored = Metadata::parse(stored.as_deref())
+        let mut stored = Metadata::parse(stored.as_deref())
             .map_err(|e| OpError::Failed(format!("the metadata stored for id {id:?} is not JSON: {e}")))?;
+        if metadata.is_some() {
+            stored = Metadata::object(&self.keep_chunk_row(index, id, stored.to_map(), old, field)?);
+        }
         if let Some(v) = vector {
             // A new vector supersedes any text still waiting to be embedded for this id.
             documents::forget(&self.conn, index, &ids)?;
@@ -441,7 +535,7 @@ impl Writer {
             // bring the old metadata back when it lands.
             documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Delete rows and the versions of them waiting to be embedded. By filter, an id goes
@@ -453,34 +547,43 @@ impl Writer {
     }
 
     /// [`Self::delete`] in an index known to exist: how many ids lost a row or a waiting
-    /// version.
+    /// version. A long text stored in chunks goes whole, every chunk row of it, whether it
+    /// was named by its id or a filter matched one of its chunks.
     fn delete_rows(&mut self, index: &str, target: &Target) -> Result<usize, OpError> {
-        let table = quoted(index);
-        let ids: Vec<String> = match target {
-            Target::Ids(ids) => distinct(ids),
+        let docs: Vec<String> = match target {
+            Target::Ids(ids) => self.documents_named(index, ids)?,
             Target::Filter(filter) => {
-                let mut ids: std::collections::BTreeSet<String> =
-                    self.stored_matching(index, filter)?.into_iter().collect();
-                ids.extend(documents::pending_matching(&self.conn, index, filter)?);
-                ids.into_iter().collect()
+                let mut docs: std::collections::BTreeSet<String> = self
+                    .stored_matching_rows(index, filter)?
+                    .into_iter()
+                    .map(|(id, m)| crate::store::chunks::document_of(&id, &m))
+                    .collect();
+                docs.extend(documents::pending_matching(&self.conn, index, filter)?);
+                docs.into_iter().collect()
             }
         };
-        let mut row_delete = self.conn.prepare(&format!("DELETE FROM {table} WHERE id = ?"))?;
-        let mut rows_deleted = Vec::new();
+        let stored = self.stored_documents(index, &docs)?;
+        let rows_deleted: Vec<String> = stored
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|(id, _)| id.clone()))
+            .collect();
+        let list = documents::id_list(rows_deleted.iter().map(String::as_str))?;
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
+                quoted(index)
+            ))?
+            .execute(params![list])?;
+        let with_row: std::collections::HashSet<&str> = stored.iter().map(|(d, _)| d.as_str()).collect();
         let mut count = 0;
-        for id in &ids {
-            let had_row = row_delete.execute(params![id])? > 0;
+        for id in &docs {
             let had_pending = documents::drop_pending(&self.conn, index, std::slice::from_ref(id))? > 0;
-            if had_row {
-                rows_deleted.push(id.clone());
-            }
-            if had_row || had_pending {
+            if with_row.contains(id.as_str()) || had_pending {
                 count += 1;
             }
         }
-        drop(row_delete);
-        documents::forget(&self.conn, index, &ids)?;
-        self.supersede(index, Some(ids));
+        documents::forget(&self.conn, index, &docs)?;
+        self.supersede(index, Some(docs));
         self.changes.push(Change::Delete {
             index: index.to_string(),
             ids: rows_deleted,

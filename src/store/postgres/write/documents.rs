@@ -8,15 +8,16 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::chunks::stored_documents;
 use super::indexes::{create_in, create_index, set_model};
 use super::rows::{drop_pending, write_rows};
 use super::{names, Failure, Result};
+use crate::store::chunks::{keep_chunk_fields, piece_rows};
 use crate::store::postgres::schema::{self, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
     check_embeddable, dedup_last_wins, keep_texts, validate_index_name, validate_vector, Acceptance,
-    Accepted, EmbeddedDocument, Metric, NewDocument, StoreError, TextRequest, TextSettings, VectorRow,
-    WriteOutcome,
+    Accepted, EmbeddedDocument, Metric, NewDocument, StoreError, TextRequest, TextSettings, WriteOutcome,
 };
 
 /// Record documents to embed. Per document, in one transaction: a new version number; if
@@ -73,7 +74,7 @@ pub(super) async fn accept(
                 .query_opt(
                     &format!(
                         "SELECT 1 FROM {book}.documents d WHERE d.index_name = $1 AND d.id = $2 AND d.content_hash = $3
-                         AND EXISTS (SELECT 1 FROM {table} t WHERE t.namespace = '{NAMESPACE}' AND t.vector_id = d.id)",
+                         AND EXISTS (SELECT 1 FROM {table} t WHERE t.namespace = '{NAMESPACE}' AND t.vector_id IN (d.id, d.id || '#0'))",
                         book = names.book,
                         table = names.table(index)
                     ),
@@ -84,14 +85,23 @@ pub(super) async fn accept(
             None => false,
         };
         let status = if unchanged {
-            tx.execute(
-                &format!(
-                    "UPDATE {} SET metadata = $2 WHERE namespace = '{NAMESPACE}' AND vector_id = $1",
-                    names.table(index)
-                ),
-                &[&doc.id, &metadata],
-            )
-            .await?;
+            // Only the stored rows' metadata changes (each chunk of a long text keeps its
+            // own piece of the text and its place).
+            let field = info.as_ref().and_then(|i| i.text.field.as_deref());
+            for (_, rows) in stored_documents(&*tx, names, index, std::slice::from_ref(&doc.id)).await? {
+                for (id, old) in rows {
+                    let mut new = doc.metadata.clone();
+                    keep_chunk_fields(&id, &mut new, &old, field);
+                    tx.execute(
+                        &format!(
+                            "UPDATE {} SET metadata = $2 WHERE namespace = '{NAMESPACE}' AND vector_id = $1",
+                            names.table(index)
+                        ),
+                        &[&id, &Value::Object(new)],
+                    )
+                    .await?;
+                }
+            }
             drop_pending(&*tx, names, index, std::slice::from_ref(&doc.id)).await?;
             Acceptance::Unchanged
         } else {
@@ -164,13 +174,16 @@ pub(super) async fn store_embedded(
             stale: Vec::new(),
         });
     };
-    let dimension = first.vector.len();
+    let Some(dimension) = first.vectors().next().map(<[f32]>::len) else {
+        return Err(Failure::Store(StoreError::Internal(format!(
+            "embedding of id {:?}: no vector",
+            first.id
+        ))));
+    };
     for doc in docs {
-        validate_vector(
-            &format!("embedding of id {:?}", doc.id),
-            &doc.vector,
-            Some(dimension),
-        )?;
+        for vector in doc.vectors() {
+            validate_vector(&format!("embedding of id {:?}", doc.id), vector, Some(dimension))?;
+        }
     }
     let names = names(store);
     let mut client = store.client().await?;
@@ -189,14 +202,14 @@ pub(super) async fn store_embedded(
     schema::lock_ids(&*tx, names, index, &ids).await?;
     let mut sorted: Vec<&EmbeddedDocument> = docs.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut rows = Vec::new();
+    let mut queued_texts = Vec::new();
     let mut fresh = Vec::new();
     let mut stale = HashSet::new();
     for doc in sorted {
         let queued = tx
             .query_opt(
                 &format!(
-                    "SELECT seq, metadata, content_hash, model FROM {}.pending WHERE index_name = $1 AND id = $2 FOR UPDATE",
+                    "SELECT seq, metadata, content_hash, model, text FROM {}.pending WHERE index_name = $1 AND id = $2 FOR UPDATE",
                     names.book
                 ),
                 &[&index, &doc.id],
@@ -209,11 +222,8 @@ pub(super) async fn store_embedded(
                 if row.get::<_, i64>(0) == doc.seq as i64
                     || (row.get::<_, String>(2) == doc.hash && row.get::<_, String>(3) == model) =>
             {
-                rows.push(VectorRow {
-                    id: doc.id.clone(),
-                    vector: doc.vector.clone(),
-                    metadata: crate::store::metadata::hit_object(row.get::<_, Value>(1)),
-                });
+                let metadata = crate::store::metadata::hit_object(row.get::<_, Value>(1));
+                queued_texts.push((doc, row.get::<_, String>(4), metadata));
                 fresh.push((doc, row.get::<_, i64>(0)));
             }
             _ => {
@@ -250,6 +260,11 @@ pub(super) async fn store_embedded(
     check_embeddable(&info, model, Some(dimension))?;
     if info.model.is_none() {
         set_model(&*tx, names, index, model).await?;
+    }
+    let mut rows = Vec::new();
+    for (doc, text, metadata) in queued_texts {
+        let pieces = piece_rows(&doc.id, &text, &metadata, info.text.field.as_deref(), &doc.pieces)?;
+        rows.extend(pieces);
     }
     let rows = dedup_last_wins(rows);
     write_rows(&*tx, names, index, &rows).await?;

@@ -17,8 +17,10 @@
 //! This file takes each operation to its file and holds what they share: the locks a write
 //! takes before it reads ([`Scope`], [`existing`]) and how a failure on an index table is
 //! told. [`indexes`] creates and drops indexes, [`rows`] upserts and deletes rows, [`update`]
-//! changes them, [`documents`] queues texts to embed and stores their embeddings.
+//! changes them, [`documents`] queues texts to embed and stores their embeddings; [`chunks`]
+//! finds every row of a long text stored in chunks, which each of them acts on whole.
 
+mod chunks;
 mod documents;
 mod indexes;
 mod rows;

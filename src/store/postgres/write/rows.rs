@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_postgres::GenericClient;
 
 use super::indexes::create_index;
@@ -17,8 +17,8 @@ use crate::store::postgres::read::{self, boxed, refs};
 use crate::store::postgres::schema::{self, Names, NAMESPACE};
 use crate::store::postgres::{queue, PgStore};
 use crate::store::{
-    dedup_last_wins, distinct, target_dimension, validate_index_name, validate_vector, Metric, Target,
-    TextRequest, VectorRow, WriteOutcome,
+    dedup_last_wins, target_dimension, validate_index_name, validate_vector, Metric, Target, TextRequest,
+    VectorRow, WriteOutcome,
 };
 
 pub(super) async fn upsert(
@@ -109,6 +109,19 @@ pub(super) async fn write_rows(
         .collect();
     let metadata: Vec<Value> = sorted.iter().map(|r| Value::Object(r.metadata.clone())).collect();
     forget_hashes(c, names, index, &ids).await?;
+    // A long text written again shorter, as one row, or in chunks, loses what it was.
+    let outgrown = super::chunks::outgrown_rows(c, names, index, &sorted).await?;
+    if !outgrown.is_empty() {
+        c.execute(
+            &format!(
+                "DELETE FROM {} WHERE namespace = '{NAMESPACE}' AND vector_id = ANY($1::text[])",
+                names.table(index)
+            ),
+            &[&outgrown],
+        )
+        .await
+        .map_err(|e| table_failure(index, e))?;
+    }
     c.execute(
         &format!(
             "INSERT INTO {table} (vector_id, embedding, metadata)
@@ -165,26 +178,35 @@ pub(super) async fn drop_pending(
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
-/// Ids of the stored rows `filter` matches, sorted.
-pub(super) async fn stored_matching(
+/// The stored rows `filter` matches, with their metadata, sorted by id.
+pub(super) async fn stored_matching_rows(
     c: &(impl GenericClient + Sync),
     names: &Names,
     index: &str,
     filter: &CompiledFilter,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Map<String, Value>)>> {
     let (sql, values) = pg::compile(&filter.filter, "t.metadata", 1);
     let params: Vec<_> = values.into_iter().map(boxed).collect();
     let rows = c
         .query(
             &format!(
-                "SELECT t.vector_id FROM {} t WHERE t.namespace = '{NAMESPACE}' AND ({sql}) ORDER BY t.vector_id COLLATE \"C\"",
+                "SELECT t.vector_id, t.metadata FROM {} t WHERE t.namespace = '{NAMESPACE}' AND ({sql}) ORDER BY t.vector_id COLLATE \"C\"",
                 names.table(index)
             ),
             &refs(&params),
         )
         .await
         .map_err(|e| table_failure(index, e))?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let metadata = match r.get::<_, Option<Value>>(1) {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            (r.get::<_, String>(0), metadata)
+        })
+        .collect())
 }
 
 /// Ids whose queued version's metadata `filter` matches.
@@ -221,7 +243,8 @@ pub(super) async fn delete(store: &PgStore, index: &str, target: &Target) -> Res
 }
 
 /// Delete rows and their queued versions; by filter, an id goes when its stored metadata
-/// or its queued version's matches. Returns how many ids lost either.
+/// or its queued version's matches. A long text stored in chunks goes whole, whether it was
+/// named by its id or a filter matched one of its chunks. Returns how many ids lost either.
 async fn delete_rows(
     c: &(impl GenericClient + Sync),
     names: &Names,
@@ -229,11 +252,12 @@ async fn delete_rows(
     target: &Target,
 ) -> Result<usize> {
     let ids: Vec<String> = match target {
-        Target::Ids(ids) => distinct(ids),
+        Target::Ids(ids) => super::chunks::documents_named(c, names, index, ids).await?,
         Target::Filter(filter) => {
-            let mut ids: BTreeSet<String> = stored_matching(c, names, index, filter)
+            let mut ids: BTreeSet<String> = stored_matching_rows(c, names, index, filter)
                 .await?
                 .into_iter()
+                .map(|(id, m)| crate::store::chunks::document_of(&id, &m))
                 .collect();
             ids.extend(pending_matching(c, names, index, filter).await?);
             ids.into_iter().collect()
@@ -244,17 +268,22 @@ async fn delete_rows(
     }
     let mut sorted = ids.clone();
     sorted.sort();
-    let rows = c
-        .query(
-            &format!(
-                "DELETE FROM {} WHERE namespace = '{NAMESPACE}' AND vector_id = ANY($1::text[]) RETURNING vector_id",
-                names.table(index)
-            ),
-            &[&sorted],
-        )
-        .await
-        .map_err(|e| table_failure(index, e))?;
-    let mut gone: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let stored = super::chunks::stored_documents(c, names, index, &sorted).await?;
+    let mut rows: Vec<String> = stored
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|(id, _)| id.clone()))
+        .collect();
+    rows.sort();
+    c.execute(
+        &format!(
+            "DELETE FROM {} WHERE namespace = '{NAMESPACE}' AND vector_id = ANY($1::text[])",
+            names.table(index)
+        ),
+        &[&rows],
+    )
+    .await
+    .map_err(|e| table_failure(index, e))?;
+    let mut gone: HashSet<String> = stored.into_iter().map(|(d, _)| d).collect();
     gone.extend(drop_pending(c, names, index, &sorted).await?);
     let refs: Vec<&str> = sorted.iter().map(String::as_str).collect();
     forget_hashes(c, names, index, &refs).await?;

@@ -7,11 +7,12 @@
 use serde_json::{Map, Value};
 use tokio_postgres::GenericClient;
 
-use super::rows::{drop_pending, forget_hashes, stored_matching};
+use super::chunks::{documents_named, stored_documents, DocumentRows};
+use super::rows::{drop_pending, forget_hashes, stored_matching_rows};
 use super::{existing, invalid, names, table_failure, Result, Scope};
 use crate::store::postgres::schema::{Names, NAMESPACE};
 use crate::store::postgres::PgStore;
-use crate::store::{validate_index_name, validate_vector, MetadataMode, Target, WriteOutcome};
+use crate::store::{chunks, validate_index_name, validate_vector, MetadataMode, Target, WriteOutcome};
 
 pub(super) async fn update(
     store: &PgStore,
@@ -37,26 +38,58 @@ pub(super) async fn update(
     if let Some(v) = vector {
         validate_vector("vector", v, Some(info.dimension))?;
     }
-    let ids = match target {
-        Target::Ids(ids) => ids.clone(),
-        Target::Filter(filter) => stored_matching(&*tx, names, index, filter).await?,
+    let field = info.text.field.clone();
+    // Every document's rows: all chunks of a long text. Checked before any change.
+    let documents: Vec<(String, DocumentRows)> = match target {
+        Target::Ids(ids) => {
+            let named = documents_named(&*tx, names, index, ids).await?;
+            let stored = stored_documents(&*tx, names, index, &named).await?;
+            if !skip_missing {
+                if let Some(id) = named.into_iter().find(|id| !stored.iter().any(|(d, _)| d == id)) {
+                    return Err(invalid(format!(
+                        "id: no vector with id {id:?} in index \"{index}\""
+                    )));
+                }
+            }
+            stored
+        }
+        Target::Filter(filter) => {
+            let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
+            for (id, m) in stored_matching_rows(&*tx, names, index, filter).await? {
+                by_doc
+                    .entry(chunks::document_of(&id, &m))
+                    .or_default()
+                    .push((id, m));
+            }
+            by_doc.into_iter().collect()
+        }
     };
-    let mut count = 0;
-    for id in &ids {
-        if update_one(&*tx, names, index, id, vector, metadata, mode).await? {
-            count += 1;
-        } else if matches!(target, Target::Ids(_)) && !skip_missing {
-            // Dropping the transaction rolls back the rows changed before this one.
+    if vector.is_some() {
+        let chunked = documents
+            .iter()
+            .flat_map(|(_, rows)| rows)
+            .find_map(|(id, m)| chunks::chunk_of(id, m));
+        if let Some(c) = chunked {
             return Err(invalid(format!(
-                "id: no vector with id {id:?} in index \"{index}\""
+                "vector: id {:?} is a long text stored in {} chunks, each with its own vector; give it a new text with `embed`, or replace it whole with `upsert`",
+                c.doc, c.count
             )));
         }
     }
+    for (_, rows) in &documents {
+        for (id, _) in rows {
+            update_one(&*tx, names, index, id, vector, metadata, mode, field.as_deref()).await?;
+        }
+    }
     tx.commit().await?;
-    Ok(WriteOutcome::Updated { count })
+    Ok(WriteOutcome::Updated {
+        count: documents.len(),
+    })
 }
 
-/// Update one stored row; false (and nothing changed) when there is none with this id.
+/// Update one stored row; false (and nothing changed) when there is none with this id. A
+/// chunk of a long text keeps its own piece of the text (in `field`) and its place.
+#[allow(clippy::too_many_arguments)]
 async fn update_one(
     c: &(impl GenericClient + Sync),
     names: &Names,
@@ -65,6 +98,7 @@ async fn update_one(
     vector: Option<&[f32]>,
     metadata: Option<&Map<String, Value>>,
     mode: MetadataMode,
+    field: Option<&str>,
 ) -> Result<bool> {
     let table = names.table(index);
     let Some(row) = c
@@ -80,7 +114,15 @@ async fn update_one(
         return Ok(false);
     };
     let stored: Option<Value> = row.get(0);
-    let new_metadata = metadata.map(|patch| apply_patch(stored.clone(), patch, mode));
+    let new_metadata = metadata.map(|patch| match apply_patch(stored.clone(), patch, mode) {
+        Value::Object(mut new) => {
+            if let Some(Value::Object(old)) = &stored {
+                chunks::keep_chunk_fields(id, &mut new, old, field);
+            }
+            Value::Object(new)
+        }
+        other => other,
+    });
     let new_vector = vector.map(|v| pgvector::Vector::from(v.to_vec()));
     c.execute(
         &format!(

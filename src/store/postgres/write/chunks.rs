@@ -1,0 +1,95 @@
+//! A long text's rows on PostgreSQL: a write on a document's id acts on every chunk row of
+//! it (see `store::chunks` for the shape), inside the caller's transaction and under the
+//! document id's lock. This file finds a document's stored rows; the operations are in
+//! [`super::rows`], [`super::update`] and [`super::documents`].
+//!
+//! It must not open or commit a transaction.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+use tokio_postgres::GenericClient;
+
+use super::{table_failure, Result};
+pub(super) use crate::store::chunks::DocumentRows;
+use crate::store::chunks::{self, document_of, group_rows, head_ids, more_ids, RowsById};
+use crate::store::postgres::schema::{Names, NAMESPACE};
+use crate::store::{distinct, VectorRow};
+
+/// The metadata of the stored rows among `ids`.
+async fn metadata_of(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    ids: &[String],
+) -> Result<RowsById> {
+    if ids.is_empty() {
+        return Ok(RowsById::new());
+    }
+    let rows = c
+        .query(
+            &format!(
+                "SELECT t.vector_id, t.metadata FROM {} t WHERE t.namespace = '{NAMESPACE}' AND t.vector_id = ANY($1::text[])",
+                names.table(index)
+            ),
+            &[&ids],
+        )
+        .await
+        .map_err(|e| table_failure(index, e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let metadata = match r.get::<_, Option<Value>>(1) {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            (r.get::<_, String>(0), metadata)
+        })
+        .collect())
+}
+
+/// The stored rows of each of `docs` (distinct, in order) that has any: its own row, or
+/// for a long text stored in chunks, every chunk's.
+pub(super) async fn stored_documents(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    docs: &[String],
+) -> Result<Vec<(String, DocumentRows)>> {
+    let docs = distinct(docs);
+    let heads = metadata_of(c, names, index, &head_ids(&docs)).await?;
+    let more = metadata_of(c, names, index, &more_ids(&docs, &heads)).await?;
+    Ok(group_rows(&docs, &heads, &more))
+}
+
+/// The documents a delete or an update names by `ids`: a chunk's id stands for its whole
+/// document.
+pub(super) async fn documents_named(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    ids: &[String],
+) -> Result<Vec<String>> {
+    let rows = metadata_of(c, names, index, ids).await?;
+    Ok(chunks::documents_named(ids, &rows))
+}
+
+/// The stored rows of the documents of `rows` that the new rows do not replace: the chunks
+/// a document loses when it is written again shorter or as one row, or its one row when it
+/// is written in chunks.
+pub(super) async fn outgrown_rows(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    rows: &[&VectorRow],
+) -> Result<Vec<String>> {
+    let new: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let docs: Vec<String> = rows.iter().map(|r| document_of(&r.id, &r.metadata)).collect();
+    Ok(stored_documents(c, names, index, &docs)
+        .await?
+        .into_iter()
+        .flat_map(|(_, rows)| rows)
+        .map(|(id, _)| id)
+        .filter(|id| !new.contains(id.as_str()))
+        .collect())
+}
