@@ -1,6 +1,8 @@
 //! Long texts in pieces: a text longer than the model's window is split into overlapping
 //! pieces that each fit it. A piece ends at a sentence end (UAX #29 sentence boundaries)
-//! whenever whole sentences fit; a sentence longer than the window is cut between words
+//! whenever whole sentences fit, by preference at an *anchor* past half the window (a
+//! paragraph's end, or a sentence whose own text picks it), so that editing one sentence
+//! changes the pieces around it and not every piece after it; a sentence longer than the window is cut between words
 //! (UAX #29 word boundaries); a single word longer than the window, between characters. The
 //! next piece starts with the previous one's last sentences (or words), as many as fit in
 //! `overlap` tokens, so a sentence cut off at a piece's end is read whole by the next one.
@@ -30,8 +32,18 @@ pub fn split(text: &str, window: usize, overlap: usize, tokens: impl Fn(&str) ->
     }
     let units = units(text, window, &tokens);
     let counts: Vec<usize> = units.iter().map(|u| tokens(&text[u.start..u.end])).collect();
+    let anchors: Vec<bool> = (0..units.len())
+        .map(|j| {
+            let before = j
+                .checked_sub(1)
+                .map_or("", |i| &text[units[i].start..units[i].end]);
+            is_anchor(before, &text[units[j].start..units[j].end], counts[j], window)
+        })
+        .collect();
     let mut pieces = Vec::new();
     let mut first = 0;
+    // Each piece ends past the previous one's end (its first unit not yet in a piece).
+    let mut past = 0;
     loop {
         // As many whole units as fit, at least one (each fits on its own).
         let mut last = first;
@@ -45,10 +57,26 @@ pub fn split(text: &str, window: usize, overlap: usize, tokens: impl Fn(&str) ->
         while last > first && tokens(&text[units[first].start..units[last].end]) > window {
             last -= 1;
         }
+        // Unless the rest of the text fits, end at the last anchor past half the window:
+        // boundaries then depend on the text around them, not on where the chunk began,
+        // so an edit moves only the boundaries near it (greedy filling alone shifts every
+        // later chunk).
+        if last + 1 < units.len() {
+            let mut sum = 0;
+            let mut anchor = None;
+            for j in first..=last {
+                sum += counts[j];
+                if 2 * sum >= window && anchors[j] && j >= past {
+                    anchor = Some(j);
+                }
+            }
+            last = anchor.unwrap_or(last);
+        }
         pieces.push(Piece {
             start: units[first].start,
             end: units[last].end,
         });
+        past = last + 1;
         if last + 1 == units.len() {
             return pieces;
         }
@@ -68,8 +96,26 @@ pub fn split(text: &str, window: usize, overlap: usize, tokens: impl Fn(&str) ->
     }
 }
 
+/// Whether a chunk prefers to end after `unit` (of `tokens` tokens, following `before`): it
+/// ends a paragraph (a line break follows it), or the two units' text hashes to an anchor
+/// (FNV-1a: the choice is the text's own, and two units so that the words of a small
+/// vocabulary still vary). A unit is an anchor with a chance of its share of half the
+/// window, so anchors come about twice a window whether the units are sentences or words.
+fn is_anchor(before: &str, unit: &str, tokens: usize, window: usize) -> bool {
+    if unit.trim_end_matches([' ', '\t']).ends_with('\n') {
+        return true;
+    }
+    let hash = [before.trim(), "\u{1f}", unit.trim()]
+        .iter()
+        .flat_map(|s| s.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    hash % (window as u64 / 2).max(2) < tokens as u64
+}
+
 /// The text in consecutive units of at most `window` tokens: sentences, or the words of a
-/// sentence too long, or the characters of a word too long.
+/// sentence too long, or characters of a word too long (grouped).
 fn units(text: &str, window: usize, tokens: &impl Fn(&str) -> usize) -> Vec<Piece> {
     let mut out = Vec::new();
     for (start, sentence) in text.split_sentence_bound_indices() {
@@ -80,21 +126,37 @@ fn units(text: &str, window: usize, tokens: &impl Fn(&str) -> usize) -> Vec<Piec
             });
             continue;
         }
-        let words = sentence
-            .split_word_bound_indices()
-            .map(|(at, word)| (start + at, word));
-        group(words, window, tokens, &mut out, |at, word, out| {
+        // A sentence over the window: each word a unit (with the spaces after it), so that
+        // pieces cut it between words and anchors work inside it too.
+        let mut in_sentence = false;
+        for (at, word) in sentence.split_word_bound_indices() {
+            let at = start + at;
+            if word.trim().is_empty() && in_sentence {
+                if let Some(last) = out.last_mut() {
+                    last.end = at + word.len();
+                }
+                continue;
+            }
+            if tokens(word) <= window {
+                out.push(Piece {
+                    start: at,
+                    end: at + word.len(),
+                });
+                in_sentence = true;
+                continue;
+            }
             let chars = word
                 .char_indices()
                 .map(|(i, c)| (at + i, &word[i..i + c.len_utf8()]));
-            group(chars, window, tokens, out, |at, c, out| {
+            group(chars, window, tokens, &mut out, |at, c, out| {
                 // One character over the window: it goes alone (nothing smaller exists).
                 out.push(Piece {
                     start: at,
                     end: at + c.len(),
                 })
             });
-        });
+            in_sentence = true;
+        }
     }
     out
 }
@@ -211,6 +273,66 @@ mod tests {
             assert!(
                 !piece.starts_with(char::is_whitespace) || p.start == 0,
                 "{piece:?}"
+            );
+        }
+    }
+
+    /// 100 seeded texts of 300 sentences, each split, one sentence edited, split again:
+    /// how many pieces are new, of how many.
+    fn edits(capitalised: bool) -> (usize, usize) {
+        let vocabulary = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"];
+        let (mut changed_total, mut pieces_total) = (0, 0);
+        for seed in 0..100u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let sentence = |rng: &mut StdRng| {
+                let n = rng.random_range(4..20);
+                let words: Vec<&str> = (0..n)
+                    .map(|_| vocabulary[rng.random_range(0..vocabulary.len())])
+                    .collect();
+                // UAX #29 ends a sentence only before a capital: small letters make the whole
+                // text one sentence, cut between words.
+                format!(
+                    "{} {}. ",
+                    if capitalised { "Alpha" } else { "alpha" },
+                    words.join(" ")
+                )
+            };
+            let mut sentences: Vec<String> = (0..300).map(|_| sentence(&mut rng)).collect();
+            let split_texts = |sentences: &[String]| -> Vec<String> {
+                let text = sentences.concat();
+                let pieces = split(&text, 100, 12, words);
+                check(&text, 100, 12, &pieces, &format!("seed {seed}"));
+                pieces.iter().map(|p| text[p.start..p.end].to_string()).collect()
+            };
+            let before = split_texts(&sentences);
+            let at = rng.random_range(0..sentences.len());
+            sentences[at] = sentence(&mut rng);
+            let after = split_texts(&sentences);
+            let changed = after.iter().filter(|p| !before.contains(p)).count();
+            assert!(
+                changed <= after.len() / 2,
+                "seed {seed}: {changed} of {} pieces changed",
+                after.len()
+            );
+            changed_total += changed;
+            pieces_total += after.len();
+        }
+        (changed_total, pieces_total)
+    }
+
+    /// An edit changes the pieces near it only: anchors bring the boundaries back in step
+    /// after it, within sentences cut between words too. Measured here: 177 pieces of 4,708
+    /// changed by 100 edits (239 of 5,462 in one long sentence cut between words); greedy
+    /// filling alone, 317 of 4,255 (and in one long sentence, most pieces after each edit).
+    #[test]
+    fn an_edited_sentence_changes_only_the_pieces_near_it() {
+        for capitalised in [true, false] {
+            let (changed, pieces) = edits(capitalised);
+            eprintln!("capitalised {capitalised}: {changed} pieces changed by 100 edits (of {pieces})");
+            // About two pieces per edit: the edited one, and the one that overlaps it.
+            assert!(
+                changed <= 300,
+                "capitalised {capitalised}: {changed} pieces changed by 100 edits (of {pieces})"
             );
         }
     }

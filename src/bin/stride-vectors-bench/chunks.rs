@@ -49,7 +49,9 @@ fn long_text(beir: Option<&Path>) -> Result<(String, &'static str)> {
         let sentence: Vec<String> = (0..len)
             .map(|i| crate::text::word((n * 31 + i * 7) % 5000))
             .collect();
-        sentences.push(format!("{}.", sentence.join(" ")));
+        let mut sentence = sentence.join(" ");
+        sentence[..1].make_ascii_uppercase();
+        sentences.push(format!("{sentence}."));
         words += len;
         n += 1;
     }
