@@ -76,6 +76,36 @@ pub fn group_rows(docs: &[String], heads: &RowsById, more: &RowsById) -> Vec<(St
     out
 }
 
+/// Rows (by id, as a filter matched them) grouped under the documents they belong to: a
+/// chunk row under its document, any other row under its own id.
+pub fn by_document(rows: DocumentRows) -> Vec<(String, DocumentRows)> {
+    let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
+    for (id, m) in rows {
+        by_doc.entry(document_of(&id, &m)).or_default().push((id, m));
+    }
+    by_doc.into_iter().collect()
+}
+
+/// An update's vector cannot go to a long text's chunks (each has its own): refused, naming
+/// the document.
+pub fn check_no_chunks(documents: &[(String, DocumentRows)]) -> Result<(), StoreError> {
+    match documents.iter().flat_map(|(_, rows)| rows).find_map(|(id, m)| chunk_of(id, m)) {
+        Some(c) => Err(StoreError::invalid(format!(
+            "vector: id {:?} is a long text stored in {} chunks, each with its own vector; give it a new text with `embed`, or replace it whole with `upsert`",
+            c.doc, c.count
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Metadata as a back-end reads it back: an object, or (anything else) an empty one.
+pub fn object_or_empty(value: Option<Value>) -> Map<String, Value> {
+    match value {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
 /// The documents a write names by `ids` (read into `rows`): a chunk's id stands for its
 /// whole document; any other id for itself. Distinct, in order.
 pub fn documents_named(ids: &[String], rows: &RowsById) -> Vec<String> {

@@ -7,7 +7,8 @@
 // @duckdb/node-api, DuckDB 1.5.2, while the server is DuckDB 1.5.5) opens the file:
 // `listIndexes()` is exactly our indexes (nothing from our `stride_vectors` bookkeeping
 // schema), `describeIndex()` has the right dimension, count and metric, and `query()` returns
-// the same ids in the same order, the same metadata, and scores within 1e-5 of ours. Finally
+// the same ids in the same order, the same metadata, and scores within 1e-5 of ours (a long
+// text's chunks too: Mastra sees them as rows, with their text and place). Finally
 // Mastra writes a row itself and keeps the file open: our server, started meanwhile, still
 // answers tools/list and says which program holds the file (with its PID); once Mastra lets
 // go, the server opens the file on its own and serves the row Mastra wrote.
@@ -54,6 +55,12 @@ const FILTERS = [
   { diploma: { $ne: "Bachelor" } },
 ];
 const QUERY_SEEDS = [1001, 1002, 1003];
+/** About 700 words: several chunks of the local model's 256 tokens. */
+const LONG_NOTE = Array.from(
+  { length: 48 },
+  (_, i) => `Week ${i + 1} of the budget: rent in Lyon took ${400 + i} euros, and the student kept ${20 + (i % 7) * 5} euros for savings.`,
+).join(" ");
+let longChunks = 0;
 const MASTRA_ROW = {
   id: "profile-mastra",
   vector: seededVector(4242, DIM),
@@ -161,6 +168,21 @@ describe(`a stride-vectors file opened by Mastra's DuckDBVector (@mastra/duckdb 
     assert.equal(textQuery.length, MODEL_DIM);
     await server.call("delete_index", { index: "scratch_queries" });
 
+    // A long text: embedded in chunks, stored as rows Mastra reads (ids note#0, note#1, ...,
+    // each with its piece of the text and its place in `chunk`).
+    const long = await server.call("embed", { index: "long_notes", documents: [{ id: "note", text: LONG_NOTE, metadata: { userId: "u1" } }], wait: true });
+    assert.equal(long.documents[0].status, "indexed");
+    const whole = (await server.call("fetch", { index: "long_notes", ids: ["note"] })).vectors[0];
+    assert.equal(whole.metadata.text, LONG_NOTE, "fetch puts the chunks back together");
+    assert.ok(whole.chunks.length >= 2, `several chunks: ${JSON.stringify(whole.chunks)}`);
+    longChunks = whole.chunks.length;
+    const best = await server.call("search", { index: "long_notes", vector: textQuery, top_k: 5 });
+    assert.deepEqual(best.results.map((r) => r.id), ["note"], "one hit per document");
+    const rows = await server.call("search", { index: "long_notes", vector: textQuery, top_k: 10, chunks: true });
+    assert.equal(rows.results.length, longChunks);
+    assert.equal(rows.results[0].id, `note#${best.results[0].metadata.chunk.n}`, "the document's hit is its best chunk");
+    const longRows = { index: "long_notes", queryVector: textQuery, filter: undefined, topK: 10, results: rows.results };
+
     for (const seed of QUERY_SEEDS) {
       const queryVector = seededVector(seed, DIM);
       for (const filter of FILTERS) {
@@ -173,6 +195,7 @@ describe(`a stride-vectors file opened by Mastra's DuckDBVector (@mastra/duckdb 
       const { results } = await server.call("search", { index: "advice_history", vector: textQuery, top_k: 4, ...(filter ? { filter } : {}) });
       ourResults.push({ index: "advice_history", queryVector: textQuery, filter, topK: 4, results });
     }
+    ourResults.push(longRows);
     // A sanity anchor: the stored vector of a row is its own best match, score 1.
     const self = await server.call("search", { index: "student_profiles", vector: ROWS[5].vector, top_k: 1 });
     assert.equal(self.results[0].id, "profile-05");
@@ -186,7 +209,7 @@ describe(`a stride-vectors file opened by Mastra's DuckDBVector (@mastra/duckdb 
   test("DuckDBVector opens the file; listIndexes() is exactly our indexes", async () => {
     mastra = startMastra(db);
     const indexes = await mastra.call("listIndexes");
-    assert.deepEqual([...indexes].sort(), ["advice_history", "student_profiles"]);
+    assert.deepEqual([...indexes].sort(), ["advice_history", "long_notes", "student_profiles"]);
     assert.ok(!indexes.some((name) => name.includes("stride_vectors")));
   });
 
@@ -201,10 +224,15 @@ describe(`a stride-vectors file opened by Mastra's DuckDBVector (@mastra/duckdb 
       count: STRIDE_PROFILES.length,
       metric: "cosine",
     });
+    assert.deepEqual(await mastra.call("describeIndex", { indexName: "long_notes" }), {
+      dimension: MODEL_DIM,
+      count: longChunks,
+      metric: "cosine",
+    });
   });
 
   test("query(): same ids, same order, same metadata, scores within 1e-5 of our search", async () => {
-    assert.equal(ourResults.length, QUERY_SEEDS.length * FILTERS.length + 2);
+    assert.equal(ourResults.length, QUERY_SEEDS.length * FILTERS.length + 3);
     for (const { index, queryVector, filter, topK, results } of ourResults) {
       const theirs = await mastra.call("query", { indexName: index, queryVector, topK, ...(filter ? { filter } : {}) });
       const what = `${index} filter ${JSON.stringify(filter)}`;

@@ -83,6 +83,10 @@ export type StrideQueryParams = Omit<QueryVectorParams<VectorFilter>, "queryVect
   /** The fusion exactly as the `search` tool takes it (`{method: "rrf", k}` or
    * `{method: "weighted", vector_weight}`); `vectorWeight` is its shorthand. */
   fusion?: { method: "rrf"; k?: number } | { method: "weighted"; vector_weight?: number };
+  /** A long text that `embed` stored in chunks is one result by default: its best chunk,
+   * under the document's id (`metadata.text` that chunk's text, `metadata.chunk` its place).
+   * `true` returns every chunk as a row (ids `<id>#<n>`), as Mastra's own stores see them. */
+  chunks?: boolean;
 };
 
 /** Where each list of a keyword or hybrid search ranked a hit (rank from 1) and its score. */
@@ -246,6 +250,7 @@ export class StrideVector extends MastraVector<VectorFilter> {
     }
     if (filter && !isEmpty(filter)) args.filter = filter;
     if (includeVector) args.include_vector = true;
+    if (params.chunks) args.chunks = true;
     const r = await this.call("search", args, "QUERY", indexName);
     type Hit = { id: string; score: number; metadata: Record<string, unknown>; vector?: number[]; found_by?: FoundBy };
     return (r.results as Hit[]).map((hit) => {

@@ -324,6 +324,37 @@ describe("StrideVector: texts in (embed, queryText, flush, stats)", () => {
     }
   });
 
+  test("a long text is one result, by its best chunk; chunks: true gives every chunk", async () => {
+    const tmp = await tempDir();
+    const vector = store(tmp.db);
+    try {
+      const weeks = Array.from({ length: 40 }, (_, i) => `Week ${i + 1}: the rent in Lyon took ${400 + i} euros and groceries ${60 + i}.`);
+      const text = `${weeks.join(" ")} Finally, the student sold an old bicycle to pay for a guitar.`;
+      const r = await vector.embed({
+        indexName: "notes",
+        wait: true,
+        documents: [
+          { id: "diary", text, metadata: { userId: "u1" } },
+          { id: "short", text: "Cook at home on weekdays", metadata: { userId: "u2" } },
+        ],
+      });
+      assert.deepEqual(r.documents.map((d) => d.status), ["indexed", "indexed"]);
+      const question = "selling a bicycle to buy a guitar";
+      const hits = await vector.query({ indexName: "notes", queryText: question, topK: 2 });
+      assert.deepEqual(hits.map((h) => h.id), ["diary", "short"], "one result per document");
+      const { n, count } = hits[0].metadata.chunk;
+      assert.ok(count >= 2, `several chunks: ${JSON.stringify(hits[0].metadata.chunk)}`);
+      assert.equal(n, count - 1, "found by the chunk that holds the last sentence");
+      assert.match(hits[0].metadata.text, /guitar/);
+      const rows = await vector.query({ indexName: "notes", queryText: question, topK: 100, chunks: true, mode: "vector" });
+      assert.equal(rows.filter((h) => h.id.startsWith("diary#")).length, count);
+      assert.equal(rows[0].id, `diary#${n}`);
+    } finally {
+      await vector.disconnect();
+      await tmp.remove();
+    }
+  });
+
   test("embed with wait, then query by text", async () => {
     const tmp = await tempDir();
     const vector = store(tmp.db);

@@ -13,9 +13,18 @@ use serde_json::{Map, Value};
 use super::{OpError, Writer};
 use crate::store::api::{distinct, quoted, VectorRow};
 use crate::store::chunks::{
-    document_of, documents_named, group_rows, head_ids, keep_chunk_fields, more_ids, DocumentRows, RowsById,
+    document_of, documents_named, group_rows, head_ids, keep_chunk_fields, more_ids, object_or_empty,
+    DocumentRows, RowsById,
 };
 use crate::store::duckdb::documents;
+
+/// A row of a statement that selects `id, metadata::VARCHAR`: the id and its metadata
+/// object (empty when it holds something else).
+pub(super) fn id_and_metadata(r: &duckdb::Row<'_>) -> duckdb::Result<(String, Map<String, Value>)> {
+    let text: Option<String> = r.get(1)?;
+    let value = text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    Ok((r.get(0)?, object_or_empty(value)))
+}
 
 impl Writer {
     /// The metadata of the stored rows among `ids`.
@@ -28,19 +37,8 @@ impl Writer {
             "SELECT id, metadata::VARCHAR FROM {} WHERE id IN (SELECT unnest(from_json(?::JSON, '[\"VARCHAR\"]')))",
             quoted(index)
         ))?;
-        let rows = stmt.query_map(params![list], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-        })?;
-        let mut out = RowsById::new();
-        for row in rows {
-            let (id, metadata) = row?;
-            let metadata = match metadata.as_deref().map(serde_json::from_str::<Value>) {
-                Some(Ok(Value::Object(m))) => m,
-                _ => Map::new(),
-            };
-            out.insert(id, metadata);
-        }
-        Ok(out)
+        let rows = stmt.query_map(params![list], id_and_metadata)?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
     }
 
     /// The stored rows of each of `docs` (distinct, in order) that has any: its own row,

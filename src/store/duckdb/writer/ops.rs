@@ -9,6 +9,7 @@ use duckdb::{params, params_from_iter};
 use serde_json::{Map, Value};
 
 use super::arrow::record_batch;
+use super::chunks::id_and_metadata;
 use super::{OpError, OpResult, Writer};
 use crate::store::api::*;
 use crate::store::chunks::DocumentRows;
@@ -402,28 +403,11 @@ impl Writer {
                 stored
             }
             Target::Filter(filter) => {
-                let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
-                for (id, m) in self.stored_matching_rows(index, filter)? {
-                    by_doc
-                        .entry(crate::store::chunks::document_of(&id, &m))
-                        .or_default()
-                        .push((id, m));
-                }
-                by_doc.into_iter().collect()
+                crate::store::chunks::by_document(self.stored_matching_rows(index, filter)?)
             }
         };
         if vector.is_some() {
-            let chunked = documents
-                .iter()
-                .flat_map(|(_, rows)| rows)
-                .find(|(id, m)| crate::store::chunks::chunk_of(id, m).is_some());
-            if let Some((id, m)) = chunked {
-                let count = crate::store::chunks::chunk_of(id, m).map_or(0, |c| c.count);
-                let doc = crate::store::chunks::document_of(id, m);
-                return Err(OpError::Rejected(StoreError::invalid(format!(
-                    "vector: id {doc:?} is a long text stored in {count} chunks, each with its own vector; give it a new text with `embed`, or replace it whole with `upsert`"
-                ))));
-            }
+            crate::store::chunks::check_no_chunks(&documents).map_err(OpError::Rejected)?;
         }
         for (_, rows) in &documents {
             for (id, old) in rows {
@@ -455,19 +439,8 @@ impl Writer {
             filter.sql
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params_from_iter(filter.params.iter()), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, metadata) = row?;
-            let metadata = match metadata.as_deref().map(serde_json::from_str::<Value>) {
-                Some(Ok(Value::Object(m))) => m,
-                _ => Map::new(),
-            };
-            out.push((id, metadata));
-        }
-        Ok(out)
+        let rows = stmt.query_map(params_from_iter(filter.params.iter()), id_and_metadata)?;
+        Ok(rows.collect::<duckdb::Result<_>>()?)
     }
 
     /// Update one stored row (`old`: its metadata before, and the index's text field).

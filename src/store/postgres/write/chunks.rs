@@ -36,16 +36,13 @@ async fn metadata_of(
         )
         .await
         .map_err(|e| table_failure(index, e))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let metadata = match r.get::<_, Option<Value>>(1) {
-                Some(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
-            (r.get::<_, String>(0), metadata)
-        })
-        .collect())
+    Ok(rows.iter().map(id_and_metadata).collect())
+}
+
+/// A row of a query that selects the id and the metadata: the id and its metadata object
+/// (empty when it holds something else).
+pub(super) fn id_and_metadata(r: &tokio_postgres::Row) -> (String, Map<String, Value>) {
+    (r.get(0), chunks::object_or_empty(r.get(1)))
 }
 
 /// The stored rows of each of `docs` (distinct, in order) that has any: its own row, or

@@ -197,16 +197,7 @@ pub(super) async fn stored_matching_rows(
         )
         .await
         .map_err(|e| table_failure(index, e))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let metadata = match r.get::<_, Option<Value>>(1) {
-                Some(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
-            (r.get::<_, String>(0), metadata)
-        })
-        .collect())
+    Ok(rows.iter().map(super::chunks::id_and_metadata).collect())
 }
 
 /// Ids whose queued version's metadata `filter` matches.

@@ -54,27 +54,11 @@ pub(super) async fn update(
             stored
         }
         Target::Filter(filter) => {
-            let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
-            for (id, m) in stored_matching_rows(&*tx, names, index, filter).await? {
-                by_doc
-                    .entry(chunks::document_of(&id, &m))
-                    .or_default()
-                    .push((id, m));
-            }
-            by_doc.into_iter().collect()
+            chunks::by_document(stored_matching_rows(&*tx, names, index, filter).await?)
         }
     };
     if vector.is_some() {
-        let chunked = documents
-            .iter()
-            .flat_map(|(_, rows)| rows)
-            .find_map(|(id, m)| chunks::chunk_of(id, m));
-        if let Some(c) = chunked {
-            return Err(invalid(format!(
-                "vector: id {:?} is a long text stored in {} chunks, each with its own vector; give it a new text with `embed`, or replace it whole with `upsert`",
-                c.doc, c.count
-            )));
-        }
+        chunks::check_no_chunks(&documents)?;
     }
     for (_, rows) in &documents {
         for (id, _) in rows {
