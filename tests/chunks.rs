@@ -622,3 +622,97 @@ async fn long_texts_queued_through_a_relay_survive_the_owners_death_and_land_in_
     drop(owner);
     relay.stop().await;
 }
+
+/// Edges of the write kinds on a long text, each once, on both back-ends.
+#[tokio::test]
+async fn updates_deletes_and_ids_reach_a_long_text_whole() {
+    let mock = MockOllama::start(false).await;
+    let db = temp_db();
+    let args = [
+        "--chunk-window",
+        "40",
+        "--debounce-ms",
+        "60000",
+        "--max-wait-ms",
+        "60000",
+    ];
+    let s = start_with(command_with_ollama(&db.path, &mock.url, &args)).await;
+    let mut rng = Rng(seed());
+    let sentences: Vec<String> = (0..12).map(|n| sentence(&mut rng, "d", n)).collect();
+    let meta = json!({"user": "u1"}).as_object().unwrap().clone();
+    assert_eq!(
+        statuses(&embed(&s, "d", &text_of(&sentences), &meta).await),
+        ["indexed"]
+    );
+    let count = chunk_texts(&s, "d").await.len();
+    assert!(count >= 3, "{count} chunks");
+
+    // A filter matching one chunk updates the whole document.
+    let r = s
+        .ok(
+            "update",
+            json!({"index": INDEX, "filter": {"chunk.n": 1}, "metadata": {"tag": "x"}}),
+        )
+        .await;
+    assert_eq!(r["count"], json!(1), "one document: {r}");
+    let mut want = meta.clone();
+    want.insert("tag".into(), json!("x"));
+    check_doc(&s, "d", Some(&Doc::Text(sentences.clone(), want.clone(), true))).await;
+
+    // An update reaches the new text still waiting (the debounce is a minute), under the
+    // document's id: when it lands, the metadata is the update's.
+    let mut edited = sentences.clone();
+    edited[3] = sentence(&mut rng, "d", 103);
+    let r = s
+        .ok(
+            "embed",
+            json!({"index": INDEX, "documents": [{"id": "d", "text": text_of(&edited), "metadata": want}]}),
+        )
+        .await;
+    assert_eq!(statuses(&r), ["queued"]);
+    s.ok(
+        "update",
+        json!({"index": INDEX, "id": "d", "metadata": {"tag": "y"}}),
+    )
+    .await;
+    let flushed = s.ok("flush", json!({"index": INDEX})).await;
+    assert_eq!(flushed["pending"], json!(0), "{flushed}");
+    want.insert("tag".into(), json!("y"));
+    check_doc(&s, "d", Some(&Doc::Text(edited.clone(), want.clone(), true))).await;
+
+    // Chunk ids: `embed` refuses them; an upsert may not overwrite one chunk alone; `fetch`
+    // of a chunk and its document together gives both.
+    let e = s
+        .err(
+            "embed",
+            json!({"index": INDEX, "documents": [{"id": "e#2", "text": "hi"}]}),
+        )
+        .await;
+    assert!(e.contains("documents[0].id") && e.contains("e#2"), "{e}");
+    let e = s
+        .err(
+            "upsert",
+            json!({"index": INDEX, "vectors": [{"id": "d#1", "vector": vec![0.5; DIM]}]}),
+        )
+        .await;
+    assert!(
+        e.contains("vectors[0] (id \"d#1\")") && e.contains("\"d\""),
+        "{e}"
+    );
+    let r = s.ok("fetch", json!({"index": INDEX, "ids": ["d#0", "d"]})).await;
+    let got: Vec<&str> = r["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["d#0", "d"], "{r}");
+
+    // Deleting one chunk's id deletes the document.
+    let r = s.ok("delete", json!({"index": INDEX, "ids": ["d#1"]})).await;
+    assert_eq!(r["deleted"], json!(1), "{r}");
+    check_doc(&s, "d", None).await;
+    let r = s.ok("describe_index", json!({"index": INDEX})).await;
+    assert_eq!(r["count"], json!(0), "no chunk left: {r}");
+    s.stop().await;
+}

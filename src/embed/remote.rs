@@ -191,8 +191,7 @@ impl Embedder for Ollama {
         Box::pin(self.embed_batch(texts))
     }
     fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
-        let pieces = pieces(text, self.window);
-        Box::pin(async move { Ok(pieces) })
+        spawn_pieces(text, self.window)
     }
 }
 
@@ -276,8 +275,7 @@ impl Embedder for OpenAi {
         Box::pin(self.embed_batch(texts))
     }
     fn pieces<'a>(&'a self, text: &'a str) -> PiecesFuture<'a> {
-        let pieces = pieces(text, self.window);
-        Box::pin(async move { Ok(pieces) })
+        spawn_pieces(text, self.window)
     }
 }
 
@@ -307,4 +305,17 @@ pub fn pieces(text: &str, window: Option<usize>) -> Vec<Piece> {
             end: text.len(),
         }],
     }
+}
+
+/// [`pieces`] on a blocking thread (a long text takes a while to count), as a future.
+fn spawn_pieces(text: &str, window: Option<usize>) -> PiecesFuture<'static> {
+    let text = text.to_string();
+    Box::pin(async move {
+        match window {
+            None => Ok(pieces(&text, None)),
+            Some(_) => tokio::task::spawn_blocking(move || pieces(&text, window))
+                .await
+                .map_err(|e| EmbedError::Transient(format!("splitting a text: {e}"))),
+        }
+    })
 }

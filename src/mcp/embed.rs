@@ -22,8 +22,9 @@ const DEFAULT_FLUSH_MS: u64 = 30_000;
 #[serde(deny_unknown_fields)]
 pub struct DocumentInput {
     /// Id of the document in the index (non-empty); the same id replaces the earlier version.
+    /// Ids ending in `#<number>` are kept for the chunks of long texts.
     pub id: String,
-    /// The text to embed (non-empty). A text longer than the model's window (256 tokens,
+    /// The text to embed (non-empty). A text longer than the model's window (254 tokens,
     /// about 200 words, for the local model) is embedded in overlapping chunks that end at
     /// sentence ends; the document stays one id for `fetch`, `update`, `delete` and
     /// `search`.
@@ -107,7 +108,7 @@ impl StrideServer {
     /// debounce window (2 s by default) are coalesced, unchanged texts cost no embedding,
     /// and an accepted document survives crashes and restarts. Each document's status is
     /// `queued`, `coalesced`, `unchanged`, or with `wait: true` `indexed`. Long texts are
-    /// stored in chunks (rows `<id>`, `<id>#1`, ...); editing one paragraph re-embeds only
+    /// stored in chunks (rows `<id>#0`, `<id>#1`, ...); editing one paragraph re-embeds only
     /// the chunks whose text changed.
     #[tool(
         name = "embed",

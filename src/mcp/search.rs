@@ -59,8 +59,8 @@ pub struct SearchArgs {
     /// A long text that `embed` stored in chunks is one result by default: its best chunk,
     /// under the document's id, with that chunk's text and its place in the document
     /// (`metadata.chunk`: `n`, `count`, and the `start`..`end` character span). `true`
-    /// returns chunks as rows instead (ids `<id>#<n>` after the first), several per
-    /// document if they rank so.
+    /// returns chunks as rows instead (ids `<id>#<n>`, from 0), several per document if
+    /// they rank so.
     #[serde(default)]
     pub chunks: Option<bool>,
     /// Force an engine for this call (`duckdb` is the reference scan); default: the

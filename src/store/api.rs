@@ -609,9 +609,22 @@ pub struct EmbeddedPiece {
     pub vector: Vec<f32>,
 }
 
-/// Refuse a document's metadata that sets `chunk` itself: the key is the place of a long
-/// text's chunks.
+/// The document an id shaped like a chunk's (`<doc>#<n>`) would belong to, if it is so
+/// shaped. Such ids are refused to `embed` (they are the chunks'), and a write of one on
+/// PostgreSQL also takes its document's lock.
+pub fn chunk_shaped(id: &str) -> Option<&str> {
+    let (doc, n) = id.rsplit_once('#')?;
+    (!doc.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(doc)
+}
+
+/// Refuse what `embed` keeps for the chunks of long texts: an id shaped like a chunk's, and
+/// metadata that sets `chunk` itself.
 fn check_reserved(at: usize, id: &str, metadata: &Map<String, Value>) -> Result<(), StoreError> {
+    if let Some(doc) = chunk_shaped(id) {
+        return Err(StoreError::invalid(format!(
+            "documents[{at}].id: {id:?} has the shape of a chunk's id (chunk of {doc:?}): ids ending in #<number> are kept for the chunks of long texts; use another id"
+        )));
+    }
     if metadata.contains_key(CHUNK_KEY) {
         return Err(StoreError::invalid(format!(
             "documents[{at}] (id {id:?}).metadata.{CHUNK_KEY}: reserved: a long text is stored in chunks, each row saying its place there; use another key"

@@ -10,14 +10,14 @@
 //! document's rows among rows read by id, reading a row's place back, building a chunk's
 //! metadata, keeping a chunk's own fields through a metadata change, and putting a document
 //! back together for `fetch`. The back-ends call it inside their write transactions (so
-//! every write kind on an id acts on all of its rows); it runs no SQL and never decides how
-//! a text is split (that is `embed::chunk`).
+//! every write kind on an id acts on all of its rows), and `Store` for its reads; it runs
+//! no SQL and never decides how a text is split (that is `embed::chunk`).
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-pub use super::api::{EmbeddedPiece, CHUNK_KEY};
+pub use super::api::{chunk_shaped, EmbeddedPiece, CHUNK_KEY};
 use super::api::{Hit, StoreError, VectorRow};
 
 /// The row id of chunk `n` of `doc`.
@@ -78,10 +78,13 @@ pub fn group_rows(docs: &[String], heads: &RowsById, more: &RowsById) -> Vec<(St
 
 /// Rows (by id, as a filter matched them) grouped under the documents they belong to: a
 /// chunk row under its document, any other row under its own id.
-pub fn by_document(rows: DocumentRows) -> Vec<(String, DocumentRows)> {
+pub fn by_document(rows: &DocumentRows) -> Vec<(String, DocumentRows)> {
     let mut by_doc: std::collections::BTreeMap<String, DocumentRows> = Default::default();
     for (id, m) in rows {
-        by_doc.entry(document_of(&id, &m)).or_default().push((id, m));
+        by_doc
+            .entry(document_of(id, m))
+            .or_default()
+            .push((id.clone(), m.clone()));
     }
     by_doc.into_iter().collect()
 }
@@ -98,6 +101,20 @@ pub fn check_no_chunks(documents: &[(String, DocumentRows)]) -> Result<(), Store
     }
 }
 
+/// An upsert may not overwrite one chunk of a long text (the document would lose its
+/// shape): refused, naming the row and its document. `stored` holds the rows of `ids` read.
+pub fn check_not_a_chunk(ids: &[String], stored: &RowsById) -> Result<(), StoreError> {
+    for (at, id) in ids.iter().enumerate() {
+        if let Some(c) = stored.get(id).and_then(|m| chunk_of(id, m)) {
+            return Err(StoreError::invalid(format!(
+                "vectors[{at}] (id {id:?}): this row is chunk {} of the long text {:?} that `embed` stored; write {:?} itself (embed or upsert), or delete it first",
+                c.n, c.doc, c.doc
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Metadata as a back-end reads it back: an object, or (anything else) an empty one.
 pub fn object_or_empty(value: Option<Value>) -> Map<String, Value> {
     match value {
@@ -107,7 +124,8 @@ pub fn object_or_empty(value: Option<Value>) -> Map<String, Value> {
 }
 
 /// The documents a write names by `ids` (read into `rows`): a chunk's id stands for its
-/// whole document; any other id for itself. Distinct, in order.
+/// whole document; any other id for itself. Distinct, in order. (The rows named stay the
+/// write's too: a chunk row whose document lost its first chunk is still reached.)
 pub fn documents_named(ids: &[String], rows: &RowsById) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     ids.iter()
@@ -174,17 +192,20 @@ pub fn piece_rows(
     }
     let count = pieces.len();
     let mut rows = Vec::with_capacity(count);
-    // Character offsets, counted once over the text as the pieces go forward.
+    // Character offsets of every span end, in one pass over the text.
+    let mut bounds: Vec<usize> = pieces.iter().flat_map(|p| [p.start, p.end]).collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut offsets = HashMap::with_capacity(bounds.len());
     let (mut byte, mut chars) = (0usize, 0u64);
-    let mut char_at = |to: usize| -> Option<u64> {
-        if to < byte {
-            (byte, chars) = (0, 0);
+    for b in bounds {
+        if let Some(step) = text.get(byte..b) {
+            chars += step.chars().count() as u64;
+            byte = b;
+            offsets.insert(b, chars);
         }
-        let step = text.get(byte..to)?;
-        chars += step.chars().count() as u64;
-        byte = to;
-        Some(chars)
-    };
+    }
+    let char_at = |to: usize| offsets.get(&to).copied();
     for (n, piece) in pieces.iter().enumerate() {
         let bad = || {
             StoreError::Internal(format!(

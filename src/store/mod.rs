@@ -107,6 +107,11 @@ impl SharedQueue {
     }
 }
 
+/// Most rows one search reads to find its documents among a long text's chunks: past it,
+/// a search answers with the documents found (fewer than `top_k` only when a few documents
+/// of hundreds of chunks each hold the best 100,000 rows).
+const MAX_GROUPED_ROWS: usize = 100_000;
+
 #[derive(Clone)]
 enum Backend {
     File(duckdb::FileStore),
@@ -200,10 +205,10 @@ impl Store {
                 Some(n) => n,
                 None => *total.insert(self.count(&index).await? as usize),
             };
-            if asked >= total {
+            if asked >= total || asked >= MAX_GROUPED_ROWS {
                 return Ok((hits, engine));
             }
-            asked = asked.saturating_mul(4).min(total);
+            asked = asked.saturating_mul(4).min(total).min(MAX_GROUPED_ROWS.max(want));
         }
     }
 
@@ -268,11 +273,11 @@ impl Store {
     ) -> Result<Vec<(Hit, Option<Vec<chunks::ChunkSpan>>)>, StoreError> {
         let ids = distinct(&ids);
         let heads = self.fetch_rows(index, chunks::head_ids(&ids)).await?;
-        let mut heads: HashMap<String, Hit> = heads.into_iter().map(|h| (h.id.clone(), h)).collect();
+        let heads: HashMap<String, Hit> = heads.into_iter().map(|h| (h.id.clone(), h)).collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(hit) = heads.remove(&id) {
-                out.push((hit, None));
+            if let Some(hit) = heads.get(&id) {
+                out.push((hit.clone(), None));
                 continue;
             }
             let head = chunks::chunk_id(&id, 0);
@@ -286,8 +291,8 @@ impl Store {
             let rows = self.document_rows(index, &id).await?;
             match chunks::assemble(&rows, index.text.field.as_deref()) {
                 Some((doc, spans)) => out.push((doc, Some(spans))),
-                // Rewritten as one row meanwhile: as it is now.
-                None => out.extend(rows.into_iter().filter(|h| h.id == id).map(|h| (h, None))),
+                // Rewritten as one row meanwhile, or no longer whole: its rows as they are.
+                None => out.extend(rows.into_iter().map(|h| (h, None))),
             }
         }
         Ok(out)

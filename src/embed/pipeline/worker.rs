@@ -360,14 +360,6 @@ impl Inner {
                         .collect()
                 })
                 .collect();
-            let reused = batch
-                .iter()
-                .flat_map(|p| &p.known)
-                .filter(|k| k.is_some())
-                .count();
-            self.counters
-                .pieces_reused
-                .fetch_add(reused as u64, Ordering::Relaxed);
             let result = if texts.is_empty() {
                 Ok(Vec::new())
             } else {
@@ -379,6 +371,14 @@ impl Inner {
             };
             let error = match result {
                 Ok(vectors) if vectors.len() == texts.len() => {
+                    let reused = batch
+                        .iter()
+                        .flat_map(|p| &p.known)
+                        .filter(|k| k.is_some())
+                        .count();
+                    self.counters
+                        .pieces_reused
+                        .fetch_add(reused as u64, Ordering::Relaxed);
                     let docs = batch
                         .into_iter()
                         .zip(slots)
@@ -465,8 +465,10 @@ impl Inner {
         out
     }
 
-    /// The vectors of a document's stored rows, by the text each row keeps. Empty when the
-    /// index keeps no text or the rows cannot be read (then every piece is embedded).
+    /// The vectors of a document's stored chunks, by the text each keeps (only chunk rows:
+    /// the pipeline wrote them, and an update keeps their text, so the text is what their
+    /// vector embeds). Empty when the index keeps no text or the rows cannot be read (then
+    /// every piece is embedded).
     async fn stored_pieces(&self, key: &Key) -> HashMap<String, Vec<f32>> {
         let Ok(info) = self.store.index_info(&key.0).await else {
             return HashMap::new();
@@ -478,6 +480,7 @@ impl Inner {
             Ok(rows) => rows
                 .into_iter()
                 .filter_map(|hit| {
+                    crate::store::chunks::chunk_of(&hit.id, &hit.metadata)?;
                     let text = hit.metadata.get(&field)?.as_str()?.to_string();
                     Some((text, hit.vector?))
                 })

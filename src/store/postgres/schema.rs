@@ -725,7 +725,14 @@ pub async fn lock_ids<S: AsRef<str>>(
     index: &str,
     ids: &[S],
 ) -> Result<(), StoreError> {
-    let mut keys: Vec<i64> = ids.iter().map(|id| id_key(names, index, id.as_ref())).collect();
+    // A chunk's id also takes its document's lock: every write of a long text acts on all
+    // of its rows, under the document's id.
+    let mut keys: Vec<i64> = ids
+        .iter()
+        .flat_map(|id| [Some(id.as_ref()), crate::store::chunks::chunk_shaped(id.as_ref())])
+        .flatten()
+        .map(|id| id_key(names, index, id))
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     if keys.is_empty() {

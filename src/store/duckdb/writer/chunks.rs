@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use super::{OpError, Writer};
 use crate::store::api::{distinct, quoted, VectorRow};
 use crate::store::chunks::{
-    document_of, documents_named, group_rows, head_ids, keep_chunk_fields, more_ids, object_or_empty,
-    DocumentRows, RowsById,
+    documents_named, group_rows, head_ids, keep_chunk_fields, more_ids, object_or_empty, DocumentRows,
+    RowsById,
 };
 use crate::store::duckdb::documents;
 
@@ -61,17 +61,21 @@ impl Writer {
         Ok(documents_named(ids, &rows))
     }
 
-    /// The stored rows of the documents of `rows` that the new rows do not replace: the
-    /// chunks a document loses when it is written again shorter or as one row, or its one
-    /// row when it is written in chunks.
-    pub(super) fn outgrown_rows(&self, index: &str, rows: &[VectorRow]) -> Result<Vec<String>, OpError> {
+    /// The stored rows of `docs` (the documents `rows` write) that the new rows do not
+    /// replace: the chunks a document loses when it is written again shorter or as one
+    /// row, or its one row when it is written in chunks.
+    pub(super) fn outgrown_rows(
+        &self,
+        index: &str,
+        rows: &[VectorRow],
+        docs: &[String],
+    ) -> Result<Vec<String>, OpError> {
         if !self.with_texts.contains(index) {
             return Ok(Vec::new()); // Only `embed` stores chunks.
         }
         let new: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let docs: Vec<String> = rows.iter().map(|r| document_of(&r.id, &r.metadata)).collect();
         Ok(self
-            .stored_documents(index, &docs)?
+            .stored_documents(index, docs)?
             .into_iter()
             .flat_map(|(_, rows)| rows)
             .map(|(id, _)| id)

@@ -12,7 +12,7 @@ use super::arrow::record_batch;
 use super::chunks::id_and_metadata;
 use super::{OpError, OpResult, Writer};
 use crate::store::api::*;
-use crate::store::chunks::DocumentRows;
+use crate::store::chunks::{chunk_shaped, DocumentRows};
 use crate::store::duckdb::{documents, schema, Catalog};
 use crate::store::filter::CompiledFilter;
 use crate::store::memory::Change;
@@ -164,7 +164,25 @@ impl Writer {
             None => None,
         };
         let rows = dedup_last_wins(rows.to_vec());
-        self.write_rows(index, dimension, &rows)?;
+        // A chunk of a long text is not overwritten alone: the document would lose its shape.
+        let shaped: Vec<String> = rows
+            .iter()
+            .filter(|r| chunk_shaped(&r.id).is_some())
+            .map(|r| r.id.clone())
+            .collect();
+        if !shaped.is_empty() && self.with_texts.contains(index) {
+            let stored = self.metadata_of(index, &shaped)?;
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            if let Err(e) = crate::store::chunks::check_not_a_chunk(&ids, &stored) {
+                // Rows a delete_filter removed make the transaction unclean: fail it whole.
+                return Err(match deleted {
+                    None => OpError::Rejected(e),
+                    Some(_) => OpError::Failed(e.to_string()),
+                });
+            }
+        }
+        let docs: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        self.write_rows(index, dimension, &rows, &docs)?;
         let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         // These vectors are the latest word on their ids: a text still waiting to be
         // embedded for one of them must never land on top.
@@ -183,14 +201,20 @@ impl Writer {
     /// the old versions, then the Arrow appender adds the new ones straight into the table
     /// (the duckdb crate cannot bind array values, and text would be slow). No staging
     /// table and no `INSERT OR REPLACE`: both were measured to cost more than the write.
-    fn write_rows(&mut self, index: &str, dimension: usize, rows: &[VectorRow]) -> Result<(), OpError> {
+    fn write_rows(
+        &mut self,
+        index: &str,
+        dimension: usize,
+        rows: &[VectorRow],
+        docs: &[String],
+    ) -> Result<(), OpError> {
         if rows.is_empty() {
             return Ok(());
         }
         let new_ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let ids = documents::id_list(new_ids.iter().map(String::as_str))?;
         // A long text written again shorter, as one row, or in chunks, loses what it was.
-        let outgrown = self.outgrown_rows(index, rows)?;
+        let outgrown = self.outgrown_rows(index, rows, docs)?;
         // The rows get new vectors: whatever text we had embedded for these ids no longer
         // describes them (an embedding commit records its hashes again right after).
         if self.with_texts.contains(index) {
@@ -345,7 +369,8 @@ impl Writer {
             self.record_model(index, model, working)?;
         }
         self.with_texts.insert(index.to_string());
-        self.write_rows(index, dimension, &dedup_last_wins(rows))?;
+        let docs: Vec<String> = fresh.iter().map(|d| d.id.clone()).collect();
+        self.write_rows(index, dimension, &dedup_last_wins(rows), &docs)?;
         documents::record_embedded(&self.conn, index, model, &fresh)?;
         let stored = fresh.into_iter().map(|d| d.id).collect();
         Ok(WriteOutcome::Embedded { stored, stale })
@@ -403,13 +428,19 @@ impl Writer {
                 stored
             }
             Target::Filter(filter) => {
-                crate::store::chunks::by_document(self.stored_matching_rows(index, filter)?)
+                // A filter that matches one chunk changes its whole document.
+                let matched = self.stored_matching_rows(index, filter)?;
+                let docs: Vec<String> = crate::store::chunks::by_document(&matched)
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect();
+                self.stored_documents(index, &docs)?
             }
         };
         if vector.is_some() {
             crate::store::chunks::check_no_chunks(&documents).map_err(OpError::Rejected)?;
         }
-        for (_, rows) in &documents {
+        for (doc, rows) in &documents {
             for (id, old) in rows {
                 self.update_one(
                     index,
@@ -420,6 +451,11 @@ impl Writer {
                     mode,
                     (old, field.as_deref()),
                 )?;
+            }
+            if let (None, Some(m)) = (vector, metadata) {
+                // A version waiting to be embedded gets the same change (under the
+                // document's id), so that it does not bring the old metadata back.
+                documents::patch_pending_metadata(&self.conn, index, doc, m, mode == MetadataMode::Merge)?;
             }
         }
         Ok(WriteOutcome::Updated {
@@ -498,15 +534,12 @@ impl Writer {
                 index: index.to_string(),
                 rows: vec![(id.to_string(), v.to_vec(), stored)],
             });
-        } else if let Some(m) = metadata {
+        } else if metadata.is_some() {
             self.changes.push(Change::Metadata {
                 index: index.to_string(),
                 id: id.to_string(),
                 metadata: stored,
             });
-            // A version waiting to be embedded gets the same change, so that it does not
-            // bring the old metadata back when it lands.
-            documents::patch_pending_metadata(&self.conn, index, id, m, mode == MetadataMode::Merge)?;
         }
         Ok(())
     }
@@ -523,22 +556,32 @@ impl Writer {
     /// version. A long text stored in chunks goes whole, every chunk row of it, whether it
     /// was named by its id or a filter matched one of its chunks.
     fn delete_rows(&mut self, index: &str, target: &Target) -> Result<usize, OpError> {
-        let docs: Vec<String> = match target {
-            Target::Ids(ids) => self.documents_named(index, ids)?,
+        // The rows named or matched themselves, and every row of their documents.
+        let (docs, direct): (Vec<String>, DocumentRows) = match target {
+            Target::Ids(ids) => {
+                let named = self.metadata_of(index, ids)?;
+                let docs = crate::store::chunks::documents_named(ids, &named);
+                (docs, named.into_iter().collect())
+            }
             Target::Filter(filter) => {
-                let mut docs: std::collections::BTreeSet<String> = self
-                    .stored_matching_rows(index, filter)?
-                    .into_iter()
-                    .map(|(id, m)| crate::store::chunks::document_of(&id, &m))
-                    .collect();
+                let matched = self.stored_matching_rows(index, filter)?;
+                let mut docs: std::collections::BTreeSet<String> =
+                    crate::store::chunks::by_document(&matched)
+                        .into_iter()
+                        .map(|(d, _)| d)
+                        .collect();
                 docs.extend(documents::pending_matching(&self.conn, index, filter)?);
-                docs.into_iter().collect()
+                (docs.into_iter().collect(), matched)
             }
         };
         let stored = self.stored_documents(index, &docs)?;
+        let mut seen = std::collections::HashSet::new();
         let rows_deleted: Vec<String> = stored
             .iter()
-            .flat_map(|(_, rows)| rows.iter().map(|(id, _)| id.clone()))
+            .flat_map(|(_, rows)| rows.iter())
+            .chain(direct.iter())
+            .map(|(id, _)| id.clone())
+            .filter(|id| seen.insert(id.clone()))
             .collect();
         let list = documents::id_list(rows_deleted.iter().map(String::as_str))?;
         self.conn
@@ -547,11 +590,19 @@ impl Writer {
                 quoted(index)
             ))?
             .execute(params![list])?;
-        let with_row: std::collections::HashSet<&str> = stored.iter().map(|(d, _)| d.as_str()).collect();
+        let with_row: std::collections::HashSet<String> = stored
+            .iter()
+            .map(|(d, _)| d.clone())
+            .chain(
+                direct
+                    .iter()
+                    .map(|(id, m)| crate::store::chunks::document_of(id, m)),
+            )
+            .collect();
         let mut count = 0;
         for id in &docs {
             let had_pending = documents::drop_pending(&self.conn, index, std::slice::from_ref(id))? > 0;
-            if with_row.contains(id.as_str()) || had_pending {
+            if with_row.contains(id) || had_pending {
                 count += 1;
             }
         }

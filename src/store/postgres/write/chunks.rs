@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 
 use super::{table_failure, Result};
 pub(super) use crate::store::chunks::DocumentRows;
-use crate::store::chunks::{self, document_of, group_rows, head_ids, more_ids, RowsById};
+use crate::store::chunks::{self, group_rows, head_ids, more_ids, RowsById};
 use crate::store::postgres::schema::{Names, NAMESPACE};
 use crate::store::{distinct, VectorRow};
 
@@ -66,23 +66,42 @@ pub(super) async fn documents_named(
     names: &Names,
     index: &str,
     ids: &[String],
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, RowsById)> {
     let rows = metadata_of(c, names, index, ids).await?;
-    Ok(chunks::documents_named(ids, &rows))
+    Ok((chunks::documents_named(ids, &rows), rows))
 }
 
-/// The stored rows of the documents of `rows` that the new rows do not replace: the chunks
-/// a document loses when it is written again shorter or as one row, or its one row when it
-/// is written in chunks.
+/// Refuse an upsert that would overwrite one chunk of a long text alone.
+pub(super) async fn check_not_a_chunk(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    ids: &[String],
+) -> Result<()> {
+    let shaped: Vec<String> = ids
+        .iter()
+        .filter(|id| chunks::chunk_shaped(id).is_some())
+        .cloned()
+        .collect();
+    if shaped.is_empty() {
+        return Ok(());
+    }
+    let stored = metadata_of(c, names, index, &shaped).await?;
+    Ok(chunks::check_not_a_chunk(ids, &stored)?)
+}
+
+/// The stored rows of `docs` (the documents `rows` write) that the new rows do not replace:
+/// the chunks a document loses when it is written again shorter or as one row, or its one
+/// row when it is written in chunks.
 pub(super) async fn outgrown_rows(
     c: &(impl GenericClient + Sync),
     names: &Names,
     index: &str,
     rows: &[&VectorRow],
+    docs: &[String],
 ) -> Result<Vec<String>> {
     let new: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let docs: Vec<String> = rows.iter().map(|r| document_of(&r.id, &r.metadata)).collect();
-    Ok(stored_documents(c, names, index, &docs)
+    Ok(stored_documents(c, names, index, docs)
         .await?
         .into_iter()
         .flat_map(|(_, rows)| rows)

@@ -267,7 +267,8 @@ pub(super) async fn store_embedded(
         rows.extend(pieces);
     }
     let rows = dedup_last_wins(rows);
-    write_rows(&*tx, names, index, &rows).await?;
+    let fresh_docs: Vec<String> = fresh.iter().map(|(d, _)| d.id.clone()).collect();
+    write_rows(&*tx, names, index, &rows, &fresh_docs).await?;
     for (doc, queued_seq) in &fresh {
         tx.execute(
             &format!(

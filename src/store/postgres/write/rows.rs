@@ -75,7 +75,11 @@ pub(super) async fn upsert(
         None => None,
     };
     let rows = dedup_last_wins(rows.to_vec());
-    write_rows(&*tx, names, index, &rows).await?;
+    let docs: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    // A chunk of a long text is not overwritten alone (the transaction is dropped, so the
+    // rows a delete_filter removed come back).
+    super::chunks::check_not_a_chunk(&*tx, names, index, &docs).await?;
+    write_rows(&*tx, names, index, &rows, &docs).await?;
     let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
     // These vectors are the latest word on their ids: a text still waiting to be embedded
     // for one of them must never land on top.
@@ -96,6 +100,7 @@ pub(super) async fn write_rows(
     names: &Names,
     index: &str,
     rows: &[VectorRow],
+    docs: &[String],
 ) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -110,7 +115,7 @@ pub(super) async fn write_rows(
     let metadata: Vec<Value> = sorted.iter().map(|r| Value::Object(r.metadata.clone())).collect();
     forget_hashes(c, names, index, &ids).await?;
     // A long text written again shorter, as one row, or in chunks, loses what it was.
-    let outgrown = super::chunks::outgrown_rows(c, names, index, &sorted).await?;
+    let outgrown = super::chunks::outgrown_rows(c, names, index, &sorted, docs).await?;
     if !outgrown.is_empty() {
         c.execute(
             &format!(
@@ -242,16 +247,20 @@ async fn delete_rows(
     index: &str,
     target: &Target,
 ) -> Result<usize> {
-    let ids: Vec<String> = match target {
-        Target::Ids(ids) => super::chunks::documents_named(c, names, index, ids).await?,
+    // The rows named or matched themselves, and every row of their documents.
+    let (ids, direct): (Vec<String>, super::chunks::DocumentRows) = match target {
+        Target::Ids(ids) => {
+            let (docs, named) = super::chunks::documents_named(c, names, index, ids).await?;
+            (docs, named.into_iter().collect())
+        }
         Target::Filter(filter) => {
-            let mut ids: BTreeSet<String> = stored_matching_rows(c, names, index, filter)
-                .await?
-                .into_iter()
-                .map(|(id, m)| crate::store::chunks::document_of(&id, &m))
+            let matched = stored_matching_rows(c, names, index, filter).await?;
+            let mut ids: BTreeSet<String> = matched
+                .iter()
+                .map(|(id, m)| crate::store::chunks::document_of(id, m))
                 .collect();
             ids.extend(pending_matching(c, names, index, filter).await?);
-            ids.into_iter().collect()
+            (ids.into_iter().collect(), matched)
         }
     };
     if ids.is_empty() {
@@ -262,9 +271,12 @@ async fn delete_rows(
     let stored = super::chunks::stored_documents(c, names, index, &sorted).await?;
     let mut rows: Vec<String> = stored
         .iter()
-        .flat_map(|(_, r)| r.iter().map(|(id, _)| id.clone()))
+        .flat_map(|(_, r)| r.iter())
+        .chain(direct.iter())
+        .map(|(id, _)| id.clone())
         .collect();
     rows.sort();
+    rows.dedup();
     c.execute(
         &format!(
             "DELETE FROM {} WHERE namespace = '{NAMESPACE}' AND vector_id = ANY($1::text[])",
@@ -275,6 +287,11 @@ async fn delete_rows(
     .await
     .map_err(|e| table_failure(index, e))?;
     let mut gone: HashSet<String> = stored.into_iter().map(|(d, _)| d).collect();
+    gone.extend(
+        direct
+            .iter()
+            .map(|(id, m)| crate::store::chunks::document_of(id, m)),
+    );
     gone.extend(drop_pending(c, names, index, &sorted).await?);
     let refs: Vec<&str> = sorted.iter().map(String::as_str).collect();
     forget_hashes(c, names, index, &refs).await?;

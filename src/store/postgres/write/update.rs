@@ -42,7 +42,7 @@ pub(super) async fn update(
     // Every document's rows: all chunks of a long text. Checked before any change.
     let documents: Vec<(String, DocumentRows)> = match target {
         Target::Ids(ids) => {
-            let named = documents_named(&*tx, names, index, ids).await?;
+            let (named, _) = documents_named(&*tx, names, index, ids).await?;
             let stored = stored_documents(&*tx, names, index, &named).await?;
             if !skip_missing {
                 if let Some(id) = named.into_iter().find(|id| !stored.iter().any(|(d, _)| d == id)) {
@@ -54,15 +54,24 @@ pub(super) async fn update(
             stored
         }
         Target::Filter(filter) => {
-            chunks::by_document(stored_matching_rows(&*tx, names, index, filter).await?)
+            // A filter that matches one chunk changes its whole document.
+            let matched = stored_matching_rows(&*tx, names, index, filter).await?;
+            let docs: Vec<String> = chunks::by_document(&matched)
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            stored_documents(&*tx, names, index, &docs).await?
         }
     };
     if vector.is_some() {
         chunks::check_no_chunks(&documents)?;
     }
-    for (_, rows) in &documents {
+    for (doc, rows) in &documents {
         for (id, _) in rows {
             update_one(&*tx, names, index, id, vector, metadata, mode, field.as_deref()).await?;
+        }
+        if let (None, Some(patch)) = (vector, metadata) {
+            patch_queued(&*tx, names, index, doc, patch, mode).await?;
         }
     }
     tx.commit().await?;
@@ -71,8 +80,9 @@ pub(super) async fn update(
     })
 }
 
-/// Update one stored row; false (and nothing changed) when there is none with this id. A
-/// chunk of a long text keeps its own piece of the text (in `field`) and its place.
+/// Update one stored row (false, and nothing changed, when it is gone: the caller read it
+/// under the id's lock, so it is not). A chunk of a long text keeps its own piece of the
+/// text (in `field`) and its place.
 #[allow(clippy::too_many_arguments)]
 async fn update_one(
     c: &(impl GenericClient + Sync),
@@ -122,9 +132,22 @@ async fn update_one(
         // A new vector supersedes any text still waiting to be embedded for this id.
         forget_hashes(c, names, index, &[id]).await?;
         drop_pending(c, names, index, &ids).await?;
-    } else if let Some(patch) = metadata {
-        // A version waiting to be embedded gets the same change, so that it does not bring
-        // the old metadata back when it lands.
+    }
+    Ok(true)
+}
+
+/// A version of `doc` waiting to be embedded gets an update's metadata change too, so that
+/// it does not bring the old metadata back when it lands.
+async fn patch_queued(
+    c: &(impl GenericClient + Sync),
+    names: &Names,
+    index: &str,
+    doc: &str,
+    patch: &Map<String, Value>,
+    mode: MetadataMode,
+) -> Result<()> {
+    {
+        let id = doc;
         let queued = c
             .query_opt(
                 &format!(
@@ -146,7 +169,7 @@ async fn update_one(
             .await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The metadata an update leaves: `patch` merged into `stored` (JSON merge patch, RFC
