@@ -110,6 +110,13 @@ async fn chunk_texts(s: &Server, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// No chunk row of `id` is stored (neither `#0` nor `#1`).
+async fn assert_no_chunk(s: &Server, id: &str, why: &str) {
+    let ids = [format!("{id}#0"), format!("{id}#1")];
+    let r = s.ok("fetch", json!({"index": INDEX, "ids": ids})).await;
+    assert_eq!(r["missing"], json!(ids), "{id}: {why}");
+}
+
 /// Check one document against the model: `fetch` gives it back whole; its chunk rows cover
 /// its text in order, each fitting the window, holding its span's text, its document's
 /// metadata and its own vector; and nothing stays stored beyond its last chunk.
@@ -118,14 +125,7 @@ async fn check_doc(s: &Server, id: &str, want: Option<&Doc>) {
     let got = r["vectors"].as_array().unwrap().first().cloned();
     let (got, text) = match (want, got) {
         (None, None) => {
-            let first_chunk = s
-                .ok("fetch", json!({"index": INDEX, "ids": [format!("{id}#1")]}))
-                .await;
-            assert_eq!(
-                first_chunk["missing"],
-                json!([format!("{id}#1")]),
-                "{id}: no chunk outlives it"
-            );
+            assert_no_chunk(s, id, "no chunk outlives it").await;
             return;
         }
         (None, Some(got)) => panic!("{id}: deleted, yet fetched {got}"),
@@ -136,14 +136,7 @@ async fn check_doc(s: &Server, id: &str, want: Option<&Doc>) {
                 got.get("chunks").is_none(),
                 "{id}: a raw row has no chunks: {got}"
             );
-            let after = s
-                .ok("fetch", json!({"index": INDEX, "ids": [format!("{id}#1")]}))
-                .await;
-            assert_eq!(
-                after["missing"],
-                json!([format!("{id}#1")]),
-                "{id}: the upsert replaced every chunk"
-            );
+            assert_no_chunk(s, id, "the upsert replaced every chunk").await;
             return;
         }
         (Some(Doc::Text(sentences, meta, kept)), Some(got)) => {
@@ -164,14 +157,7 @@ async fn check_doc(s: &Server, id: &str, want: Option<&Doc>) {
             approx_tokens(&text)
         );
         assert_eq!(got["vector"], json!(vector_of(&text)), "{id}: its own vector");
-        let after = s
-            .ok("fetch", json!({"index": INDEX, "ids": [format!("{id}#1")]}))
-            .await;
-        assert_eq!(
-            after["missing"],
-            json!([format!("{id}#1")]),
-            "{id}: shorter again, no chunk left"
-        );
+        assert_no_chunk(s, id, "shorter again, no chunk left").await;
         return;
     };
     assert!(spans.len() >= 2, "{id}: {got}");
