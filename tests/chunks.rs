@@ -91,6 +91,21 @@ async fn embed(s: &Server, id: &str, text: &str, metadata: &Map<String, Value>) 
     .await
 }
 
+/// A server that chunks at [`WINDOW`] and keeps texts queued (a minute of debounce) until
+/// a wait or a flush.
+fn queuing(db: &TempDb, mock: &MockOllama) -> tokio::process::Command {
+    let window = WINDOW.to_string();
+    let args = [
+        "--chunk-window",
+        &window,
+        "--debounce-ms",
+        "60000",
+        "--max-wait-ms",
+        "60000",
+    ];
+    command_with_ollama(&db.path, &mock.url, &args)
+}
+
 /// The chunk texts of a stored document, by fetching each chunk row by its id.
 async fn chunk_texts(s: &Server, id: &str) -> Vec<String> {
     let r = s.ok("fetch", json!({"index": INDEX, "ids": [id]})).await;
@@ -541,17 +556,9 @@ async fn long_texts_queued_through_a_relay_survive_the_owners_death_and_land_in_
     }
     let mock = MockOllama::start(false).await;
     let db = temp_db();
-    let args = [
-        "--chunk-window",
-        "40",
-        "--debounce-ms",
-        "60000",
-        "--max-wait-ms",
-        "60000",
-    ];
-    let owner = start_with(command_with_ollama(&db.path, &mock.url, &args)).await;
+    let owner = start_with(queuing(&db, &mock)).await;
     wait_for_stats(&owner, 30, |st| st["role"] == "owner").await;
-    let relay = start_with(command_with_ollama(&db.path, &mock.url, &args)).await;
+    let relay = start_with(queuing(&db, &mock)).await;
     let st = wait_for_stats(&relay, 30, |st| st["role"] == "relay").await;
     assert_eq!(st["role"], "relay", "{st}");
     let mut rng = Rng(seed());
@@ -614,15 +621,7 @@ async fn long_texts_queued_through_a_relay_survive_the_owners_death_and_land_in_
 async fn updates_deletes_and_ids_reach_a_long_text_whole() {
     let mock = MockOllama::start(false).await;
     let db = temp_db();
-    let args = [
-        "--chunk-window",
-        "40",
-        "--debounce-ms",
-        "60000",
-        "--max-wait-ms",
-        "60000",
-    ];
-    let s = start_with(command_with_ollama(&db.path, &mock.url, &args)).await;
+    let s = start_with(queuing(&db, &mock)).await;
     let mut rng = Rng(seed());
     let sentences: Vec<String> = (0..12).map(|n| sentence(&mut rng, "d", n)).collect();
     let meta = json!({"user": "u1"}).as_object().unwrap().clone();

@@ -4,7 +4,7 @@
 //! It owns: where the owner lock and the relays' meeting point of a database are
 //! ([`Rendezvous`]), the local transport relays reach the owner through (a Unix socket, or a
 //! Windows named pipe) with its checks that both ends run as the same user, and the search
-//! threads' lower CPU priority, and which TLS roots to trust. No `libc` or Win32 call lives
+//! threads' lower CPU priority, the process's CPU time, and which TLS roots to trust. No `libc` or Win32 call lives
 //! outside these files.
 //!
 //! It must not touch: ownership's policy (who owns, when to hand over: `ownership`), the
@@ -20,12 +20,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[cfg(unix)]
 pub mod unix;
 #[cfg(unix)]
-pub use unix::{ensure_private_dir, lower_thread_priority, open_private, user_id, UnixSocket as Transport};
+pub use unix::{
+    ensure_private_dir, lower_thread_priority, open_private, process_cpu_time, user_id,
+    UnixSocket as Transport,
+};
 
 #[cfg(windows)]
 pub mod windows;
 #[cfg(windows)]
-pub use windows::{ensure_private_dir, lower_thread_priority, open_private, user_id, NamedPipe as Transport};
+pub use windows::{
+    ensure_private_dir, lower_thread_priority, open_private, process_cpu_time, user_id,
+    NamedPipe as Transport,
+};
 
 /// `sun_path` holds 108 bytes on Linux (104 on macOS) including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 100;

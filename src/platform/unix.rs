@@ -170,9 +170,36 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// CPU time this process has used, user and system (`getrusage`).
+pub fn process_cpu_time() -> Option<std::time::Duration> {
+    // SAFETY: an all-zero rusage is a valid value; getrusage fills the one it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a pointer to a live rusage of the right type.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let time = |tv: libc::timeval| {
+        std::time::Duration::from_secs(tv.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(tv.tv_usec.max(0) as u64)
+    };
+    Some(time(usage.ru_utime) + time(usage.ru_stime))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_grows_while_the_process_works() {
+        let before = process_cpu_time().expect("getrusage");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = process_cpu_time().expect("getrusage");
+        assert!(after > before, "{before:?} then {after:?} after 50 ms of work");
+    }
 
     #[test]
     fn the_fallback_directory_must_be_ours_and_closed_to_others() {

@@ -254,3 +254,32 @@ pub fn lower_thread_priority() {
         tracing::debug!(error = %io::Error::last_os_error(), "lowering a search thread's priority");
     }
 }
+
+/// CPU time this process has used, user and kernel (`GetProcessTimes`).
+pub fn process_cpu_time() -> Option<std::time::Duration> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes};
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: the process's own pseudo-handle and four FILETIMEs the call fills.
+    let ok = unsafe {
+        GetProcessTimes(
+            GetCurrentProcess(),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    // FILETIME counts 100 ns intervals.
+    let ticks = |f: FILETIME| (u64::from(f.dwHighDateTime) << 32) | u64::from(f.dwLowDateTime);
+    Some(std::time::Duration::from_nanos(
+        (ticks(kernel) + ticks(user)).saturating_mul(100),
+    ))
+}

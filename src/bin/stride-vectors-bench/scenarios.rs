@@ -427,11 +427,7 @@ fn matmul_gflops() -> f64 {
     run().unwrap_or(f64::NAN)
 }
 
-/// CPU time this process has used (user + system), from /proc (Linux; `None` elsewhere).
+/// CPU time this process has used (user + system), in seconds.
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start after its ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    stride_vectors::platform::process_cpu_time().map(|d| d.as_secs_f64())
 }
